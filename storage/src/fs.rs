@@ -1,0 +1,394 @@
+//! Filesystem backend: objects are files under `<root>/objects/<key>`.
+//!
+//! Every write goes to a new file in `<root>/tmp/`, is fsynced and renamed into place, so a reader
+//! sees the old object or the new one, never a part. Conditional writes and deletes hold an
+//! exclusive `flock` on one of 256 lock files in `<root>/locks/` (chosen by a hash of the key), which
+//! makes them atomic between threads and between processes sharing the directory. Because each
+//! write creates a new inode, `inode-mtime-size` is a version that changes with every write.
+//!
+//! Staged uploads are files in `<root>/staging/`; committing renames them into `objects/`.
+
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::{
+    validate_key, validate_prefix, BlobStore, BlobStoreError, ByteStream, ETag, ListPage,
+    ObjectMeta, ObjectReader, PutCondition, Result, SmallObject,
+};
+
+/// Buffer between a request body and the file; large enough that each blocking write moves a
+/// useful amount of data, small enough to bound memory per upload.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Chunk size of streamed reads.
+const READ_CHUNK: usize = 256 << 10;
+
+/// A [`BlobStore`] on a local directory.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating when needed) a store rooted at `root`.
+    pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
+        let root = root.into();
+        for dir in ["objects", "staging", "tmp", "locks"] {
+            tokio::fs::create_dir_all(root.join(dir)).await?;
+        }
+        Ok(FsBlobStore { root })
+    }
+
+    fn object_path(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join("objects").join(key))
+    }
+
+    fn stage_path(&self, id: &str) -> Result<PathBuf> {
+        validate_key(id)?;
+        if id.contains('/') {
+            return Err(BlobStoreError::InvalidKey(id.to_owned()));
+        }
+        Ok(self.root.join("staging").join(id))
+    }
+
+    fn temp_path(&self) -> PathBuf {
+        self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// Runs `f` holding the exclusive lock that guards `key`.
+    async fn locked<T: Send + 'static>(
+        &self,
+        key: &str,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let stripe = sha2::Sha256::digest(key.as_bytes())[0];
+        let lock_path = self.root.join("locks").join(format!("{stripe:02x}"));
+        tokio::task::spawn_blocking(move || {
+            let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(lock_path)?;
+            lock.lock()?;
+            // The lock is released when `lock` is dropped, on every path out of `f`.
+            f()
+        })
+        .await
+        .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?
+    }
+}
+
+fn etag_of(meta: &std::fs::Metadata) -> ETag {
+    ETag(format!("{:x}-{:x}-{:x}", meta.ino(), meta.mtime_nsec() as u64 ^ ((meta.mtime() as u64) << 30), meta.size()))
+}
+
+fn meta_of(meta: &std::fs::Metadata) -> ObjectMeta {
+    ObjectMeta { size: meta.size(), etag: etag_of(meta) }
+}
+
+fn absent_is_none<T>(res: io::Result<T>) -> io::Result<Option<T>> {
+    match res {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        // A path through a file ("a" exists, "a/b" asked) is an absent key too.
+        Err(err) if err.raw_os_error() == Some(20) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Renames `from` to `to`, creating `to`'s parents. Retries once when a concurrent delete removed
+/// an emptied parent between the two steps.
+fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    let parent = to.parent().expect("object paths always have a parent");
+    for attempt in 0..3 {
+        std::fs::create_dir_all(parent)?;
+        match std::fs::rename(from, to) {
+            Ok(()) => return sync_dir(parent),
+            Err(err) if err.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Removes empty directories from `dir` up to (not including) `stop`.
+fn remove_empty_parents(mut dir: &Path, stop: &Path) {
+    while dir != stop && dir.starts_with(stop) {
+        if std::fs::remove_dir(dir).is_err() {
+            return;
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return,
+        }
+    }
+}
+
+fn file_stream(file: tokio::fs::File, len: u64) -> ByteStream {
+    Box::pin(tokio_util::io::ReaderStream::with_capacity(file.take(len), READ_CHUNK))
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let path = self.object_path(key)?;
+        let meta = absent_is_none(tokio::fs::metadata(&path).await)?;
+        Ok(meta.filter(|m| m.is_file()).map(|m| meta_of(&m)))
+    }
+
+    async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
+        let path = self.object_path(key)?;
+        let Some(mut file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        let size = meta.size();
+        let range = range.unwrap_or(0..size);
+        if range.start > range.end || range.end > size {
+            return Err(BlobStoreError::RangeNotSatisfiable { start: range.start, end: range.end, size });
+        }
+        file.seek(io::SeekFrom::Start(range.start)).await?;
+        Ok(Some(ObjectReader { meta: meta_of(&meta), body: file_stream(file, range.end - range.start) }))
+    }
+
+    async fn get_small(&self, key: &str, limit: usize) -> Result<Option<SmallObject>> {
+        let path = self.object_path(key)?;
+        let Some(mut file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata().await?;
+        if !meta.is_file() {
+            return Ok(None);
+        }
+        if meta.size() > limit as u64 {
+            return Err(BlobStoreError::TooLarge { key: key.to_owned(), limit });
+        }
+        let mut bytes = Vec::with_capacity(meta.size() as usize);
+        (&mut file).take(limit as u64 + 1).read_to_end(&mut bytes).await?;
+        if bytes.len() > limit {
+            return Err(BlobStoreError::TooLarge { key: key.to_owned(), limit });
+        }
+        Ok(Some(SmallObject { bytes: Bytes::from(bytes), etag: etag_of(&meta) }))
+    }
+
+    async fn put_small(&self, key: &str, bytes: Bytes, condition: PutCondition) -> Result<ETag> {
+        let path = self.object_path(key)?;
+        let temp = self.temp_path();
+        let write = {
+            let (path, temp, key) = (path.clone(), temp.clone(), key.to_owned());
+            move || -> Result<ETag> {
+                let current = absent_is_none(std::fs::metadata(&path))?;
+                let allowed = match (&condition, &current) {
+                    (PutCondition::Always, _) | (PutCondition::IfAbsent, None) => true,
+                    (PutCondition::IfMatch(expected), Some(meta)) => etag_of(meta) == *expected,
+                    (PutCondition::IfAbsent, Some(_)) | (PutCondition::IfMatch(_), None) => false,
+                };
+                if !allowed {
+                    return Err(BlobStoreError::PreconditionFailed(key));
+                }
+                write_new_file(&temp, &bytes)?;
+                rename_into_place(&temp, &path)?;
+                Ok(etag_of(&std::fs::metadata(&path)?))
+            }
+        };
+        let res = self.locked(key, write).await;
+        if res.is_err() {
+            let _ = tokio::fs::remove_file(&temp).await;
+        }
+        res
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.object_path(key)?;
+        let objects = self.root.join("objects");
+        self.locked(key, move || {
+            absent_is_none(std::fs::remove_file(&path))?;
+            if let Some(parent) = path.parent() {
+                remove_empty_parents(parent, &objects);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        delimited: bool,
+    ) -> Result<ListPage> {
+        validate_prefix(prefix)?;
+        let dir = self.root.join("objects").join(prefix);
+        let start_after = start_after.unwrap_or("").to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            if delimited {
+                list_dir(&dir, &start_after, limit + 1, &mut entries)?;
+            } else {
+                walk(&dir, "", &start_after, limit + 1, &mut entries)?;
+            }
+            let truncated = entries.len() > limit;
+            entries.truncate(limit);
+            Ok(ListPage { entries, truncated })
+        })
+        .await
+        .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?
+    }
+
+    async fn stage_create(&self, id: &str) -> Result<()> {
+        let path = self.stage_path(id)?;
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await?;
+        Ok(())
+    }
+
+    async fn stage_append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64> {
+        let path = self.stage_path(id)?;
+        let Some(mut file) = absent_is_none(tokio::fs::OpenOptions::new().write(true).open(&path).await)? else {
+            return Err(BlobStoreError::NotFound(id.to_owned()));
+        };
+        let size = file.metadata().await?.len();
+        if size != offset {
+            return Err(BlobStoreError::PreconditionFailed(format!("{id} holds {size} bytes, not {offset}")));
+        }
+        file.seek(io::SeekFrom::Start(offset)).await?;
+        let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut written = 0u64;
+        let copied: io::Result<()> = async {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk?;
+                writer.write_all(&chunk).await?;
+                written += chunk.len() as u64;
+            }
+            writer.flush().await
+        }
+        .await;
+        if let Err(err) = copied {
+            // Undo the partial append so the upload can be resumed from `offset`.
+            let file = writer.into_inner();
+            file.set_len(offset).await?;
+            return Err(BlobStoreError::Io(err));
+        }
+        Ok(offset + written)
+    }
+
+    async fn stage_read(&self, id: &str) -> Result<ByteStream> {
+        let path = self.stage_path(id)?;
+        let Some(file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+            return Err(BlobStoreError::NotFound(id.to_owned()));
+        };
+        let len = file.metadata().await?.len();
+        Ok(file_stream(file, len))
+    }
+
+    async fn stage_size(&self, id: &str) -> Result<Option<u64>> {
+        let path = self.stage_path(id)?;
+        Ok(absent_is_none(tokio::fs::metadata(&path).await)?.map(|m| m.len()))
+    }
+
+    async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
+        let from = self.stage_path(id)?;
+        let to = self.object_path(key)?;
+        tokio::task::spawn_blocking(move || {
+            let Some(file) = absent_is_none(std::fs::File::open(&from))? else {
+                return Err(BlobStoreError::NotFound(from.display().to_string()));
+            };
+            file.sync_all()?;
+            rename_into_place(&from, &to)?;
+            Ok(())
+        })
+        .await
+        .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?
+    }
+
+    async fn stage_abort(&self, id: &str) -> Result<()> {
+        let path = self.stage_path(id)?;
+        absent_is_none(tokio::fs::remove_file(&path).await)?;
+        Ok(())
+    }
+
+    async fn stale_stages(&self, older_than: Duration) -> Result<Vec<String>> {
+        let dir = self.root.join("staging");
+        tokio::task::spawn_blocking(move || {
+            let now = SystemTime::now();
+            let mut stale = Vec::new();
+            for entry in std::fs::read_dir(dir)? {
+                let entry = entry?;
+                let modified = entry.metadata()?.modified()?;
+                if now.duration_since(modified).unwrap_or_default() > older_than {
+                    stale.push(entry.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Ok(stale)
+        })
+        .await
+        .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?
+    }
+}
+
+/// Sorted names of a directory, each directory name followed by `/` for ordering, so that the
+/// order of names is the byte order of the full keys below them.
+fn sorted_entries(dir: &Path) -> io::Result<Vec<(String, bool)>> {
+    let Some(read) = absent_is_none(std::fs::read_dir(dir))? else {
+        return Ok(Vec::new());
+    };
+    let mut names = Vec::new();
+    for entry in read {
+        let entry = entry?;
+        let is_dir = entry.file_type()?.is_dir();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        names.push((if is_dir { format!("{name}/") } else { name }, is_dir));
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn list_dir(dir: &Path, start_after: &str, want: usize, out: &mut Vec<String>) -> io::Result<()> {
+    for (name, is_dir) in sorted_entries(dir)? {
+        let name = if is_dir { name.trim_end_matches('/').to_owned() } else { name };
+        if name.as_str() > start_after {
+            out.push(name);
+            if out.len() >= want {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Depth-first walk in key order, skipping subtrees that sort entirely before `start_after`.
+fn walk(dir: &Path, rel: &str, start_after: &str, want: usize, out: &mut Vec<String>) -> io::Result<()> {
+    for (name, is_dir) in sorted_entries(dir)? {
+        if out.len() >= want {
+            return Ok(());
+        }
+        let key = format!("{rel}{name}");
+        if is_dir {
+            if key.as_str() < start_after && !start_after.starts_with(&key) {
+                continue;
+            }
+            walk(&dir.join(name.trim_end_matches('/')), &key, start_after, want, out)?;
+        } else if key.as_str() > start_after {
+            out.push(key);
+        }
+    }
+    Ok(())
+}
