@@ -1,0 +1,279 @@
+//! Routing: `(method, path, query)` -> [`Endpoint`], with names of any depth parsed once.
+//!
+//! Repository names contain `/`, so routes are recognised by their suffix (`.../manifests/<ref>`,
+//! `.../blobs/uploads/<id>`, ...) and everything before it must be a valid name. Ids cite the
+//! distribution-spec's endpoint table.
+
+use http::Method;
+use storage::Digest;
+
+use crate::registry::names::{NameError, Reference, RepoName, Tag};
+
+/// A recognised request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// end-1: `GET /v2/`
+    Base,
+    /// end-2: `GET`/`HEAD /v2/<name>/blobs/<digest>`
+    GetBlob { name: RepoName, digest: Digest, head: bool },
+    /// end-10: `DELETE /v2/<name>/blobs/<digest>`
+    DeleteBlob { name: RepoName, digest: Digest },
+    /// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic with `digest`, or mount)
+    StartUpload { name: RepoName, digest: Option<Digest>, mount: Option<Digest>, from: Option<RepoName> },
+    /// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`
+    PatchUpload { name: RepoName, upload_id: String },
+    /// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`
+    FinishUpload { name: RepoName, upload_id: String, digest: Digest },
+    /// end-13: `GET /v2/<name>/blobs/uploads/<id>`
+    UploadStatus { name: RepoName, upload_id: String },
+    /// `DELETE /v2/<name>/blobs/uploads/<id>`
+    CancelUpload { name: RepoName, upload_id: String },
+    /// end-3: `GET`/`HEAD /v2/<name>/manifests/<reference>`
+    GetManifest { name: RepoName, reference: Reference, head: bool },
+    /// end-7: `PUT /v2/<name>/manifests/<reference>` (with `?tag=` repeated, v1.1.1)
+    PutManifest { name: RepoName, reference: Reference, tags: Vec<Tag> },
+    /// end-9: `DELETE /v2/<name>/manifests/<reference>`
+    DeleteManifest { name: RepoName, reference: Reference },
+    /// end-8a/8b: `GET /v2/<name>/tags/list?n=&last=`
+    ListTags { name: RepoName, n: Option<usize>, last: Option<String> },
+    /// end-12a/12b: `GET /v2/<name>/referrers/<digest>?artifactType=`
+    Referrers { name: RepoName, digest: Digest, artifact_type: Option<String> },
+    /// `GET /v2/_catalog?n=&last=`
+    Catalog { n: Option<usize>, last: Option<RepoName> },
+    /// `GET /healthz`
+    Health,
+    /// `GET /readyz`
+    Ready,
+    /// `GET /metrics`
+    Metrics,
+}
+
+/// Why a request was not routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such path.
+    #[error("not found")]
+    NotFound,
+    /// The path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A name, tag or digest in the path or query is malformed.
+    #[error(transparent)]
+    Name(#[from] NameError),
+    /// A query parameter is malformed.
+    #[error("invalid query parameter {0}")]
+    Query(String),
+}
+
+impl Endpoint {
+    /// Short label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Endpoint::Base => "base",
+            Endpoint::GetBlob { .. } => "get_blob",
+            Endpoint::DeleteBlob { .. } => "delete_blob",
+            Endpoint::StartUpload { .. } => "start_upload",
+            Endpoint::PatchUpload { .. } => "patch_upload",
+            Endpoint::FinishUpload { .. } => "finish_upload",
+            Endpoint::UploadStatus { .. } => "upload_status",
+            Endpoint::CancelUpload { .. } => "cancel_upload",
+            Endpoint::GetManifest { .. } => "get_manifest",
+            Endpoint::PutManifest { .. } => "put_manifest",
+            Endpoint::DeleteManifest { .. } => "delete_manifest",
+            Endpoint::ListTags { .. } => "list_tags",
+            Endpoint::Referrers { .. } => "referrers",
+            Endpoint::Catalog { .. } => "catalog",
+            Endpoint::Health => "healthz",
+            Endpoint::Ready => "readyz",
+            Endpoint::Metrics => "metrics",
+        }
+    }
+
+    /// Routes a request. `query` is the raw query string, if any.
+    pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, RouteError> {
+        let query = Query::parse(query.unwrap_or(""));
+        match path {
+            "/healthz" => return only_get(method, Endpoint::Health),
+            "/readyz" => return only_get(method, Endpoint::Ready),
+            "/metrics" => return only_get(method, Endpoint::Metrics),
+            "/v2" | "/v2/" => return only_get(method, Endpoint::Base),
+            "/v2/_catalog" => {
+                let last = query.one("last").map(|l| l.parse()).transpose()?;
+                return only_get(method, Endpoint::Catalog { n: query.count("n")?, last });
+            }
+            _ => {}
+        }
+        let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        let n = segments.len();
+        let name_of = |end: usize| -> Result<RepoName, RouteError> {
+            if end == 0 {
+                return Err(RouteError::NotFound);
+            }
+            Ok(segments[..end].join("/").parse()?)
+        };
+        let head = method == Method::HEAD;
+        let get_or_head = method == Method::GET || head;
+
+        // `.../blobs/uploads/` and `.../blobs/uploads/<id>`
+        if n >= 3 && segments[n - 3] == "blobs" && segments[n - 2] == "uploads" {
+            let name = name_of(n - 3)?;
+            let upload_id = segments[n - 1];
+            if upload_id.is_empty() {
+                if *method != Method::POST {
+                    return Err(RouteError::MethodNotAllowed);
+                }
+                let digest = query.one("digest").map(str::parse).transpose().map_err(NameError::from)?;
+                let mount = query.one("mount").map(str::parse).transpose().map_err(NameError::from)?;
+                let from = query.one("from").map(str::parse).transpose()?;
+                return Ok(Endpoint::StartUpload { name, digest, mount, from });
+            }
+            let upload_id = upload_id.to_owned();
+            return match *method {
+                Method::PATCH => Ok(Endpoint::PatchUpload { name, upload_id }),
+                Method::PUT => {
+                    let digest = query.one("digest").ok_or_else(|| RouteError::Query("digest is required".to_owned()))?;
+                    Ok(Endpoint::FinishUpload { name, upload_id, digest: digest.parse().map_err(NameError::from)? })
+                }
+                Method::GET => Ok(Endpoint::UploadStatus { name, upload_id }),
+                Method::DELETE => Ok(Endpoint::CancelUpload { name, upload_id }),
+                _ => Err(RouteError::MethodNotAllowed),
+            };
+        }
+        if n >= 2 && segments[n - 2] == "blobs" && segments[n - 1] == "uploads" && *method == Method::POST {
+            // `POST .../blobs/uploads` without the trailing slash: clients send both.
+            let name = name_of(n - 2)?;
+            let digest = query.one("digest").map(str::parse).transpose().map_err(NameError::from)?;
+            let mount = query.one("mount").map(str::parse).transpose().map_err(NameError::from)?;
+            let from = query.one("from").map(str::parse).transpose()?;
+            return Ok(Endpoint::StartUpload { name, digest, mount, from });
+        }
+        if n >= 2 && segments[n - 2] == "blobs" {
+            let name = name_of(n - 2)?;
+            let digest: Digest = segments[n - 1].parse().map_err(NameError::from)?;
+            return match *method {
+                _ if get_or_head => Ok(Endpoint::GetBlob { name, digest, head }),
+                Method::DELETE => Ok(Endpoint::DeleteBlob { name, digest }),
+                _ => Err(RouteError::MethodNotAllowed),
+            };
+        }
+        if n >= 2 && segments[n - 2] == "manifests" {
+            let name = name_of(n - 2)?;
+            let reference: Reference = segments[n - 1].parse()?;
+            return match *method {
+                _ if get_or_head => Ok(Endpoint::GetManifest { name, reference, head }),
+                Method::PUT => {
+                    let tags = query.all("tag").map(str::parse).collect::<Result<Vec<Tag>, _>>()?;
+                    Ok(Endpoint::PutManifest { name, reference, tags })
+                }
+                Method::DELETE => Ok(Endpoint::DeleteManifest { name, reference }),
+                _ => Err(RouteError::MethodNotAllowed),
+            };
+        }
+        if n >= 2 && segments[n - 2] == "tags" && segments[n - 1] == "list" {
+            let name = name_of(n - 2)?;
+            let endpoint = Endpoint::ListTags { name, n: query.count("n")?, last: query.one("last").map(str::to_owned) };
+            return only_get(method, endpoint);
+        }
+        if n >= 2 && segments[n - 2] == "referrers" {
+            let name = name_of(n - 2)?;
+            let digest: Digest = segments[n - 1].parse().map_err(NameError::from)?;
+            let artifact_type = query.one("artifactType").map(str::to_owned);
+            return only_get(method, Endpoint::Referrers { name, digest, artifact_type });
+        }
+        Err(RouteError::NotFound)
+    }
+}
+
+fn only_get(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError> {
+    let allowed = *method == Method::GET || (*method == Method::HEAD && !matches!(endpoint, Endpoint::Metrics));
+    if allowed {
+        Ok(endpoint)
+    } else {
+        Err(RouteError::MethodNotAllowed)
+    }
+}
+
+/// Decoded query parameters, in order.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: &str) -> Query {
+        Query(form_urlencoded::parse(raw.as_bytes()).into_owned().collect())
+    }
+
+    fn one<'a>(&'a self, key: &'a str) -> Option<&'a str> {
+        self.all(key).next()
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn count(&self, key: &str) -> Result<Option<usize>, RouteError> {
+        self.one(key)
+            .map(|n| n.parse::<usize>().map_err(|_| RouteError::Query(format!("{key} must be a non-negative integer"))))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: Method, path: &str, query: Option<&str>, expected: &str) {
+        let got = match Endpoint::parse(&method, path, query) {
+            Ok(endpoint) => format!("{endpoint:?}"),
+            Err(err) => format!("error: {err:?}"),
+        };
+        assert!(got.starts_with(expected), "{method} {path}?{query:?}: got {got}, expected {expected}");
+    }
+
+    #[test]
+    fn routes() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let mount_query = format!("mount={digest}&from=b/c");
+        let digest_query = format!("digest={digest}");
+        let cases: Vec<(Method, String, Option<&str>, &str)> = vec![
+            (Method::GET, "/v2/".into(), None, "Base"),
+            (Method::GET, "/v2".into(), None, "Base"),
+            (Method::POST, "/v2/".into(), None, "error: MethodNotAllowed"),
+            (Method::GET, "/v2/_catalog".into(), Some("n=2&last=a/b"), "Catalog { n: Some(2), last: Some(RepoName(\"a/b\")) }"),
+            (Method::GET, format!("/v2/a/b/c/blobs/{digest}"), None, "GetBlob { name: RepoName(\"a/b/c\")"),
+            (Method::HEAD, format!("/v2/a/blobs/{digest}"), None, "GetBlob { name: RepoName(\"a\"), digest: sha256:aaaa"),
+            (Method::DELETE, format!("/v2/a/blobs/{digest}"), None, "DeleteBlob"),
+            (Method::PUT, format!("/v2/a/blobs/{digest}"), None, "error: MethodNotAllowed"),
+            (Method::POST, "/v2/build/app/blobs/uploads/".into(), None, "StartUpload { name: RepoName(\"build/app\"), digest: None"),
+            (Method::POST, "/v2/build/app/blobs/uploads".into(), None, "StartUpload"),
+            (Method::POST, "/v2/a/blobs/uploads/".into(), Some(&mount_query), "StartUpload { name: RepoName(\"a\"), digest: None, mount: Some"),
+            (Method::PATCH, "/v2/a/blobs/uploads/u1".into(), None, "PatchUpload { name: RepoName(\"a\"), upload_id: \"u1\" }"),
+            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), Some(&digest_query), "FinishUpload"),
+            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), None, "error: Query"),
+            (Method::GET, "/v2/a/blobs/uploads/u1".into(), None, "UploadStatus"),
+            (Method::DELETE, "/v2/a/blobs/uploads/u1".into(), None, "CancelUpload"),
+            (Method::GET, "/v2/a/manifests/v1".into(), None, "GetManifest { name: RepoName(\"a\"), reference: Tag(Tag(\"v1\")), head: false }"),
+            (Method::PUT, format!("/v2/a/manifests/{digest}"), Some("tag=x&tag=y"), "PutManifest { name: RepoName(\"a\"), reference: Digest(sha256:aaaa"),
+            (Method::DELETE, "/v2/a/manifests/v1".into(), None, "DeleteManifest"),
+            (Method::GET, "/v2/a/tags/list".into(), Some("n=10&last=v1"), "ListTags { name: RepoName(\"a\"), n: Some(10), last: Some(\"v1\") }"),
+            (Method::GET, format!("/v2/a/referrers/{digest}"), Some("artifactType=application%2Fx"), "Referrers { name: RepoName(\"a\"), digest: sha256:aaaa"),
+            // Names that look like route words are still names.
+            (Method::GET, "/v2/blobs/manifests/manifests/v1".into(), None, "GetManifest { name: RepoName(\"blobs/manifests\")"),
+            // Hostile or malformed names, tags and digests.
+            (Method::GET, "/v2/../etc/manifests/v1".into(), None, "error: Name(Name"),
+            (Method::GET, "/v2/a//b/manifests/v1".into(), None, "error: Name(Name"),
+            (Method::GET, "/v2/A/manifests/v1".into(), None, "error: Name(Name"),
+            (Method::GET, "/v2/a/manifests/..".into(), None, "error: Name(Tag"),
+            (Method::GET, "/v2/a/blobs/sha256:zz".into(), None, "error: Name(Digest(Invalid"),
+            (Method::GET, "/v2/a/blobs/sha512:aa".into(), None, "error: Name(Digest(Unsupported"),
+            (Method::GET, "/v2/manifests/v1".into(), None, "error: NotFound"),
+            (Method::GET, "/v2/a/tags/list".into(), Some("n=-1"), "error: Query"),
+            (Method::GET, "/v2/a/unknown".into(), None, "error: NotFound"),
+            (Method::GET, "/elsewhere".into(), None, "error: NotFound"),
+            (Method::GET, "/healthz".into(), None, "Health"),
+            (Method::GET, "/metrics".into(), None, "Metrics"),
+        ];
+        for (method, path, query, expected) in cases {
+            check(method, &path, query, expected);
+        }
+    }
+}

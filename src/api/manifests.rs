@@ -1,0 +1,115 @@
+//! Manifest reads with `Accept` negotiation, pushes (with several `?tag=`), and deletes.
+
+use http::{header, HeaderMap, StatusCode};
+use storage::ByteStream;
+
+use super::error::ApiError;
+use super::{empty_response, full, header_str, read_bounded, set_headers, Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
+use crate::registry::manifest::bare_media_type;
+use crate::registry::names::{Reference, RepoName, Tag};
+use crate::registry::{Registry, RegistryError};
+
+/// end-3: `GET`/`HEAD /v2/<name>/manifests/<reference>`.
+pub(super) async fn get(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<http::Response<Body>, ApiError> {
+    let manifest = registry.manifest(name, reference).await?;
+    if !accepts(headers, &manifest.media_type) {
+        return Err(RegistryError::ManifestUnknown(format!(
+            "{name}:{reference} is a {}, which the request's Accept header does not list",
+            manifest.media_type
+        ))
+        .into());
+    }
+    let reply = [
+        (header::CONTENT_TYPE, manifest.media_type.clone()),
+        (header::CONTENT_LENGTH, manifest.bytes.len().to_string()),
+        (DOCKER_CONTENT_DIGEST, manifest.digest.to_string()),
+        (header::ETAG, format!("\"{}\"", manifest.digest)),
+    ];
+    let mut response = if head {
+        empty_response(StatusCode::OK, &[])
+    } else {
+        http::Response::new(full(manifest.bytes))
+    };
+    set_headers(&mut response, &reply);
+    Ok(response)
+}
+
+/// Whether the `Accept` headers admit `media_type`. No `Accept` (or a wildcard) admits anything.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    let mut offered = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(bare_media_type)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    if offered.peek().is_none() {
+        return true;
+    }
+    offered.any(|v| v == media_type || v == "*/*" || v == "application/*" || v == "application/json")
+}
+
+/// end-7: `PUT /v2/<name>/manifests/<reference>?tag=...`.
+pub(super) async fn put(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    tags: &[Tag],
+    headers: &HeaderMap,
+    body: ByteStream,
+) -> Result<http::Response<Body>, ApiError> {
+    let limit = registry.config.registry.max_manifest_bytes;
+    let too_large = || ApiError::from(RegistryError::ManifestTooLarge { limit });
+    if header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = read_bounded(body, limit)
+        .await
+        .map_err(|err| RegistryError::ManifestInvalid(format!("request body broke off: {err}")))?
+        .ok_or_else(too_large)?;
+    let content_type = header_str(headers, &header::CONTENT_TYPE);
+    let pushed = registry.push_manifest(name, reference, tags, content_type, bytes).await?;
+    let mut reply = vec![
+        (header::LOCATION, format!("/v2/{name}/manifests/{}", pushed.digest)),
+        (DOCKER_CONTENT_DIGEST, pushed.digest.to_string()),
+    ];
+    if let Some(subject) = &pushed.subject {
+        reply.push((OCI_SUBJECT, subject.to_string()));
+    }
+    Ok(empty_response(StatusCode::CREATED, &reply))
+}
+
+/// end-9: `DELETE /v2/<name>/manifests/<reference>`.
+pub(super) async fn delete(registry: &Registry, name: &RepoName, reference: &Reference) -> Result<http::Response<Body>, ApiError> {
+    registry.delete_manifest(name, reference).await?;
+    Ok(empty_response(StatusCode::ACCEPTED, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_negotiation() {
+        let oci = "application/vnd.oci.image.index.v1+json";
+        let check = |accept: &[&str], expected: bool| {
+            let mut headers = HeaderMap::new();
+            for value in accept {
+                headers.append(header::ACCEPT, value.parse().unwrap());
+            }
+            assert_eq!(accepts(&headers, oci), expected, "{accept:?}");
+        };
+        check(&[], true);
+        check(&["*/*"], true);
+        check(&[oci], true);
+        check(&["application/vnd.docker.distribution.manifest.v2+json", &format!("{oci}; q=0.5")], true);
+        check(&["application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"], false);
+    }
+}

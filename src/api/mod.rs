@@ -1,0 +1,218 @@
+//! The OCI Distribution HTTP API (with `/healthz`, `/readyz` and `/metrics`): one function per
+//! request, `Endpoint::parse` -> handler -> response; errors become the spec's JSON form here.
+//! With `server`, the only code that handles HTTP types.
+
+mod blobs;
+pub mod endpoint;
+pub mod error;
+mod manifests;
+mod referrers;
+mod tags;
+mod uploads;
+
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use tracing::Instrument;
+
+use crate::registry::body::BodyReadError;
+use crate::registry::Registry;
+use endpoint::Endpoint;
+use error::ApiError;
+
+/// Response body: bytes from memory or streamed from the store.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// `Docker-Content-Digest`
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+/// `Docker-Upload-UUID`
+const DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+/// `Docker-Distribution-API-Version`
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+/// `OCI-Subject`
+const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+/// `OCI-Filters-Applied`
+const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+/// `X-Request-Id`
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Answers one request. Never fails: errors are responses.
+pub async fn handle<B>(registry: Arc<Registry>, req: Request<B>) -> Result<Response<Body>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
+        let label = routed.as_ref().map_or("unrouted", Endpoint::label);
+        let method = req.method().clone();
+        let (parts, body) = req.into_parts();
+        let result = match routed {
+            Ok(endpoint) => dispatch(&registry, endpoint, &parts.headers, body_stream(body)).await,
+            Err(err) => Err(err.into()),
+        };
+        let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
+        let status = response.status();
+        response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&request_id).expect("hex is a valid header"));
+        response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+        if let Some(len) = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+            if method != http::Method::HEAD {
+                registry.metrics.bytes_sent.inc_by(len);
+            }
+        }
+        registry.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc();
+        registry.metrics.latency.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
+        tracing::info!(endpoint = label, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(
+    registry: &Registry,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: storage::ByteStream,
+) -> Result<Response<Body>, ApiError> {
+    match endpoint {
+        Endpoint::Base => Ok(json_response(StatusCode::OK, "{}".to_owned())),
+        Endpoint::Health => Ok(text_response(StatusCode::OK, "ok\n")),
+        Endpoint::Ready => match registry.metadata.store().list("", None, 1, true).await {
+            Ok(_) => Ok(text_response(StatusCode::OK, "ready\n")),
+            Err(err) => {
+                tracing::warn!(error = %err, "store not reachable");
+                Ok(text_response(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n"))
+            }
+        },
+        Endpoint::Metrics => {
+            let mut response = text_response(StatusCode::OK, &registry.metrics.render());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            Ok(response)
+        }
+        Endpoint::GetBlob { name, digest, head } => blobs::get(registry, &name, &digest, head, headers).await,
+        Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
+        Endpoint::StartUpload { name, digest, mount, from } => {
+            uploads::start(registry, &name, digest.as_ref(), mount.as_ref(), from.as_ref(), body).await
+        }
+        Endpoint::PatchUpload { name, upload_id } => uploads::patch(registry, &name, &upload_id, headers, body).await,
+        Endpoint::FinishUpload { name, upload_id, digest } => {
+            uploads::finish(registry, &name, &upload_id, &digest, headers, body).await
+        }
+        Endpoint::UploadStatus { name, upload_id } => uploads::status(registry, &name, &upload_id).await,
+        Endpoint::CancelUpload { name, upload_id } => uploads::cancel(registry, &name, &upload_id).await,
+        Endpoint::GetManifest { name, reference, head } => manifests::get(registry, &name, &reference, head, headers).await,
+        Endpoint::PutManifest { name, reference, tags } => {
+            manifests::put(registry, &name, &reference, &tags, headers, body).await
+        }
+        Endpoint::DeleteManifest { name, reference } => manifests::delete(registry, &name, &reference).await,
+        Endpoint::ListTags { name, n, last } => tags::list(registry, &name, n, last.as_deref()).await,
+        Endpoint::Catalog { n, last } => tags::catalog(registry, n, last.as_ref()).await,
+        Endpoint::Referrers { name, digest, artifact_type } => {
+            referrers::list(registry, &name, &digest, artifact_type.as_deref()).await
+        }
+    }
+}
+
+fn error_response(registry: &Registry, err: &ApiError) -> Response<Body> {
+    let (status, _) = err.status_and_code();
+    if status.is_server_error() {
+        // Logged once, with the full cause, inside the request span; the body says nothing internal.
+        tracing::error!(error = %err, "request failed");
+        if err.is_storage_failure() {
+            registry.metrics.storage_errors.inc();
+        }
+    }
+    let mut response = json_response(status, err.body());
+    for (name, value) in err.headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// Adapts a request body to the store's byte stream; its errors carry [`BodyReadError`].
+fn body_stream<B>(body: B) -> storage::ByteStream
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: std::fmt::Display,
+{
+    let stream = http_body_util::BodyDataStream::new(body)
+        .map_err(|err| io::Error::other(BodyReadError(err.to_string())));
+    Box::pin(stream)
+}
+
+/// Reads a whole request body of at most `limit` bytes (for manifests, never blobs).
+async fn read_bounded(mut body: storage::ByteStream, limit: usize) -> Result<Option<Bytes>, io::Error> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = body.try_next().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+fn stream_body(stream: storage::ByteStream) -> Body {
+    StreamBody::new(stream.map_ok(http_body::Frame::data)).boxed_unsync()
+}
+
+fn json_response(status: StatusCode, json: String) -> Response<Body> {
+    let len = json.len();
+    let mut response = Response::new(full(json));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
+
+fn text_response(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(full(text.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    response
+}
+
+/// A response with no body and the given headers.
+fn empty_response(status: StatusCode, headers: &[(HeaderName, String)]) -> Response<Body> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    set_headers(&mut response, headers);
+    response
+}
+
+fn set_headers(response: &mut Response<Body>, headers: &[(HeaderName, String)]) {
+    for (name, value) in headers {
+        // Values are built from validated names and digests, so they are valid header values.
+        let value = HeaderValue::from_str(value).expect("header values are built from validated names");
+        response.headers_mut().insert(name.clone(), value);
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,126 @@
+//! Blob uploads: sessions, chunks with `Content-Range`, monolithic pushes and cross-repository mounts.
+
+use http::{header, HeaderMap, HeaderName, StatusCode};
+use storage::{ByteStream, Digest};
+
+use super::error::ApiError;
+use super::{empty_response, header_str, Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
+use crate::registry::names::RepoName;
+use crate::registry::uploads::ChunkRange;
+use crate::registry::{Registry, RegistryError};
+
+fn session_headers(name: &RepoName, upload_id: &str, offset: u64) -> Vec<(HeaderName, String)> {
+    vec![
+        (header::LOCATION, format!("/v2/{name}/blobs/uploads/{upload_id}")),
+        // The spec's Range is inclusive; an empty upload reports 0-0 as Distribution does.
+        (header::RANGE, format!("0-{}", offset.saturating_sub(1))),
+        (DOCKER_UPLOAD_UUID, upload_id.to_owned()),
+    ]
+}
+
+fn blob_created(name: &RepoName, digest: &Digest) -> http::Response<Body> {
+    let headers = [(header::LOCATION, format!("/v2/{name}/blobs/{digest}")), (DOCKER_CONTENT_DIGEST, digest.to_string())];
+    empty_response(StatusCode::CREATED, &headers)
+}
+
+/// end-4a, end-4b, end-11: `POST /v2/<name>/blobs/uploads/`.
+pub(super) async fn start(
+    registry: &Registry,
+    name: &RepoName,
+    digest: Option<&Digest>,
+    mount: Option<&Digest>,
+    from: Option<&RepoName>,
+    body: ByteStream,
+) -> Result<http::Response<Body>, ApiError> {
+    if let (Some(mount), Some(from)) = (mount, from) {
+        if registry.mount_blob(name, from, mount).await? {
+            return Ok(blob_created(name, mount));
+        }
+        // Not mountable: the spec says fall back to an ordinary upload session.
+    } else if let Some(digest) = digest {
+        registry.put_blob(name, digest, body).await?;
+        return Ok(blob_created(name, digest));
+    }
+    let upload_id = registry.start_upload(name).await?;
+    Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, &upload_id, 0)))
+}
+
+/// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`.
+pub(super) async fn patch(
+    registry: &Registry,
+    name: &RepoName,
+    upload_id: &str,
+    headers: &HeaderMap,
+    body: ByteStream,
+) -> Result<http::Response<Body>, ApiError> {
+    let range = content_range(headers)?;
+    match registry.append_upload(name, upload_id, range, body).await {
+        Ok(offset) => Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, upload_id, offset))),
+        Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`.
+pub(super) async fn finish(
+    registry: &Registry,
+    name: &RepoName,
+    upload_id: &str,
+    digest: &Digest,
+    headers: &HeaderMap,
+    body: ByteStream,
+) -> Result<http::Response<Body>, ApiError> {
+    let range = content_range(headers)?;
+    match registry.finish_upload(name, upload_id, digest, range, body).await {
+        Ok(()) => Ok(blob_created(name, digest)),
+        Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// end-13: `GET /v2/<name>/blobs/uploads/<id>`.
+pub(super) async fn status(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
+    let offset = registry.upload_offset(name, upload_id).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT, &session_headers(name, upload_id, offset)))
+}
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`.
+pub(super) async fn cancel(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
+    registry.cancel_upload(name, upload_id).await?;
+    Ok(empty_response(StatusCode::NO_CONTENT, &[]))
+}
+
+/// A 416 that still tells the client where the upload stands, so it can resume.
+fn out_of_order(name: &RepoName, upload_id: &str, offset: u64) -> ApiError {
+    ApiError::OutOfOrder { location: format!("/v2/{name}/blobs/uploads/{upload_id}"), offset }
+}
+
+/// `Content-Range: <start>-<end>` (the spec's form; `bytes ` and `bytes=` prefixes are tolerated).
+fn content_range(headers: &HeaderMap) -> Result<Option<ChunkRange>, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let malformed = || ApiError::ChunkRange(format!("malformed Content-Range {value:?}"));
+    let text = value.to_str().map_err(|_| malformed())?.trim();
+    let text = text.strip_prefix("bytes=").or_else(|| text.strip_prefix("bytes ")).unwrap_or(text);
+    let text = text.split('/').next().unwrap_or(text);
+    let (start, end) = text.split_once('-').ok_or_else(malformed)?;
+    let range = ChunkRange {
+        start: start.trim().parse().map_err(|_| malformed())?,
+        end: end.trim().parse().map_err(|_| malformed())?,
+    };
+    if range.end < range.start {
+        return Err(malformed());
+    }
+    if let Some(length) = header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+        if length != range.end - range.start + 1 {
+            return Err(ApiError::ChunkRange(format!(
+                "Content-Range {}-{} announces {} bytes but Content-Length is {length}",
+                range.start,
+                range.end,
+                range.end - range.start + 1
+            )));
+        }
+    }
+    Ok(Some(range))
+}

@@ -1,0 +1,372 @@
+//! Configuration: the TOML file as written ([`FileConfig`]) and its validated form ([`Config`]).
+//!
+//! Precedence is flags > environment > file > embedded default. The CLI (clap) folds flags and
+//! their `PORTCULLIS_*` variables into [`Overrides`]; [`Config::load`] applies them on top of the
+//! file, or of `config/default.toml` (compiled in) when no file is given. Loading is pure: it
+//! binds no port and opens no database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default configuration, `config/default.toml`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// The validated configuration everything downstream takes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// Where blobs and metadata live.
+    pub storage: StorageConfig,
+    /// Directory of the node-local index (sled).
+    pub index_dir: PathBuf,
+    /// Registry behaviour and limits.
+    pub registry: RegistryConfig,
+    /// Namespace rules; the first match applies.
+    pub namespaces: Vec<Namespace>,
+    /// Where the configuration came from, for the start-up message.
+    pub source: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The object store backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    /// Local directory.
+    Fs {
+        /// Root of the store.
+        root: PathBuf,
+    },
+}
+
+/// Registry behaviour and limits.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Whether DELETE of blobs and manifests is allowed.
+    pub delete_enabled: bool,
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_bytes: u64,
+    /// Idle time after which an upload session is removed.
+    pub upload_timeout: Duration,
+}
+
+/// A namespace rule: a glob on repository names and what applies there.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    /// The glob as written in the config.
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+    /// How tags behave.
+    pub tags: TagMode,
+    /// Manifests arrive only through promotion.
+    pub promotion_only: bool,
+}
+
+/// How tags behave in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagMode {
+    /// Tags move freely.
+    Mutable,
+    /// A tag never moves and is never deleted; its manifest is not deleted while tagged.
+    Immutable,
+    /// A tag name is bound once, ever; deletion leaves it burned.
+    WriteOnce,
+}
+
+/// Values from flags or the environment that take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `PORTCULLIS_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir` / `PORTCULLIS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys.
+    #[error("invalid config {source_name}: {message}")]
+    Parse {
+        /// File name or "embedded default".
+        source_name: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config {source_name}: {message}")]
+    Invalid {
+        /// File name or "embedded default".
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The TOML file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    server: FileServer,
+    #[serde(default)]
+    storage: FileStorage,
+    #[serde(default)]
+    registry: FileRegistry,
+    #[serde(default)]
+    namespaces: Vec<FileNamespace>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_log_format")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStorage {
+    #[serde(default = "default_backend")]
+    backend: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegistry {
+    #[serde(default = "default_true")]
+    delete_enabled: bool,
+    #[serde(default = "default_max_manifest_bytes")]
+    max_manifest_bytes: usize,
+    #[serde(default = "default_max_blob_bytes")]
+    max_blob_bytes: u64,
+    #[serde(default = "default_upload_timeout_secs")]
+    upload_timeout_secs: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNamespace {
+    pattern: String,
+    #[serde(default = "default_tag_mode")]
+    tags: TagMode,
+    #[serde(default)]
+    promotion_only: bool,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5000".to_owned()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Human
+}
+fn default_backend() -> String {
+    "fs".to_owned()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_manifest_bytes() -> usize {
+    4 << 20
+}
+fn default_max_blob_bytes() -> u64 {
+    32 << 30
+}
+fn default_upload_timeout_secs() -> u64 {
+    24 * 3600
+}
+fn default_tag_mode() -> TagMode {
+    TagMode::Mutable
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        FileServer { listen: default_listen(), log_format: default_log_format() }
+    }
+}
+impl Default for FileStorage {
+    fn default() -> Self {
+        FileStorage { backend: default_backend(), data_dir: default_data_dir() }
+    }
+}
+impl Default for FileRegistry {
+    fn default() -> Self {
+        FileRegistry {
+            delete_enabled: true,
+            max_manifest_bytes: default_max_manifest_bytes(),
+            max_blob_bytes: default_max_blob_bytes(),
+            upload_timeout_secs: default_upload_timeout_secs(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or the embedded default) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (text, source_name) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+                (text, path.display().to_string())
+            }
+            None => (EMBEDDED_DEFAULT.to_owned(), "embedded default".to_owned()),
+        };
+        Config::parse(&text, &source_name, overrides)
+    }
+
+    /// The embedded default with its data directory moved to `data_dir` (used by tests).
+    pub fn embedded_default(data_dir: &Path) -> Config {
+        let overrides = Overrides { data_dir: Some(data_dir.to_owned()), ..Overrides::default() };
+        Config::parse(EMBEDDED_DEFAULT, "embedded default", &overrides)
+            .expect("the embedded default config is valid: a test loads it")
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str, source_name: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(text)
+            .map_err(|err| ConfigError::Parse { source_name: source_name.to_owned(), message: err.to_string() })?;
+        let invalid = |message: String| ConfigError::Invalid { source_name: source_name.to_owned(), message };
+
+        let listen = match overrides.listen {
+            Some(listen) => listen,
+            None => file
+                .server
+                .listen
+                .parse()
+                .map_err(|_| invalid(format!("server.listen: expected host:port, found {:?}", file.server.listen)))?,
+        };
+        let data_dir = overrides.data_dir.clone().unwrap_or(file.storage.data_dir);
+        let storage = match file.storage.backend.as_str() {
+            "fs" => StorageConfig::Fs { root: data_dir.join("store") },
+            other => return Err(invalid(format!("storage.backend: expected \"fs\", found {other:?}"))),
+        };
+        if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
+            return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
+        }
+        let namespaces = file
+            .namespaces
+            .into_iter()
+            .map(|ns| {
+                let glob = globset::GlobBuilder::new(&ns.pattern)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|err| invalid(format!("namespaces.pattern {:?}: {err}", ns.pattern)))?;
+                Ok(Namespace {
+                    matcher: glob.compile_matcher(),
+                    pattern: ns.pattern,
+                    tags: ns.tags,
+                    promotion_only: ns.promotion_only,
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+
+        Ok(Config {
+            listen,
+            log_format: file.server.log_format,
+            storage,
+            index_dir: data_dir.join("index"),
+            registry: RegistryConfig {
+                delete_enabled: file.registry.delete_enabled,
+                max_manifest_bytes: file.registry.max_manifest_bytes,
+                max_blob_bytes: file.registry.max_blob_bytes,
+                upload_timeout: Duration::from_secs(file.registry.upload_timeout_secs),
+            },
+            namespaces,
+            source: source_name.to_owned(),
+        })
+    }
+
+    /// The namespace rule for a repository: the first whose pattern matches, if any.
+    pub fn namespace(&self, repo: &str) -> Option<&Namespace> {
+        self.namespaces.iter().find(|ns| ns.matcher.is_match(repo))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_example_config_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut n_files = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                Config::load(Some(&path), &Overrides::default()).unwrap_or_else(|err| panic!("{err}"));
+                n_files += 1;
+            }
+        }
+        assert!(n_files >= 1);
+    }
+
+    #[test]
+    fn embedded_default_namespaces() {
+        let config = Config::embedded_default(Path::new("/tmp/x"));
+        let check = |repo: &str, pattern: &str, promotion_only: bool| {
+            let ns = config.namespace(repo).unwrap();
+            assert_eq!((ns.pattern.as_str(), ns.promotion_only), (pattern, promotion_only), "{repo}");
+        };
+        check("build/app", "build/**", false);
+        check("build/team/app", "build/**", false);
+        check("prod/app", "prod/**", true);
+        check("production/app", "**", false);
+        check("app", "**", false);
+        assert_eq!(config.storage, StorageConfig::Fs { root: PathBuf::from("/tmp/x/store") });
+        assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn errors_are_readable() {
+        let overrides = Overrides::default();
+        let err = Config::parse("[server]\nlisten = \"nope\"", "t.toml", &overrides).unwrap_err();
+        assert_eq!(err.to_string(), "invalid config t.toml: server.listen: expected host:port, found \"nope\"");
+        let err = Config::parse("[bogus]\n", "t.toml", &overrides).unwrap_err();
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+        let err = Config::parse("[storage]\nbackend = \"tape\"", "t.toml", &overrides).unwrap_err();
+        assert!(err.to_string().contains("expected \"fs\""), "{err}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:6000".parse().unwrap()),
+            data_dir: Some(PathBuf::from("/srv/p")),
+        };
+        let config = Config::parse(EMBEDDED_DEFAULT, "embedded default", &overrides).unwrap();
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.index_dir, PathBuf::from("/srv/p/index"));
+    }
+}

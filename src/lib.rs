@@ -1,0 +1,12 @@
+//! portcullis: a private OCI Distribution v1.1 registry with tag rules and promotion gates.
+//!
+//! Modules in reading order: configuration, the HTTP server and API, the registry's domain core,
+//! metadata over the object store (crate `storage`), metrics.
+
+pub mod cli;
+pub mod config;
+pub mod server;
+pub mod api;
+pub mod registry;
+pub mod metadata;
+pub mod metrics;

@@ -1,0 +1,72 @@
+//! The `portcullis` binary: parse the command line, set up logging, run one subcommand.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use portcullis::cli::{Cli, Command, ConfigArgs};
+use portcullis::config::{Config, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(&args)),
+        Command::Reindex(args) => runtime.block_on(reindex(&args)),
+    }
+}
+
+fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
+    let config = Config::load(args.config.as_deref(), &args.overrides())?;
+    init_tracing(config.log_format);
+    Ok(config)
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
+    let config = load(args)?;
+    let listen = config.listen;
+    let where_stored = match &config.storage {
+        portcullis::config::StorageConfig::Fs { root } => format!("filesystem {}", root.display()),
+    };
+    let source = config.source.clone();
+    let registry = portcullis::server::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let running = portcullis::server::start(registry, listener).await?;
+    // One plain line on stdout, for people and for scripts that start the server on port 0.
+    writeln!(
+        std::io::stdout(),
+        "portcullis listening on http://{} storing in {where_stored} (config: {source})",
+        running.local_addr
+    )?;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler only fails outside Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn reindex(args: &ConfigArgs) -> anyhow::Result<()> {
+    let config = load(args)?;
+    let registry = portcullis::server::open(config).await?;
+    let n_manifests = registry.reindex().await?;
+    writeln!(std::io::stdout(), "reindexed {n_manifests} manifests")?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Parsing and validation of pushed manifests: the four media types the registry stores, the
+//! descriptors they reference, and the `subject` and `artifactType` the Referrers API reports.
+//!
+//! This checks the bytes alone; whether referenced blobs exist in the repository is the caller's
+//! question (it needs the store).
+
+use serde_json::Value;
+use storage::Digest;
+
+use crate::metadata::ManifestSummary;
+
+/// OCI image manifest.
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest v2 schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A manifest that parsed and is internally consistent.
+#[derive(Debug, Clone)]
+pub struct ParsedManifest {
+    /// Its media type.
+    pub media_type: &'static str,
+    /// The `subject` it refers to.
+    pub subject: Option<Digest>,
+    /// Child manifests (indexes only).
+    pub manifests: Vec<Digest>,
+    /// Blobs that must exist in the repository (config and layers of image manifests).
+    pub required_blobs: Vec<Digest>,
+    /// All blobs referenced, including non-distributable layers that may be absent.
+    pub blobs: Vec<Digest>,
+    /// The artifact type reported by the Referrers API.
+    pub artifact_type: Option<String>,
+    /// The manifest's top-level annotations.
+    pub annotations: Option<Value>,
+}
+
+impl ParsedManifest {
+    /// The content-derived summary cached in the index.
+    pub fn summary(&self) -> ManifestSummary {
+        ManifestSummary {
+            media_type: self.media_type.to_owned(),
+            subject: self.subject.as_ref().map(Digest::to_string),
+            manifests: self.manifests.iter().map(Digest::to_string).collect(),
+            blobs: self.blobs.iter().map(Digest::to_string).collect(),
+        }
+    }
+
+    /// The descriptor of this manifest as an entry of a referrers index.
+    pub fn referrer_descriptor(&self, digest: &Digest, size: u64) -> Value {
+        let mut descriptor = serde_json::json!({
+            "mediaType": self.media_type,
+            "digest": digest.to_string(),
+            "size": size,
+        });
+        if let Some(artifact_type) = &self.artifact_type {
+            descriptor["artifactType"] = Value::String(artifact_type.clone());
+        }
+        if let Some(annotations) = &self.annotations {
+            descriptor["annotations"] = annotations.clone();
+        }
+        descriptor
+    }
+}
+
+/// The media type without parameters (`application/json; charset=utf-8` -> `application/json`).
+pub fn bare_media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+fn known_media_type(media_type: &str) -> Option<&'static str> {
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].into_iter().find(|known| *known == media_type)
+}
+
+/// Parses `bytes` pushed with `content_type`. The error is a human-readable reason.
+pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest, String> {
+    // serde_json refuses nesting deeper than 128 levels, which bounds hostile documents.
+    let doc: Value = serde_json::from_slice(bytes).map_err(|err| format!("manifest is not valid JSON: {err}"))?;
+    let obj = doc.as_object().ok_or("manifest is not a JSON object")?;
+    if obj.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err("schemaVersion must be 2".to_owned());
+    }
+    let declared = match obj.get("mediaType") {
+        Some(Value::String(media_type)) => Some(media_type.as_str()),
+        Some(_) => return Err("mediaType must be a string".to_owned()),
+        None => None,
+    };
+    let content_type = content_type.map(bare_media_type).filter(|ct| !ct.is_empty());
+    let media_type = match (content_type, declared) {
+        (Some(ct), Some(declared)) if ct != declared => {
+            return Err(format!("Content-Type {ct} does not match the manifest's mediaType {declared}"));
+        }
+        (Some(ct), _) => ct,
+        (None, Some(declared)) => declared,
+        (None, None) => return Err("no Content-Type and no mediaType".to_owned()),
+    };
+    let media_type = known_media_type(media_type).ok_or_else(|| format!("unsupported manifest media type {media_type}"))?;
+
+    let mut parsed = ParsedManifest {
+        media_type,
+        subject: None,
+        manifests: Vec::new(),
+        required_blobs: Vec::new(),
+        blobs: Vec::new(),
+        artifact_type: obj.get("artifactType").and_then(Value::as_str).map(str::to_owned),
+        annotations: obj.get("annotations").filter(|a| a.is_object()).cloned(),
+    };
+    if let Some(subject) = obj.get("subject") {
+        if media_type != OCI_MANIFEST && media_type != OCI_INDEX {
+            return Err("subject is only defined for OCI manifests and indexes".to_owned());
+        }
+        parsed.subject = Some(descriptor(subject, "subject")?.digest);
+    }
+    match media_type {
+        OCI_MANIFEST | DOCKER_MANIFEST => {
+            let config = descriptor(obj.get("config").ok_or("image manifest has no config")?, "config")?;
+            if parsed.artifact_type.is_none() && media_type == OCI_MANIFEST {
+                // distribution-spec referrers: without artifactType, the config media type stands in.
+                parsed.artifact_type = Some(config.media_type.clone());
+            }
+            parsed.required_blobs.push(config.digest.clone());
+            parsed.blobs.push(config.digest);
+            let layers = obj.get("layers").and_then(Value::as_array).ok_or("image manifest has no layers array")?;
+            for (i, layer) in layers.iter().enumerate() {
+                let layer = descriptor(layer, &format!("layers[{i}]"))?;
+                if !layer.external {
+                    parsed.required_blobs.push(layer.digest.clone());
+                }
+                parsed.blobs.push(layer.digest);
+            }
+        }
+        _ => {
+            let children = obj.get("manifests").and_then(Value::as_array).ok_or("index has no manifests array")?;
+            for (i, child) in children.iter().enumerate() {
+                parsed.manifests.push(descriptor(child, &format!("manifests[{i}]"))?.digest);
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+struct Descriptor {
+    media_type: String,
+    digest: Digest,
+    /// A non-distributable layer fetched from its `urls`, which need not be in the registry.
+    external: bool,
+}
+
+fn descriptor(value: &Value, what: &str) -> Result<Descriptor, String> {
+    let obj = value.as_object().ok_or_else(|| format!("{what} is not a descriptor object"))?;
+    let media_type = obj
+        .get("mediaType")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{what}.mediaType is missing"))?;
+    let digest = obj
+        .get("digest")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{what}.digest is missing"))?
+        .parse::<Digest>()
+        .map_err(|err| format!("{what}.digest: {err}"))?;
+    if obj.get("size").and_then(Value::as_u64).is_none() {
+        return Err(format!("{what}.size must be a non-negative integer"));
+    }
+    let has_urls = obj.get("urls").and_then(Value::as_array).is_some_and(|urls| !urls.is_empty());
+    let external = has_urls && (media_type.contains("nondistributable") || media_type.contains("foreign"));
+    Ok(Descriptor { media_type: media_type.to_owned(), digest, external })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn image(extra: &str) -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":3}}]{extra}}}"#,
+            digest('a'),
+            digest('b')
+        )
+    }
+
+    #[test]
+    fn image_manifest() {
+        let subject = format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":1}}"#, digest('c'));
+        let parsed = parse(Some(OCI_MANIFEST), image(&subject).as_bytes()).unwrap();
+        assert_eq!(parsed.required_blobs.len(), 2);
+        assert_eq!(parsed.subject.unwrap().to_string(), digest('c'));
+        assert_eq!(parsed.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+    }
+
+    #[test]
+    fn index() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":5}}]}}"#,
+            digest('d')
+        );
+        let parsed = parse(Some("application/vnd.oci.image.index.v1+json; charset=utf-8"), body.as_bytes()).unwrap();
+        assert_eq!(parsed.manifests.len(), 1);
+        assert!(parsed.required_blobs.is_empty());
+    }
+
+    #[test]
+    fn refusals() {
+        let bad_digest = image("").replace(&digest('b'), "sha256:xyz");
+        let cases: Vec<(Option<&str>, String, &str)> = vec![
+            (Some(OCI_MANIFEST), "{".to_owned(), "not valid JSON"),
+            (Some(OCI_MANIFEST), "[]".to_owned(), "not a JSON object"),
+            (Some(DOCKER_MANIFEST), image(""), "does not match"),
+            (Some("text/plain"), r#"{"schemaVersion":2}"#.to_owned(), "unsupported manifest media type"),
+            (None, r#"{"schemaVersion":2}"#.to_owned(), "no Content-Type"),
+            (Some(OCI_MANIFEST), image("").replace("\"schemaVersion\":2", "\"schemaVersion\":1"), "schemaVersion"),
+            (Some(OCI_MANIFEST), bad_digest, "layers[0].digest"),
+            (Some(OCI_MANIFEST), image("").replace(",\"size\":3", ""), "layers[0].size"),
+            (Some(OCI_INDEX), format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}"}}"#), "no manifests array"),
+            (Some(DOCKER_LIST), format!(r#"{{"schemaVersion":2,"manifests":[],"subject":{{"mediaType":"x","digest":"{}","size":1}}}}"#, digest('e')), "subject is only defined"),
+        ];
+        for (content_type, body, expected) in cases {
+            let err = parse(content_type, body.as_bytes()).unwrap_err();
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(Some(OCI_MANIFEST), body.as_bytes()).is_err());
+    }
+}

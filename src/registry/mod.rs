@@ -1,0 +1,426 @@
+//! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
+//! over the metadata layer and the object store. Knows nothing of HTTP.
+
+pub mod body;
+pub mod manifest;
+pub mod names;
+pub mod uploads;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use storage::{BlobStore, BlobStoreError, Digest, ObjectReader, PutCondition};
+
+use crate::config::Config;
+use crate::metadata::{ManifestLink, Metadata, MetadataError, TagRecord};
+use crate::metrics::Metrics;
+use names::{Reference, RepoName, Tag};
+
+/// The registry: configuration, metadata and store, shared by every request.
+pub struct Registry {
+    /// The configuration it runs with.
+    pub config: Arc<Config>,
+    /// Metadata over the store.
+    pub metadata: Metadata,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
+    sessions: uploads::Sessions,
+}
+
+/// Outcomes the registry refuses or cannot produce, each mapped to one OCI error by the API.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The blob is not in the repository.
+    #[error("blob unknown to registry: {0}")]
+    BlobUnknown(Digest),
+    /// The upload session does not exist (or belongs to another repository).
+    #[error("blob upload unknown to registry")]
+    BlobUploadUnknown,
+    /// The upload request is malformed or its body broke off.
+    #[error("blob upload invalid: {0}")]
+    UploadInvalid(String),
+    /// A chunk does not start where the upload ends.
+    #[error("chunk out of order: the upload holds {offset} bytes")]
+    RangeInvalid {
+        /// Bytes held so far.
+        offset: u64,
+    },
+    /// The blob exceeds the configured limit.
+    #[error("blob exceeds the limit of {limit} bytes")]
+    BlobTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// Content does not hash to the digest given.
+    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch {
+        /// What the client said.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A digest that is malformed or of an unsupported algorithm.
+    #[error("{0}")]
+    DigestInvalid(String),
+    /// The manifest is malformed or inconsistent.
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
+    /// The manifest exceeds the configured limit.
+    #[error("manifest exceeds the limit of {limit} bytes")]
+    ManifestTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// A blob or child manifest the manifest references is not in the repository.
+    #[error("manifest references {0}, which is not in the repository")]
+    ManifestBlobUnknown(Digest),
+    /// The manifest (by tag or digest) is not in the repository.
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(String),
+    /// The repository does not exist.
+    #[error("repository name not known to registry: {0}")]
+    NameUnknown(RepoName),
+    /// The operation is refused by a rule.
+    #[error("{0}")]
+    Denied(String),
+    /// The operation is disabled in this registry.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A blob range outside the blob.
+    #[error("range not satisfiable: the blob has {size} bytes")]
+    RangeNotSatisfiable {
+        /// The blob's size.
+        size: u64,
+    },
+    /// The store cannot be reached.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a broken store. Not shown to clients.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result of registry operations.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl From<BlobStoreError> for RegistryError {
+    fn from(err: BlobStoreError) -> Self {
+        match err {
+            BlobStoreError::Unavailable(message) => RegistryError::Unavailable(message),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<MetadataError> for RegistryError {
+    fn from(err: MetadataError) -> Self {
+        match err {
+            MetadataError::Store(store) => store.into(),
+            other => RegistryError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for RegistryError {
+    fn from(err: std::io::Error) -> Self {
+        RegistryError::Internal(err.to_string())
+    }
+}
+
+/// A manifest as served: its digest, media type and bytes.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    /// The content digest.
+    pub digest: Digest,
+    /// The media type it was pushed with.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub bytes: Bytes,
+}
+
+/// What a manifest push produced.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    /// The content digest.
+    pub digest: Digest,
+    /// The subject it refers to, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+}
+
+/// Referrers of a subject, ready for the Referrers API.
+#[derive(Debug, Clone)]
+pub struct Referrers {
+    /// Descriptors, after filtering.
+    pub descriptors: Vec<serde_json::Value>,
+    /// Whether an `artifactType` filter was applied.
+    pub filtered: bool,
+}
+
+/// The most referrers listed for one subject.
+const MAX_REFERRERS: usize = 10_000;
+
+impl Registry {
+    /// A registry over `metadata` (and its store) with `config`.
+    pub fn new(config: Arc<Config>, metadata: Metadata, metrics: Arc<Metrics>) -> Registry {
+        Registry { config, metadata, metrics, sessions: uploads::Sessions::default() }
+    }
+
+    fn store(&self) -> &Arc<dyn BlobStore> {
+        self.metadata.store()
+    }
+
+    /// Size of a blob in `repo`.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if !self.metadata.blob_linked(repo, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        let meta = self.store().stat(&digest.blob_key()).await?;
+        Ok(meta.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?.size)
+    }
+
+    /// Opens a blob of `repo` for streaming, whole or a byte range (end exclusive).
+    pub async fn open_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<ObjectReader> {
+        if !self.metadata.blob_linked(repo, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self.store().get(&digest.blob_key(), range).await {
+            Ok(Some(reader)) => Ok(reader),
+            Ok(None) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(BlobStoreError::RangeNotSatisfiable { size, .. }) => Err(RegistryError::RangeNotSatisfiable { size }),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes a blob from `repo`.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.deletion_enabled()?;
+        if !self.metadata.blob_linked(repo, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        Ok(self.metadata.unlink_blob(repo, digest).await?)
+    }
+
+    /// Cross-repository mount: links the blob into `repo` when `from` has it. Returns whether it did.
+    pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        if !self.metadata.blob_linked(from, digest).await? || self.store().stat(&digest.blob_key()).await?.is_none() {
+            return Ok(false);
+        }
+        self.metadata.link_blob(repo, digest).await?;
+        Ok(true)
+    }
+
+    fn deletion_enabled(&self) -> Result<()> {
+        if self.config.registry.delete_enabled {
+            Ok(())
+        } else {
+            Err(RegistryError::Unsupported("deletion is disabled in this registry".to_owned()))
+        }
+    }
+
+    /// Stores a pushed manifest under `reference` and every tag in `extra_tags`, all or nothing.
+    pub async fn push_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        extra_tags: &[Tag],
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PushedManifest> {
+        if let Some(ns) = self.config.namespace(repo.as_str()).filter(|ns| ns.promotion_only) {
+            return Err(RegistryError::Denied(format!(
+                "{repo} is in namespace {:?}, where content arrives only through promotion (POST /api/v1/promotions)",
+                ns.pattern
+            )));
+        }
+        if bytes.len() > self.config.registry.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge { limit: self.config.registry.max_manifest_bytes });
+        }
+        let parsed = manifest::parse(content_type, &bytes).map_err(RegistryError::ManifestInvalid)?;
+        let digest = Digest::of(&bytes);
+        let mut tags: Vec<&Tag> = extra_tags.iter().collect();
+        match reference {
+            Reference::Digest(expected) if *expected != digest => {
+                return Err(RegistryError::DigestMismatch { expected: expected.clone(), actual: digest });
+            }
+            Reference::Digest(_) => {}
+            Reference::Tag(tag) => tags.insert(0, tag),
+        }
+        for blob in &parsed.required_blobs {
+            if !self.metadata.blob_linked(repo, blob).await? {
+                return Err(RegistryError::ManifestBlobUnknown(blob.clone()));
+            }
+        }
+        for child in &parsed.manifests {
+            if self.metadata.manifest_link(repo, child).await?.is_none() {
+                return Err(RegistryError::ManifestBlobUnknown(child.clone()));
+            }
+        }
+
+        // The content is durable before anything points at it; tags come last.
+        let blob_key = digest.blob_key();
+        if self.store().stat(&blob_key).await?.is_none() {
+            self.store().put_small(&blob_key, bytes.clone(), PutCondition::Always).await?;
+        }
+        self.metadata.put_summary(&digest, &parsed.summary())?;
+        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size: bytes.len() as u64 };
+        self.metadata.link_manifest(repo, &digest, &link).await?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = parsed.referrer_descriptor(&digest, link.size);
+            self.metadata.add_referrer(repo, subject, &digest, &descriptor).await?;
+        }
+        let record = TagRecord { digest: digest.to_string() };
+        for tag in tags {
+            self.metadata.put_tag(repo, tag, &record, PutCondition::Always).await?;
+        }
+        Ok(PushedManifest { digest, subject: parsed.subject })
+    }
+
+    /// Resolves a reference in `repo` to a manifest digest.
+    pub async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        match reference {
+            Reference::Digest(digest) => Ok(digest.clone()),
+            Reference::Tag(tag) => {
+                let stored = self.metadata.tag(repo, tag).await?;
+                let record = stored.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{tag}")))?.record;
+                record.digest.parse().map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", record.digest)))
+            }
+        }
+    }
+
+    /// The manifest `reference` names in `repo`, with its bytes.
+    pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
+        let digest = self.resolve(repo, reference).await?;
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
+        let link = self.metadata.manifest_link(repo, &digest).await?.ok_or_else(unknown)?;
+        let object = self.store().get_small(&digest.blob_key(), self.config.registry.max_manifest_bytes).await?;
+        let bytes = object.ok_or_else(unknown)?.bytes;
+        Ok(StoredManifest { digest, media_type: link.media_type, bytes })
+    }
+
+    /// Deletes a tag, or a manifest revision with every tag pointing to it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.deletion_enabled()?;
+        match reference {
+            Reference::Tag(tag) => {
+                if self.metadata.tag(repo, tag).await?.is_none() {
+                    return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag}")));
+                }
+                Ok(self.metadata.delete_tag(repo, tag).await?)
+            }
+            Reference::Digest(digest) => {
+                if self.metadata.manifest_link(repo, digest).await?.is_none() {
+                    return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
+                }
+                for tag in self.tags_pointing_to(repo, digest).await? {
+                    self.metadata.delete_tag(repo, &tag).await?;
+                }
+                if let Some(subject) = self.summary(digest).await?.subject {
+                    let subject: Digest = subject.parse().map_err(|_| RegistryError::Internal("bad subject in summary".to_owned()))?;
+                    self.metadata.remove_referrer(repo, &subject, digest).await?;
+                }
+                Ok(self.metadata.unlink_manifest(repo, digest).await?)
+            }
+        }
+    }
+
+    /// The content summary of a stored manifest, from the index or computed from its bytes.
+    pub async fn summary(&self, digest: &Digest) -> Result<crate::metadata::ManifestSummary> {
+        if let Some(summary) = self.metadata.summary(digest)? {
+            return Ok(summary);
+        }
+        let object = self.store().get_small(&digest.blob_key(), self.config.registry.max_manifest_bytes).await?;
+        let bytes = object.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?.bytes;
+        // The stored bytes passed validation when pushed; the media type is in the document or
+        // implied by its shape, so parse without a Content-Type.
+        let parsed = manifest::parse(None, &bytes)
+            .or_else(|_| manifest::parse(Some(manifest::OCI_MANIFEST), &bytes))
+            .or_else(|_| manifest::parse(Some(manifest::OCI_INDEX), &bytes))
+            .map_err(|err| RegistryError::Internal(format!("stored manifest {digest}: {err}")))?;
+        let summary = parsed.summary();
+        self.metadata.put_summary(digest, &summary)?;
+        Ok(summary)
+    }
+
+    async fn tags_pointing_to(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Tag>> {
+        let wanted = digest.to_string();
+        let mut found = Vec::new();
+        let mut last: Option<String> = None;
+        loop {
+            let page = self.metadata.tags(repo, last.as_deref(), 1000).await?;
+            for name in &page.entries {
+                let Ok(tag) = name.parse::<Tag>() else { continue };
+                if self.metadata.tag(repo, &tag).await?.is_some_and(|stored| stored.record.digest == wanted) {
+                    found.push(tag);
+                }
+            }
+            match (page.truncated, page.entries.last()) {
+                (true, Some(name)) => last = Some(name.clone()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// A page of tag names of `repo`.
+    pub async fn list_tags(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<storage::ListPage> {
+        if !self.metadata.repository_exists(repo).await? {
+            return Err(RegistryError::NameUnknown(repo.clone()));
+        }
+        Ok(self.metadata.tags(repo, last, limit).await?)
+    }
+
+    /// A page of repository names.
+    pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<storage::ListPage> {
+        Ok(self.metadata.catalog(last, limit).await?)
+    }
+
+    /// Referrers of `subject` in `repo`, optionally only those of `artifact_type`.
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers> {
+        let mut descriptors = self.metadata.referrers(repo, subject, MAX_REFERRERS).await?;
+        if let Some(wanted) = artifact_type {
+            descriptors.retain(|d| d.get("artifactType").and_then(|t| t.as_str()) == Some(wanted));
+        }
+        Ok(Referrers { descriptors, filtered: artifact_type.is_some() })
+    }
+
+    /// Rebuilds the node-local index from the store; returns the number of manifests indexed.
+    pub async fn reindex(&self) -> Result<usize> {
+        self.metadata.clear_index()?;
+        let mut n_manifests = 0;
+        let mut last_repo: Option<RepoName> = None;
+        loop {
+            let repos = self.metadata.catalog(last_repo.as_ref(), 1000).await?;
+            for name in &repos.entries {
+                let Ok(repo) = name.parse::<RepoName>() else { continue };
+                n_manifests += self.reindex_repository(&repo).await?;
+                last_repo = Some(repo);
+            }
+            if !repos.truncated {
+                break;
+            }
+        }
+        self.metadata.mark_index_complete()?;
+        Ok(n_manifests)
+    }
+
+    async fn reindex_repository(&self, repo: &RepoName) -> Result<usize> {
+        let mut n_manifests = 0;
+        let mut last: Option<String> = None;
+        loop {
+            let page = self.metadata.manifests(repo, last.as_deref(), 1000).await?;
+            for hex in &page.entries {
+                let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() else { continue };
+                self.summary(&digest).await?;
+                n_manifests += 1;
+            }
+            match (page.truncated, page.entries.last()) {
+                (true, Some(hex)) => last = Some(hex.clone()),
+                _ => return Ok(n_manifests),
+            }
+        }
+    }
+}

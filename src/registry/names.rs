@@ -1,0 +1,172 @@
+//! Repository names, tags and references: parsed once at the edge, so the types carry the checks.
+//!
+//! Grammar from the distribution-spec "Pulling manifests" section. A valid [`RepoName`] is also a
+//! safe store path: its components are `[a-z0-9]` runs joined by `.`, `_`, `__` or `-`, so none
+//! is empty, `.`, `..`, or starts with `_` (the prefix of the registry's own key segments).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Longest accepted repository name. The spec bounds `<host>/<name>` to 255 characters for many
+/// clients; the name alone gets the same bound.
+const MAX_NAME_LEN: usize = 255;
+
+/// A validated repository name such as `build/team/app`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoName(String);
+
+/// A validated tag: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag(String);
+
+/// What a manifest request names: a tag or a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `.../manifests/v1`
+    Tag(Tag),
+    /// `.../manifests/sha256:...`
+    Digest(storage::Digest),
+}
+
+/// Why a name, tag or reference was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not a repository name.
+    #[error("invalid repository name {0:?}")]
+    Name(String),
+    /// Not a tag.
+    #[error("invalid tag {0:?}")]
+    Tag(String),
+    /// A digest reference that does not parse.
+    #[error(transparent)]
+    Digest(#[from] storage::digest::DigestError),
+}
+
+fn valid_component(component: &str) -> bool {
+    // [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
+    let bytes = component.as_bytes();
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        if alnum(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(bytes[i]) {
+            i += 1;
+        }
+        let separator = &component[start..i];
+        let dashes = separator.bytes().all(|b| b == b'-');
+        if !(separator == "." || separator == "_" || separator == "__" || dashes) {
+            return false;
+        }
+    }
+    true
+}
+
+impl FromStr for RepoName {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<RepoName, NameError> {
+        if s.is_empty() || s.len() > MAX_NAME_LEN || !s.split('/').all(valid_component) {
+            return Err(NameError::Name(s.chars().take(MAX_NAME_LEN + 1).collect()));
+        }
+        Ok(RepoName(s.to_owned()))
+    }
+}
+
+impl RepoName {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Tag {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Tag, NameError> {
+        let bytes = s.as_bytes();
+        let head_ok = bytes.first().is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        let rest_ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !head_ok || !rest_ok || bytes.len() > 128 {
+            return Err(NameError::Tag(s.chars().take(129).collect()));
+        }
+        Ok(Tag(s.to_owned()))
+    }
+}
+
+impl Tag {
+    /// The tag as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Reference {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<Reference, NameError> {
+        if s.contains(':') {
+            Ok(Reference::Digest(s.parse()?))
+        } else {
+            Ok(Reference::Tag(s.parse()?))
+        }
+    }
+}
+
+impl fmt::Display for RepoName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reference::Tag(tag) => tag.fmt(f),
+            Reference::Digest(digest) => digest.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_names() {
+        let long = "a".repeat(256);
+        let check = |name: &str, ok: bool| assert_eq!(name.parse::<RepoName>().is_ok(), ok, "{name:?}");
+        for name in ["a", "build/app", "a/b/c/d", "a.b", "a_b", "a__b", "a---b", "0/9"] {
+            check(name, true);
+        }
+        for name in ["", "A", "a/", "/a", "a//b", "..", "a/../b", "a/./b", ".a", "a.", "a___b", "a._b", "_a", "a/_tags", "a b", "a%2fb", &long] {
+            check(name, false);
+        }
+    }
+
+    #[test]
+    fn tags_and_references() {
+        for tag in ["v1", "V1.0-rc_1", "_x", "latest"] {
+            assert!(tag.parse::<Tag>().is_ok(), "{tag}");
+        }
+        for tag in ["", ".x", "-x", "a/b", "a:b", &"t".repeat(129)] {
+            assert!(tag.parse::<Tag>().is_err(), "{tag}");
+        }
+        assert!(matches!("v1".parse::<Reference>(), Ok(Reference::Tag(_))));
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert!(matches!(digest.parse::<Reference>(), Ok(Reference::Digest(_))));
+        assert!(matches!("sha256:zz".parse::<Reference>(), Err(NameError::Digest(_))));
+    }
+}

@@ -1,0 +1,228 @@
+//! Blob upload sessions: append in order while hashing, then commit under the digest.
+//!
+//! The session record and the staged bytes live in the store, so a session survives a restart and
+//! can continue on another node. The running sha256 lives in this process only; a node that does
+//! not hold it rebuilds it from the staged bytes before going on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use storage::digest::Hasher;
+use storage::{BlobStoreError, ByteStream, Digest};
+
+use super::names::RepoName;
+use super::{Registry, RegistryError, Result};
+use crate::metadata::UploadRecord;
+
+/// In-process state of upload sessions, by upload id.
+#[derive(Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+}
+
+/// One session's running state. Its lock serialises the requests of one upload.
+struct Session {
+    offset: u64,
+    /// `None` until rebuilt from the staged bytes on a node that did not start the upload.
+    hasher: Option<Hasher>,
+}
+
+impl Sessions {
+    fn get(&self, upload_id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+        self.open.lock().expect("sessions lock is never poisoned").get(upload_id).cloned()
+    }
+
+    fn insert(&self, upload_id: &str, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
+        let mut open = self.open.lock().expect("sessions lock is never poisoned");
+        open.entry(upload_id.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session))).clone()
+    }
+
+    fn remove(&self, upload_id: &str) {
+        self.open.lock().expect("sessions lock is never poisoned").remove(upload_id);
+    }
+
+    /// Number of sessions this process holds state for.
+    pub fn len(&self) -> usize {
+        self.open.lock().expect("sessions lock is never poisoned").len()
+    }
+}
+
+/// Bytes a client claims to send in one request, from `Content-Range`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRange {
+    /// First byte offset.
+    pub start: u64,
+    /// Last byte offset, inclusive.
+    pub end: u64,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+fn unknown_if_missing(err: BlobStoreError) -> RegistryError {
+    match err {
+        BlobStoreError::NotFound(_) => RegistryError::BlobUploadUnknown,
+        other => other.into(),
+    }
+}
+
+impl Registry {
+    /// Opens an upload session in `repo`; returns its id.
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        let upload_id = uuid::Uuid::new_v4().to_string();
+        self.store().stage_create(&upload_id).await?;
+        let record = UploadRecord { repo: repo.to_string(), started: now_secs() };
+        self.metadata.put_upload(&upload_id, &record).await?;
+        self.sessions.insert(&upload_id, Session { offset: 0, hasher: Some(Hasher::new()) });
+        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        Ok(upload_id)
+    }
+
+    /// The session's lock, loading it from the store when this process does not hold it.
+    async fn session(&self, repo: &RepoName, upload_id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        // Ids we hand out are UUIDs; anything else cannot be a session and must not reach the store.
+        if uuid::Uuid::parse_str(upload_id).is_err() {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        let record = self.metadata.upload(upload_id).await?;
+        if record.as_ref().map(|r| r.repo.as_str()) != Some(repo.as_str()) {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        if let Some(session) = self.sessions.get(upload_id) {
+            return Ok(session);
+        }
+        let offset = self.store().stage_size(upload_id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let session = self.sessions.insert(upload_id, Session { offset, hasher: None });
+        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        Ok(session)
+    }
+
+    /// Bytes received so far.
+    pub async fn upload_offset(&self, repo: &RepoName, upload_id: &str) -> Result<u64> {
+        let session = self.session(repo, upload_id).await?;
+        let offset = session.lock().await.offset;
+        Ok(offset)
+    }
+
+    /// Appends a chunk; returns the new offset. A chunk that does not start at the current offset
+    /// is refused with [`RegistryError::RangeInvalid`] and changes nothing.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let session = self.session(repo, upload_id).await?;
+        let mut session = session.lock().await;
+        self.append_locked(upload_id, &mut session, range, body).await
+    }
+
+    async fn append_locked(
+        &self,
+        upload_id: &str,
+        session: &mut Session,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let expected_len = match range {
+            Some(range) if range.start != session.offset || range.end < range.start => {
+                return Err(RegistryError::RangeInvalid { offset: session.offset });
+            }
+            Some(range) => Some(range.end - range.start + 1),
+            None => None,
+        };
+        let hasher = match &session.hasher {
+            Some(hasher) => hasher.clone(),
+            None => {
+                let hasher = Hasher::new();
+                hasher.consume(self.store().stage_read(upload_id).await.map_err(unknown_if_missing)?).await?;
+                session.hasher = Some(hasher.clone());
+                hasher
+            }
+        };
+        let room = self.config.registry.max_blob_bytes.saturating_sub(session.offset);
+        let before = hasher.snapshot();
+        let body = hasher.tap(super::body::bounded(body, expected_len, room));
+        match self.store().stage_append(upload_id, session.offset, body).await {
+            Ok(offset) => {
+                self.metrics.bytes_received.inc_by(offset - session.offset);
+                session.offset = offset;
+                Ok(offset)
+            }
+            Err(err) => {
+                hasher.restore(before);
+                Err(super::body::classify(err))
+            }
+        }
+    }
+
+    /// Appends the last chunk (possibly empty), checks the digest and makes the blob visible in
+    /// `repo`. A digest mismatch ends the session and stores nothing.
+    pub async fn finish_upload(
+        &self,
+        repo: &RepoName,
+        upload_id: &str,
+        digest: &Digest,
+        range: Option<ChunkRange>,
+        body: ByteStream,
+    ) -> Result<()> {
+        let session = self.session(repo, upload_id).await?;
+        let mut session = session.lock().await;
+        self.append_locked(upload_id, &mut session, range, body).await?;
+        let actual = session.hasher.as_ref().expect("append_locked always leaves a hasher").digest();
+        let committed = if actual == *digest { self.commit_blob(upload_id, digest).await } else { Ok(()) };
+        self.end_session(upload_id).await?;
+        committed?;
+        if actual != *digest {
+            return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
+        }
+        self.metadata.link_blob(repo, digest).await?;
+        Ok(())
+    }
+
+    /// Moves the staged bytes to the blob's content address, unless that content is already stored.
+    async fn commit_blob(&self, upload_id: &str, digest: &Digest) -> Result<()> {
+        let key = digest.blob_key();
+        if self.store().stat(&key).await?.is_some() {
+            return Ok(());
+        }
+        Ok(self.store().stage_commit(upload_id, &key).await?)
+    }
+
+    async fn end_session(&self, upload_id: &str) -> Result<()> {
+        self.store().stage_abort(upload_id).await?;
+        self.metadata.delete_upload(upload_id).await?;
+        self.sessions.remove(upload_id);
+        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        Ok(())
+    }
+
+    /// Cancels an upload session.
+    pub async fn cancel_upload(&self, repo: &RepoName, upload_id: &str) -> Result<()> {
+        let session = self.session(repo, upload_id).await?;
+        let _held = session.lock().await;
+        self.end_session(upload_id).await
+    }
+
+    /// Monolithic upload: one request carries the whole blob and its digest.
+    pub async fn put_blob(&self, repo: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
+        let upload_id = self.start_upload(repo).await?;
+        let res = self.finish_upload(repo, &upload_id, digest, None, body).await;
+        if res.is_err() {
+            // finish_upload ends the session on a digest mismatch but not on a broken body.
+            let _ = self.end_session(&upload_id).await;
+        }
+        res
+    }
+
+    /// Removes upload sessions idle for longer than the configured timeout; returns how many.
+    pub async fn expire_uploads(&self) -> Result<usize> {
+        let stale = self.store().stale_stages(self.config.registry.upload_timeout).await?;
+        for upload_id in &stale {
+            self.end_session(upload_id).await?;
+        }
+        Ok(stale.len())
+    }
+}
