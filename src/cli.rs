@@ -21,6 +21,21 @@ pub enum Command {
     Serve(ConfigArgs),
     /// Rebuild the node-local index from the object store (with the server stopped).
     Reindex(ConfigArgs),
+    /// Inspect the configured policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `portcullis policy ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Print which namespace and tag rule apply to REPO[:TAG], and why.
+    Explain {
+        /// Repository, optionally with a tag: `prod/app:v1`.
+        image: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 /// Where the configuration comes from.

@@ -72,10 +72,22 @@ pub struct Namespace {
     /// The glob as written in the config.
     pub pattern: String,
     matcher: globset::GlobMatcher,
-    /// How tags behave.
+    /// How tags behave, unless a tag rule says otherwise.
     pub tags: TagMode,
+    /// Exceptions by tag name; the first match applies.
+    pub tag_rules: Vec<TagRule>,
     /// Manifests arrive only through promotion.
     pub promotion_only: bool,
+}
+
+/// An exception inside a namespace: tags matching a glob behave differently.
+#[derive(Debug, Clone)]
+pub struct TagRule {
+    /// The glob on tag names as written.
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+    /// How matching tags behave.
+    pub tags: TagMode,
 }
 
 /// How tags behave in a namespace.
@@ -181,6 +193,15 @@ struct FileNamespace {
     tags: TagMode,
     #[serde(default)]
     promotion_only: bool,
+    #[serde(default)]
+    tag_rules: Vec<FileTagRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTagRule {
+    pattern: String,
+    tags: TagMode,
 }
 
 fn default_listen() -> String {
@@ -275,18 +296,30 @@ impl Config {
         if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
             return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
         }
+        let glob = |pattern: &str, what: &str| {
+            globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map(|glob| glob.compile_matcher())
+                .map_err(|err| invalid(format!("{what} {pattern:?}: {err}")))
+        };
         let namespaces = file
             .namespaces
             .into_iter()
             .map(|ns| {
-                let glob = globset::GlobBuilder::new(&ns.pattern)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|err| invalid(format!("namespaces.pattern {:?}: {err}", ns.pattern)))?;
+                let tag_rules = ns
+                    .tag_rules
+                    .into_iter()
+                    .map(|rule| {
+                        let matcher = glob(&rule.pattern, "namespaces.tag_rules.pattern")?;
+                        Ok(TagRule { matcher, pattern: rule.pattern, tags: rule.tags })
+                    })
+                    .collect::<Result<Vec<_>, ConfigError>>()?;
                 Ok(Namespace {
-                    matcher: glob.compile_matcher(),
+                    matcher: glob(&ns.pattern, "namespaces.pattern")?,
                     pattern: ns.pattern,
                     tags: ns.tags,
+                    tag_rules,
                     promotion_only: ns.promotion_only,
                 })
             })
@@ -310,7 +343,19 @@ impl Config {
 
     /// The namespace rule for a repository: the first whose pattern matches, if any.
     pub fn namespace(&self, repo: &str) -> Option<&Namespace> {
-        self.namespaces.iter().find(|ns| ns.matcher.is_match(repo))
+        self.namespaces.iter().find(|ns| ns.matches(repo))
+    }
+}
+
+impl Namespace {
+    /// Whether the namespace's pattern matches the repository name.
+    pub fn matches(&self, repo: &str) -> bool {
+        self.matcher.is_match(repo)
+    }
+
+    /// The first tag rule whose pattern matches `tag`.
+    pub fn tag_rule(&self, tag: &str) -> Option<&TagRule> {
+        self.tag_rules.iter().find(|rule| rule.matcher.is_match(tag))
     }
 }
 

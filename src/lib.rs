@@ -9,4 +9,5 @@ pub mod server;
 pub mod api;
 pub mod registry;
 pub mod metadata;
+pub mod policy;
 pub mod metrics;

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use portcullis::cli::{Cli, Command, ConfigArgs};
+use portcullis::cli::{Cli, Command, ConfigArgs, PolicyCommand};
 use portcullis::config::{Config, LogFormat};
 
 fn main() -> anyhow::Result<()> {
@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(&args)),
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
+        Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
     }
 }
 
@@ -68,5 +69,20 @@ async fn reindex(args: &ConfigArgs) -> anyhow::Result<()> {
     let registry = portcullis::server::open(config).await?;
     let n_manifests = registry.reindex().await?;
     writeln!(std::io::stdout(), "reindexed {n_manifests} manifests")?;
+    Ok(())
+}
+
+fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), &args.overrides())?;
+    let (repo, tag) = match image.rsplit_once(':') {
+        Some((repo, tag)) => (repo, Some(tag)),
+        None => (image, None),
+    };
+    let repo: portcullis::registry::names::RepoName = repo.parse()?;
+    if let Some(tag) = tag {
+        tag.parse::<portcullis::registry::names::Tag>()?;
+    }
+    let rule = portcullis::policy::tags::rule_for(&config, repo.as_str(), tag);
+    write!(std::io::stdout(), "{}", rule.explain(repo.as_str(), tag))?;
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! - `repositories/<name>/_blobs/sha256/<hex>`: the blob is visible in the repository.
 //! - `repositories/<name>/_manifests/sha256/<hex>`: a manifest revision, JSON [`ManifestLink`].
 //! - `repositories/<name>/_tags/<tag>`: JSON [`TagRecord`].
+//! - `repositories/<name>/_tombstones/<tag>`: JSON [`TagRecord`] of a deleted write-once tag,
+//!   written before the tag is deleted so that the name stays bound to its digest.
 //! - `repositories/<name>/_referrers/sha256/<subject hex>/<referrer hex>`: the referrer's
 //!   descriptor, JSON, as the Referrers API returns it.
 //! - `catalog/<name>/_repo`: the repository exists (so the catalog lists a flat prefix).
@@ -123,6 +125,10 @@ fn tags_prefix(repo: &RepoName) -> String {
     repo_key(repo, "_tags/")
 }
 
+fn tombstone_key(repo: &RepoName, tag: &Tag) -> String {
+    repo_key(repo, &format!("_tombstones/{tag}"))
+}
+
 fn referrers_prefix(repo: &RepoName, subject: &Digest) -> String {
     repo_key(repo, &format!("_referrers/sha256/{}/", subject.hex()))
 }
@@ -221,6 +227,17 @@ impl Metadata {
     /// Deletes the tag.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
         Ok(self.store.delete(&format!("{}{tag}", tags_prefix(repo))).await?)
+    }
+
+    /// The tombstone of a deleted write-once tag.
+    pub async fn tombstone(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
+        self.read(&tombstone_key(repo, tag)).await
+    }
+
+    /// Burns a write-once tag name to `record`'s digest.
+    pub async fn put_tombstone(&self, repo: &RepoName, tag: &Tag, record: &TagRecord) -> Result<()> {
+        self.store.put_small(&tombstone_key(repo, tag), encode(record), PutCondition::Always).await?;
+        Ok(())
     }
 
     /// Tag names of `repo` in byte order after `last`, at most `limit`.

@@ -4,6 +4,7 @@
 pub mod body;
 pub mod manifest;
 pub mod names;
+mod tags;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use storage::{BlobStore, BlobStoreError, Digest, ObjectReader, PutCondition};
 
 use crate::config::Config;
-use crate::metadata::{ManifestLink, Metadata, MetadataError, TagRecord};
+use crate::metadata::{ManifestLink, Metadata, MetadataError};
 use crate::metrics::Metrics;
 use names::{Reference, RepoName, Tag};
 
@@ -273,10 +274,7 @@ impl Registry {
             let descriptor = parsed.referrer_descriptor(&digest, link.size);
             self.metadata.add_referrer(repo, subject, &digest, &descriptor).await?;
         }
-        let record = TagRecord { digest: digest.to_string() };
-        for tag in tags {
-            self.metadata.put_tag(repo, tag, &record, PutCondition::Always).await?;
-        }
+        self.bind_tags(repo, &tags, &digest).await?;
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
@@ -306,18 +304,20 @@ impl Registry {
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
         self.deletion_enabled()?;
         match reference {
-            Reference::Tag(tag) => {
-                if self.metadata.tag(repo, tag).await?.is_none() {
-                    return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag}")));
-                }
-                Ok(self.metadata.delete_tag(repo, tag).await?)
-            }
+            Reference::Tag(tag) => self.delete_tag(repo, tag).await,
             Reference::Digest(digest) => {
                 if self.metadata.manifest_link(repo, digest).await?.is_none() {
                     return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
                 }
-                for tag in self.tags_pointing_to(repo, digest).await? {
-                    self.metadata.delete_tag(repo, &tag).await?;
+                let tags = self.tags_pointing_to(repo, digest).await?;
+                if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::config::TagMode::Immutable) {
+                    return Err(RegistryError::Denied(format!(
+                        "{repo}@{digest} is tagged {tag}, which is immutable ({}); it cannot be deleted while tagged",
+                        self.tag_rule(repo, tag).source()
+                    )));
+                }
+                for tag in &tags {
+                    self.delete_tag(repo, tag).await?;
                 }
                 if let Some(subject) = self.summary(digest).await?.subject {
                     let subject: Digest = subject.parse().map_err(|_| RegistryError::Internal("bad subject in summary".to_owned()))?;

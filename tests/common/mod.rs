@@ -1,0 +1,147 @@
+//! The one test harness: a real portcullis server in-process on an ephemeral loopback port, with
+//! its data in a temp dir, and small helpers to talk to it over real HTTP.
+#![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
+
+pub mod images;
+
+use std::path::PathBuf;
+
+use portcullis::config::Config;
+use sha2::Digest as _;
+
+/// A running registry and the temp dir holding its data.
+pub struct TestRegistry {
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    /// The data directory (store and index).
+    pub data_dir: PathBuf,
+    /// The configuration it runs with.
+    pub config: Config,
+    pub client: reqwest::Client,
+    running: Option<portcullis::server::Running>,
+    dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// The embedded default configuration with data in a temp dir.
+    pub async fn start() -> TestRegistry {
+        TestRegistry::with_config(|_| {}).await
+    }
+
+    /// The embedded default, edited by `edit`.
+    pub async fn with_config(edit: impl FnOnce(&mut Config)) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::embedded_default(dir.path());
+        edit(&mut config);
+        TestRegistry::launch(config, dir).await
+    }
+
+    async fn launch(config: Config, dir: tempfile::TempDir) -> TestRegistry {
+        // Bind first and hand the bound listener over: no port race, no sleep.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let registry = portcullis::server::open(config.clone()).await.expect("open registry");
+        let running = portcullis::server::start(registry, listener).await.expect("start server");
+        let host = running.local_addr.to_string();
+        TestRegistry {
+            base_url: format!("http://{host}"),
+            host,
+            data_dir: dir.path().to_owned(),
+            config,
+            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
+            running: Some(running),
+            dir,
+        }
+    }
+
+    /// Stops the server (waiting for it to release the index) and starts it again on the same data.
+    pub async fn restart(mut self) -> TestRegistry {
+        self.stop().await;
+        let TestRegistry { config, dir, .. } = self;
+        TestRegistry::launch(config, dir).await
+    }
+
+    /// Stops the server; the data stays.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Pushes a blob monolithically; returns its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256(bytes);
+        let res = self
+            .client
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("push blob");
+        assert_eq!(res.status(), 201, "push blob: {}", res.text().await.unwrap_or_default());
+        digest
+    }
+
+    /// Pushes a manifest; returns the response.
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("content-type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("put manifest")
+    }
+
+    /// Pushes a tiny OCI image (config + one layer, content from `seed`) under `tag`; returns
+    /// the manifest digest and bytes.
+    pub async fn push_tiny_image(&self, repo: &str, tag: &str, seed: &str) -> (String, Vec<u8>) {
+        let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+        let layer = format!("layer of {seed}");
+        let config_digest = self.push_blob(repo, config.as_bytes()).await;
+        let layer_digest = self.push_blob(repo, layer.as_bytes()).await;
+        let manifest = tiny_manifest(&config_digest, config.len(), &layer_digest, layer.len(), None);
+        let res = self.put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes()).await;
+        assert_eq!(res.status(), 201, "push manifest: {}", res.text().await.unwrap_or_default());
+        (sha256(manifest.as_bytes()), manifest.into_bytes())
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // Dropped without stop(): end the tasks with the runtime.
+            drop(running);
+        }
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// An OCI image manifest for one config and one layer, with an optional subject descriptor.
+pub fn tiny_manifest(config: &str, config_size: usize, layer: &str, layer_size: usize, subject: Option<(&str, usize)>) -> String {
+    let subject = subject
+        .map(|(digest, size)| format!(r#","subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{digest}","size":{size}}}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_size}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer}","size":{layer_size}}}]{subject}}}"#
+    )
+}
+
+/// The OCI error code of a response body.
+pub async fn error_code(res: reqwest::Response) -> String {
+    let body: serde_json::Value = res.json().await.expect("error body is JSON");
+    body["errors"][0]["code"].as_str().expect("errors[0].code").to_owned()
+}
