@@ -170,6 +170,8 @@ struct FileStorage {
     backend: String,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    #[serde(default)]
+    index_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -239,7 +241,7 @@ impl Default for FileServer {
 }
 impl Default for FileStorage {
     fn default() -> Self {
-        FileStorage { backend: default_backend(), data_dir: default_data_dir() }
+        FileStorage { backend: default_backend(), data_dir: default_data_dir(), index_dir: None }
     }
 }
 impl Default for FileRegistry {
@@ -329,7 +331,7 @@ impl Config {
             listen,
             log_format: file.server.log_format,
             storage,
-            index_dir: data_dir.join("index"),
+            index_dir: file.storage.index_dir.unwrap_or_else(|| data_dir.join("index")),
             registry: RegistryConfig {
                 delete_enabled: file.registry.delete_enabled,
                 max_manifest_bytes: file.registry.max_manifest_bytes,

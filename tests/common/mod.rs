@@ -9,19 +9,34 @@ use std::path::PathBuf;
 use portcullis::config::Config;
 use sha2::Digest as _;
 
-/// A running registry and the temp dir holding its data.
+/// A running registry and the temp dir holding its data. Dereferences to its [`RegistryClient`].
 pub struct TestRegistry {
-    /// `http://127.0.0.1:PORT`
-    pub base_url: String,
+    /// HTTP access to it.
+    pub api: RegistryClient,
     /// `127.0.0.1:PORT`
     pub host: String,
     /// The data directory (store and index).
     pub data_dir: PathBuf,
     /// The configuration it runs with.
     pub config: Config,
-    pub client: reqwest::Client,
     running: Option<portcullis::server::Running>,
     dir: tempfile::TempDir,
+}
+
+/// Plain HTTP access to a registry (in-process or a child process).
+#[derive(Clone)]
+pub struct RegistryClient {
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+    pub client: reqwest::Client,
+}
+
+impl std::ops::Deref for TestRegistry {
+    type Target = RegistryClient;
+
+    fn deref(&self) -> &RegistryClient {
+        &self.api
+    }
 }
 
 impl TestRegistry {
@@ -38,6 +53,14 @@ impl TestRegistry {
         TestRegistry::launch(config, dir).await
     }
 
+    /// A registry running the TOML configuration `text`, with its data in a temp dir.
+    pub async fn with_config_text(text: &str) -> TestRegistry {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let overrides = portcullis::config::Overrides { data_dir: Some(dir.path().to_owned()), ..Default::default() };
+        let config = Config::parse(text, "test config", &overrides).expect("valid test config");
+        TestRegistry::launch(config, dir).await
+    }
+
     async fn launch(config: Config, dir: tempfile::TempDir) -> TestRegistry {
         // Bind first and hand the bound listener over: no port race, no sleep.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
@@ -45,11 +68,10 @@ impl TestRegistry {
         let running = portcullis::server::start(registry, listener).await.expect("start server");
         let host = running.local_addr.to_string();
         TestRegistry {
-            base_url: format!("http://{host}"),
+            api: RegistryClient::new(&format!("http://{host}")),
             host,
             data_dir: dir.path().to_owned(),
             config,
-            client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client"),
             running: Some(running),
             dir,
         }
@@ -67,6 +89,15 @@ impl TestRegistry {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
+    }
+
+}
+
+impl RegistryClient {
+    /// A client for the registry at `base_url`; it does not follow redirects.
+    pub fn new(base_url: &str) -> RegistryClient {
+        let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        RegistryClient { base_url: base_url.to_owned(), client }
     }
 
     /// `base_url` + `path`.
@@ -110,15 +141,6 @@ impl TestRegistry {
         let res = self.put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes()).await;
         assert_eq!(res.status(), 201, "push manifest: {}", res.text().await.unwrap_or_default());
         (sha256(manifest.as_bytes()), manifest.into_bytes())
-    }
-}
-
-impl Drop for TestRegistry {
-    fn drop(&mut self) {
-        if let Some(running) = self.running.take() {
-            // Dropped without stop(): end the tasks with the runtime.
-            drop(running);
-        }
     }
 }
 
