@@ -220,7 +220,11 @@ impl BlobStore for FsBlobStore {
         let path = self.object_path(key)?;
         let objects = self.root.join("objects");
         self.locked(key, move || {
-            absent_is_none(std::fs::remove_file(&path))?;
+            match std::fs::remove_file(&path) {
+                // A name with keys below it is a directory here, not an object: nothing to delete.
+                Err(_) if path.is_dir() => return Ok(()),
+                res => absent_is_none(res)?,
+            };
             if let Some(parent) = path.parent() {
                 remove_empty_parents(parent, &objects);
             }
@@ -361,16 +365,16 @@ fn sorted_entries(dir: &Path) -> io::Result<Vec<(String, bool)>> {
     Ok(names)
 }
 
+/// Names directly below `dir` that sort after `start_after`, in byte order of the names themselves
+/// (not of `name/`: a directory `a` comes before a file `a-x`, as `start_after` compares them).
 fn list_dir(dir: &Path, start_after: &str, want: usize, out: &mut Vec<String>) -> io::Result<()> {
-    for (name, is_dir) in sorted_entries(dir)? {
-        let name = if is_dir { name.trim_end_matches('/').to_owned() } else { name };
-        if name.as_str() > start_after {
-            out.push(name);
-            if out.len() >= want {
-                break;
-            }
-        }
-    }
+    let mut names: Vec<String> = sorted_entries(dir)?
+        .into_iter()
+        .map(|(name, is_dir)| if is_dir { name.trim_end_matches('/').to_owned() } else { name })
+        .filter(|name| name.as_str() > start_after)
+        .collect();
+    names.sort();
+    out.extend(names.into_iter().take(want.saturating_sub(out.len())));
     Ok(())
 }
 
