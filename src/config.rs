@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod gate;
+
+pub use gate::{Gate, GateMode, KeyEntry, KeylessEntry, RequiredAttestation, ScanRequirement, TrustConfig};
+
 /// The embedded default configuration, `config/default.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
 
@@ -29,6 +33,10 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Namespace rules; the first match applies.
     pub namespaces: Vec<Namespace>,
+    /// Trusted signers.
+    pub trust: TrustConfig,
+    /// sha256 of the configuration text and every file it names: changes when policy or trust does.
+    pub revision: String,
     /// Where the configuration came from, for the start-up message.
     pub source: String,
 }
@@ -51,6 +59,71 @@ pub enum StorageConfig {
         /// Root of the store.
         root: PathBuf,
     },
+    /// An S3-compatible bucket.
+    S3(S3Storage),
+}
+
+/// Settings of the S3 backend (`[storage.s3]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Storage {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region; any value for most S3-compatible stores.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint URL for S3-compatible stores; AWS when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most self-hosted stores.
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// Access key; the standard AWS chain (environment, profile, instance role) when absent.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret key, with `access_key_id`.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// Size of the parts uploads are cut into, in MiB (5 to 5120).
+    #[serde(default = "default_part_size_mib")]
+    pub part_size_mib: u64,
+    /// Accept a store that ignores conditional writes: safe only with a single replica.
+    #[serde(default)]
+    pub single_writer: bool,
+    /// Send checksums only when required (for stores that reject the SDK's streaming checksums).
+    #[serde(default)]
+    pub checksum_when_required: bool,
+    /// Answer blob GETs with a 307 to a presigned URL, so the store serves the bytes.
+    #[serde(default)]
+    pub redirect_blobs: bool,
+    /// Lifetime of presigned URLs, in seconds.
+    #[serde(default = "default_presign_expiry_secs")]
+    pub presign_expiry_secs: u64,
+    /// Per-request timeout, in seconds.
+    #[serde(default = "default_s3_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Retries on throttling, 5xx and connection errors.
+    #[serde(default = "default_s3_retries")]
+    pub max_retries: u32,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+fn default_part_size_mib() -> u64 {
+    8
+}
+fn default_presign_expiry_secs() -> u64 {
+    300
+}
+fn default_s3_timeout_secs() -> u64 {
+    30
+}
+fn default_s3_retries() -> u32 {
+    3
 }
 
 /// Registry behaviour and limits.
@@ -78,6 +151,8 @@ pub struct Namespace {
     pub tag_rules: Vec<TagRule>,
     /// Manifests arrive only through promotion.
     pub promotion_only: bool,
+    /// What a manifest needs to be pulled or promoted here; `None`: ungated.
+    pub gate: Option<Gate>,
 }
 
 /// An exception inside a namespace: tags matching a glob behave differently.
@@ -152,6 +227,8 @@ pub struct FileConfig {
     registry: FileRegistry,
     #[serde(default)]
     namespaces: Vec<FileNamespace>,
+    #[serde(default)]
+    trust: gate::FileTrust,
 }
 
 #[derive(Debug, Deserialize)]
@@ -172,6 +249,8 @@ struct FileStorage {
     data_dir: PathBuf,
     #[serde(default)]
     index_dir: Option<PathBuf>,
+    #[serde(default)]
+    s3: Option<S3Storage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +276,8 @@ struct FileNamespace {
     promotion_only: bool,
     #[serde(default)]
     tag_rules: Vec<FileTagRule>,
+    #[serde(default)]
+    gate: Option<gate::FileGate>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -241,7 +322,7 @@ impl Default for FileServer {
 }
 impl Default for FileStorage {
     fn default() -> Self {
-        FileStorage { backend: default_backend(), data_dir: default_data_dir(), index_dir: None }
+        FileStorage { backend: default_backend(), data_dir: default_data_dir(), index_dir: None, s3: None }
     }
 }
 impl Default for FileRegistry {
@@ -266,7 +347,8 @@ impl Config {
             }
             None => (EMBEDDED_DEFAULT.to_owned(), "embedded default".to_owned()),
         };
-        Config::parse(&text, &source_name, overrides)
+        let base = path.and_then(Path::parent).unwrap_or(Path::new("."));
+        Config::parse_in(&text, &source_name, base, overrides)
     }
 
     /// The embedded default with its data directory moved to `data_dir` (used by tests).
@@ -276,8 +358,13 @@ impl Config {
             .expect("the embedded default config is valid: a test loads it")
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text; files it names are relative to the working directory.
     pub fn parse(text: &str, source_name: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::parse_in(text, source_name, Path::new("."), overrides)
+    }
+
+    /// Parses and validates TOML text; files it names are relative to `base`.
+    pub fn parse_in(text: &str, source_name: &str, base: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text)
             .map_err(|err| ConfigError::Parse { source_name: source_name.to_owned(), message: err.to_string() })?;
         let invalid = |message: String| ConfigError::Invalid { source_name: source_name.to_owned(), message };
@@ -291,9 +378,16 @@ impl Config {
                 .map_err(|_| invalid(format!("server.listen: expected host:port, found {:?}", file.server.listen)))?,
         };
         let data_dir = overrides.data_dir.clone().unwrap_or(file.storage.data_dir);
-        let storage = match file.storage.backend.as_str() {
-            "fs" => StorageConfig::Fs { root: data_dir.join("store") },
-            other => return Err(invalid(format!("storage.backend: expected \"fs\", found {other:?}"))),
+        let storage = match (file.storage.backend.as_str(), file.storage.s3) {
+            ("fs", _) => StorageConfig::Fs { root: data_dir.join("store") },
+            ("s3", Some(s3)) => {
+                if !(5..=5120).contains(&s3.part_size_mib) {
+                    return Err(invalid(format!("storage.s3.part_size_mib: expected 5 to 5120, found {}", s3.part_size_mib)));
+                }
+                StorageConfig::S3(s3)
+            }
+            ("s3", None) => return Err(invalid("storage.backend = \"s3\" needs a [storage.s3] section".to_owned())),
+            (other, _) => return Err(invalid(format!("storage.backend: expected \"fs\" or \"s3\", found {other:?}"))),
         };
         if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
             return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
@@ -305,10 +399,13 @@ impl Config {
                 .map(|glob| glob.compile_matcher())
                 .map_err(|err| invalid(format!("{what} {pattern:?}: {err}")))
         };
+        let mut files = gate::Files::new(base, text);
+        let trust = file.trust.load(&mut files).map_err(invalid)?;
         let namespaces = file
             .namespaces
             .into_iter()
             .map(|ns| {
+                let gate = ns.gate.map(|g| g.load(&mut files, &trust, &ns.pattern)).transpose().map_err(invalid)?;
                 let tag_rules = ns
                     .tag_rules
                     .into_iter()
@@ -323,6 +420,7 @@ impl Config {
                     tags: ns.tags,
                     tag_rules,
                     promotion_only: ns.promotion_only,
+                    gate,
                 })
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
@@ -339,6 +437,8 @@ impl Config {
                 upload_timeout: Duration::from_secs(file.registry.upload_timeout_secs),
             },
             namespaces,
+            trust,
+            revision: files.revision(),
             source: source_name.to_owned(),
         })
     }
@@ -403,7 +503,9 @@ mod tests {
         let err = Config::parse("[bogus]\n", "t.toml", &overrides).unwrap_err();
         assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
         let err = Config::parse("[storage]\nbackend = \"tape\"", "t.toml", &overrides).unwrap_err();
-        assert!(err.to_string().contains("expected \"fs\""), "{err}");
+        assert!(err.to_string().contains("expected \"fs\" or \"s3\""), "{err}");
+        let err = Config::parse("[storage]\nbackend = \"s3\"", "t.toml", &overrides).unwrap_err();
+        assert!(err.to_string().contains("needs a [storage.s3] section"), "{err}");
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub struct Running {
 pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
+        StorageConfig::S3(_) => return Err(StartError::Storage(storage::BlobStoreError::Unavailable("the S3 backend is not wired yet".to_owned()))),
     };
     let metadata = Metadata::open(store, &config.index_dir)?;
     Ok(Arc::new(Registry::new(Arc::new(config), metadata, Arc::new(Metrics::new()))))
