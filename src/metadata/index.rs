@@ -8,7 +8,7 @@ use storage::Digest;
 
 use super::{ManifestSummary, MetadataError, Result};
 
-const SCHEMA_VERSION: &[u8] = b"1";
+const SCHEMA_VERSION: &[u8] = b"2";
 
 #[derive(Clone)]
 pub(super) struct Index {

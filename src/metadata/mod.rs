@@ -77,6 +77,9 @@ pub struct ManifestSummary {
     pub manifests: Vec<String>,
     /// Digests of the blobs an image manifest references (config and layers).
     pub blobs: Vec<String>,
+    /// Whether it carries evidence (signatures, attestations, SBOMs, sigstore bundles) rather than
+    /// a runnable image: evidence stays pullable in gated namespaces so clients can verify it.
+    pub evidence: bool,
 }
 
 /// An upload session as kept in the store, so any node can continue it.
@@ -131,6 +134,10 @@ fn tombstone_key(repo: &RepoName, tag: &Tag) -> String {
 
 fn referrers_prefix(repo: &RepoName, subject: &Digest) -> String {
     repo_key(repo, &format!("_referrers/sha256/{}/", subject.hex()))
+}
+
+fn parents_prefix(repo: &RepoName, child: &Digest) -> String {
+    repo_key(repo, &format!("_parents/sha256/{}/", child.hex()))
 }
 
 fn catalog_key(repo: &RepoName) -> String {
@@ -285,6 +292,24 @@ impl Metadata {
                 _ => return Ok(descriptors),
             }
         }
+    }
+
+    /// Records that the index `parent` in `repo` lists `child`.
+    pub async fn add_parent(&self, repo: &RepoName, child: &Digest, parent: &Digest) -> Result<()> {
+        let key = format!("{}{}", parents_prefix(repo, child), parent.hex());
+        self.store.put_small(&key, Bytes::new(), PutCondition::Always).await?;
+        Ok(())
+    }
+
+    /// Forgets that `parent` lists `child`.
+    pub async fn remove_parent(&self, repo: &RepoName, child: &Digest, parent: &Digest) -> Result<()> {
+        Ok(self.store.delete(&format!("{}{}", parents_prefix(repo, child), parent.hex())).await?)
+    }
+
+    /// Indexes in `repo` that list `child`, at most `limit`.
+    pub async fn parents(&self, repo: &RepoName, child: &Digest, limit: usize) -> Result<Vec<Digest>> {
+        let page = self.store.list(&parents_prefix(repo, child), None, limit, true).await?;
+        Ok(page.entries.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect())
     }
 
     /// Marks `repo` as existing, for the catalog.

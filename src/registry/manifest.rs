@@ -18,6 +18,18 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 /// Docker manifest list.
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// Layer of a cosign signature (`.sig` tag scheme).
+pub const COSIGN_SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// Layer of a cosign attestation (`.att` tag scheme).
+pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
+/// Layer (and artifact type) of a sigstore bundle pushed as a referrer.
+pub const SIGSTORE_BUNDLE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+/// Whether a layer of this media type carries evidence.
+pub fn is_evidence_layer(media_type: &str) -> bool {
+    media_type == COSIGN_SIMPLE_SIGNING || media_type == DSSE_ENVELOPE || media_type.starts_with("application/vnd.dev.sigstore.bundle")
+}
+
 /// A manifest that parsed and is internally consistent.
 #[derive(Debug, Clone)]
 pub struct ParsedManifest {
@@ -35,6 +47,8 @@ pub struct ParsedManifest {
     pub artifact_type: Option<String>,
     /// The manifest's top-level annotations.
     pub annotations: Option<Value>,
+    /// Whether every layer is evidence (signature, attestation, bundle), or it has a subject.
+    pub evidence: bool,
 }
 
 impl ParsedManifest {
@@ -45,6 +59,7 @@ impl ParsedManifest {
             subject: self.subject.as_ref().map(Digest::to_string),
             manifests: self.manifests.iter().map(Digest::to_string).collect(),
             blobs: self.blobs.iter().map(Digest::to_string).collect(),
+            evidence: self.evidence,
         }
     }
 
@@ -106,6 +121,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
         blobs: Vec::new(),
         artifact_type: obj.get("artifactType").and_then(Value::as_str).map(str::to_owned),
         annotations: obj.get("annotations").filter(|a| a.is_object()).cloned(),
+        evidence: false,
     };
     if let Some(subject) = obj.get("subject") {
         if media_type != OCI_MANIFEST && media_type != OCI_INDEX {
@@ -123,13 +139,16 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
             parsed.required_blobs.push(config.digest.clone());
             parsed.blobs.push(config.digest);
             let layers = obj.get("layers").and_then(Value::as_array).ok_or("image manifest has no layers array")?;
+            let mut evidence_layers = !layers.is_empty();
             for (i, layer) in layers.iter().enumerate() {
                 let layer = descriptor(layer, &format!("layers[{i}]"))?;
+                evidence_layers &= is_evidence_layer(&layer.media_type);
                 if !layer.external {
                     parsed.required_blobs.push(layer.digest.clone());
                 }
                 parsed.blobs.push(layer.digest);
             }
+            parsed.evidence = evidence_layers;
         }
         _ => {
             let children = obj.get("manifests").and_then(Value::as_array).ok_or("index has no manifests array")?;
@@ -138,6 +157,7 @@ pub fn parse(content_type: Option<&str>, bytes: &[u8]) -> Result<ParsedManifest,
             }
         }
     }
+    parsed.evidence |= parsed.subject.is_some();
     Ok(parsed)
 }
 

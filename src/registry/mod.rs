@@ -2,6 +2,7 @@
 //! over the metadata layer and the object store. Knows nothing of HTTP.
 
 pub mod body;
+pub mod evidence;
 pub mod manifest;
 pub mod names;
 mod tags;
@@ -274,6 +275,9 @@ impl Registry {
             let descriptor = parsed.referrer_descriptor(&digest, link.size);
             self.metadata.add_referrer(repo, subject, &digest, &descriptor).await?;
         }
+        for child in &parsed.manifests {
+            self.metadata.add_parent(repo, child, &digest).await?;
+        }
         self.bind_tags(repo, &tags, &digest).await?;
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
@@ -319,9 +323,12 @@ impl Registry {
                 for tag in &tags {
                     self.delete_tag(repo, tag).await?;
                 }
-                if let Some(subject) = self.summary(digest).await?.subject {
-                    let subject: Digest = subject.parse().map_err(|_| RegistryError::Internal("bad subject in summary".to_owned()))?;
+                let summary = self.summary(digest).await?;
+                if let Some(subject) = summary.subject.as_deref().and_then(|s| s.parse::<Digest>().ok()) {
                     self.metadata.remove_referrer(repo, &subject, digest).await?;
+                }
+                for child in summary.manifests.iter().filter_map(|c| c.parse::<Digest>().ok()) {
+                    self.metadata.remove_parent(repo, &child, digest).await?;
                 }
                 Ok(self.metadata.unlink_manifest(repo, digest).await?)
             }
