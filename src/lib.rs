@@ -11,3 +11,4 @@ pub mod registry;
 pub mod metadata;
 pub mod policy;
 pub mod metrics;
+pub mod audit;

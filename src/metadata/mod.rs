@@ -10,7 +10,10 @@
 //!   written before the tag is deleted so that the name stays bound to its digest.
 //! - `repositories/<name>/_referrers/sha256/<subject hex>/<referrer hex>`: the referrer's
 //!   descriptor, JSON, as the Referrers API returns it.
-//! - `catalog/<name>/_repo`: the repository exists (so the catalog lists a flat prefix).
+//! - `catalog/<hex of name, in 200-character segments>/-`: the repository exists. Hex keeps the
+//!   byte order of names (`a` < `a-b` < `a/b`, which `/`-separated keys would not), the segments
+//!   keep file names short, and the final `-` sorts before any hex digit so a name comes before
+//!   the longer names it prefixes.
 //! - `uploads/<id>`: an upload session, JSON [`UploadRecord`].
 //!
 //! Repository components never start with `_` (see `registry::names`), so these keys cannot
@@ -140,8 +143,23 @@ fn parents_prefix(repo: &RepoName, child: &Digest) -> String {
     repo_key(repo, &format!("_parents/sha256/{}/", child.hex()))
 }
 
+const CATALOG: &str = "catalog/";
+
+/// The catalog key of `repo`, relative to `catalog/`.
+fn catalog_entry(repo: &RepoName) -> String {
+    let hex = hex::encode(repo.as_str());
+    let segments: Vec<&str> = hex.as_bytes().chunks(200).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect();
+    format!("{}/-", segments.join("/"))
+}
+
 fn catalog_key(repo: &RepoName) -> String {
-    format!("catalog/{repo}/_repo")
+    format!("{CATALOG}{}", catalog_entry(repo))
+}
+
+/// The repository name of a catalog key relative to `catalog/`; `None` for anything else.
+fn catalog_name(entry: &str) -> Option<String> {
+    let hex: String = entry.strip_suffix("/-")?.split('/').collect();
+    String::from_utf8(hex::decode(hex).ok()?).ok()
 }
 
 fn upload_key(upload_id: &str) -> String {
@@ -326,15 +344,11 @@ impl Metadata {
         self.exists(&catalog_key(repo)).await
     }
 
-    /// Repository names after `last`, at most `limit`, in the order of their catalog keys.
+    /// Repository names in byte order after `last`, at most `limit`.
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<ListPage> {
-        let start_after = last.map(|repo| format!("{repo}/_repo"));
-        let page = self.store.list("catalog/", start_after.as_deref(), limit, false).await?;
-        let entries = page
-            .entries
-            .into_iter()
-            .filter_map(|key| key.strip_suffix("/_repo").map(str::to_owned))
-            .collect();
+        let start_after = last.map(catalog_entry);
+        let page = self.store.list(CATALOG, start_after.as_deref(), limit, false).await?;
+        let entries = page.entries.iter().filter_map(|entry| catalog_name(entry)).collect();
         Ok(ListPage { entries, truncated: page.truncated })
     }
 
@@ -377,5 +391,25 @@ impl Metadata {
     /// Empties the index.
     pub fn clear_index(&self) -> Result<()> {
         self.index.clear()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_keys_sort_like_names() {
+        let long = format!("{}/x", "a".repeat(150));
+        let mut names = vec!["a", "a-b", "a.b", "a/b", "a_b", "ab", "b", long.as_str(), "a/b/c"];
+        names.sort();
+        let mut entries: Vec<String> = names.iter().map(|n| catalog_entry(&n.parse().unwrap())).collect();
+        entries.sort();
+        let decoded: Vec<String> = entries.iter().map(|e| catalog_name(e).unwrap()).collect();
+        assert_eq!(decoded, names);
+        for entry in &entries {
+            storage::validate_key(&format!("{CATALOG}{entry}")).unwrap();
+            assert!(entry.split('/').all(|segment| segment.len() <= 200));
+        }
     }
 }
