@@ -67,13 +67,13 @@ pub(super) async fn put(
 ) -> Result<http::Response<Body>, ApiError> {
     let limit = registry.config.registry.max_manifest_bytes;
     let too_large = || ApiError::from(RegistryError::ManifestTooLarge { limit });
-    if header_str(headers, &header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()).is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let bytes = read_bounded(body, limit)
-        .await
-        .map_err(|err| RegistryError::ManifestInvalid(format!("request body broke off: {err}")))?
-        .ok_or_else(too_large)?;
+    let bytes = match read_bounded(body, limit).await {
+        Ok(Some(bytes)) => bytes,
+        // Oversized: the rest of the body was drained (up to a bound) so the client reads the 413
+        // instead of a connection reset.
+        Ok(None) => return Err(too_large()),
+        Err(err) => return Err(RegistryError::ManifestInvalid(format!("request body broke off: {err}")).into()),
+    };
     let content_type = header_str(headers, &header::CONTENT_TYPE);
     let pushed = registry.push_manifest(name, reference, tags, content_type, bytes).await?;
     let mut reply = vec![

@@ -155,11 +155,20 @@ where
     Box::pin(stream)
 }
 
-/// Reads a whole request body of at most `limit` bytes (for manifests, never blobs).
+/// Reads a whole request body of at most `limit` bytes (for manifests, never blobs). A larger
+/// body gives `None`, after reading and discarding up to `limit` more bytes so that an ordinary
+/// client is still reading when the error arrives; beyond that the connection is dropped.
 async fn read_bounded(mut body: storage::ByteStream, limit: usize) -> Result<Option<Bytes>, io::Error> {
     let mut buf = bytes::BytesMut::new();
     while let Some(chunk) = body.try_next().await? {
         if buf.len() + chunk.len() > limit {
+            let mut discarded = buf.len() + chunk.len();
+            while discarded <= 2 * limit {
+                match body.try_next().await? {
+                    Some(chunk) => discarded += chunk.len(),
+                    None => break,
+                }
+            }
             return Ok(None);
         }
         buf.extend_from_slice(&chunk);
