@@ -50,10 +50,32 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         running.local_addr
     )?;
     std::io::stdout().flush()?;
+    tokio::spawn(reload_on_hangup(running.registry.clone(), args.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// SIGHUP reloads policy and trust from the same sources; an invalid configuration is refused
+/// and the one in force stays. Connections are not touched.
+async fn reload_on_hangup(registry: std::sync::Arc<portcullis::registry::Registry>, args: ConfigArgs) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler; configuration reload is unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let reloaded = Config::load(args.config.as_deref(), &args.overrides())
+            .map_err(|err| err.to_string())
+            .and_then(|config| {
+                let revision = config.revision.clone();
+                registry.reload(config).map(|()| revision)
+            });
+        match reloaded {
+            Ok(revision) => tracing::info!(revision = %revision, "configuration reloaded"),
+            Err(err) => tracing::error!(error = %err, "configuration reload refused; the previous one stays in force"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

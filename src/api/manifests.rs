@@ -65,7 +65,7 @@ pub(super) async fn put(
     headers: &HeaderMap,
     body: ByteStream,
 ) -> Result<http::Response<Body>, ApiError> {
-    let limit = registry.config.registry.max_manifest_bytes;
+    let limit = registry.config().registry.max_manifest_bytes;
     let too_large = || ApiError::from(RegistryError::ManifestTooLarge { limit });
     let bytes = match read_bounded(body, limit).await {
         Ok(Some(bytes)) => bytes,

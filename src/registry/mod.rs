@@ -20,8 +20,8 @@ use names::{Reference, RepoName, Tag};
 
 /// The registry: configuration, metadata and store, shared by every request.
 pub struct Registry {
-    /// The configuration it runs with.
-    pub config: Arc<Config>,
+    /// The configuration it runs with; replaced whole by [`Registry::reload`].
+    config: arc_swap::ArcSwap<Config>,
     /// Metadata over the store.
     pub metadata: Metadata,
     /// Counters and gauges.
@@ -164,7 +164,23 @@ const MAX_REFERRERS: usize = 10_000;
 impl Registry {
     /// A registry over `metadata` (and its store) with `config`.
     pub fn new(config: Arc<Config>, metadata: Metadata, metrics: Arc<Metrics>) -> Registry {
-        Registry { config, metadata, metrics, sessions: uploads::Sessions::default() }
+        Registry { config: arc_swap::ArcSwap::new(config), metadata, metrics, sessions: uploads::Sessions::default() }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Replaces policy and trust with those of `new` (SIGHUP). Settings that need a restart
+    /// (listen address, storage, index) must be unchanged; otherwise the old configuration stays.
+    pub fn reload(&self, new: Config) -> Result<(), String> {
+        let current = self.config();
+        if new.listen != current.listen || new.storage != current.storage || new.index_dir != current.index_dir {
+            return Err("listen, storage and index_dir change only with a restart; configuration not reloaded".to_owned());
+        }
+        self.config.store(Arc::new(new));
+        Ok(())
     }
 
     fn store(&self) -> &Arc<dyn BlobStore> {
@@ -217,7 +233,7 @@ impl Registry {
     }
 
     fn deletion_enabled(&self) -> Result<()> {
-        if self.config.registry.delete_enabled {
+        if self.config().registry.delete_enabled {
             Ok(())
         } else {
             Err(RegistryError::Unsupported("deletion is disabled in this registry".to_owned()))
@@ -233,14 +249,14 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PushedManifest> {
-        if let Some(ns) = self.config.namespace(repo.as_str()).filter(|ns| ns.promotion_only) {
+        if let Some(ns) = self.config().namespace(repo.as_str()).filter(|ns| ns.promotion_only) {
             return Err(RegistryError::Denied(format!(
                 "{repo} is in namespace {:?}, where content arrives only through promotion (POST /api/v1/promotions)",
                 ns.pattern
             )));
         }
-        if bytes.len() > self.config.registry.max_manifest_bytes {
-            return Err(RegistryError::ManifestTooLarge { limit: self.config.registry.max_manifest_bytes });
+        if bytes.len() > self.config().registry.max_manifest_bytes {
+            return Err(RegistryError::ManifestTooLarge { limit: self.config().registry.max_manifest_bytes });
         }
         let parsed = manifest::parse(content_type, &bytes).map_err(RegistryError::ManifestInvalid)?;
         let digest = Digest::of(&bytes);
@@ -299,7 +315,7 @@ impl Registry {
         let digest = self.resolve(repo, reference).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
         let link = self.metadata.manifest_link(repo, &digest).await?.ok_or_else(unknown)?;
-        let object = self.store().get_small(&digest.blob_key(), self.config.registry.max_manifest_bytes).await?;
+        let object = self.store().get_small(&digest.blob_key(), self.config().registry.max_manifest_bytes).await?;
         let bytes = object.ok_or_else(unknown)?.bytes;
         Ok(StoredManifest { digest, media_type: link.media_type, bytes })
     }
@@ -340,7 +356,7 @@ impl Registry {
         if let Some(summary) = self.metadata.summary(digest)? {
             return Ok(summary);
         }
-        let object = self.store().get_small(&digest.blob_key(), self.config.registry.max_manifest_bytes).await?;
+        let object = self.store().get_small(&digest.blob_key(), self.config().registry.max_manifest_bytes).await?;
         let bytes = object.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?.bytes;
         // The stored bytes passed validation when pushed; the media type is in the document or
         // implied by its shape, so parse without a Content-Type.

@@ -41,7 +41,7 @@ fn refused_move(repo: &RepoName, tag: &Tag, rule: &EffectiveRule, bound: &str, w
 impl Registry {
     /// The tag rule for `tag` in `repo`.
     pub fn tag_rule(&self, repo: &RepoName, tag: &Tag) -> EffectiveRule {
-        rule_for(&self.config, repo.as_str(), Some(tag.as_str()))
+        rule_for(&self.config(), repo.as_str(), Some(tag.as_str()))
     }
 
     /// Points every tag at `digest`, all or nothing: a refused or failed tag undoes the others.

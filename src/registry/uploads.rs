@@ -142,7 +142,7 @@ impl Registry {
                 hasher
             }
         };
-        let room = self.config.registry.max_blob_bytes.saturating_sub(session.offset);
+        let room = self.config().registry.max_blob_bytes.saturating_sub(session.offset);
         let before = hasher.snapshot();
         let body = hasher.tap(super::body::bounded(body, expected_len, room));
         match self.store().stage_append(upload_id, session.offset, body).await {
@@ -219,7 +219,7 @@ impl Registry {
 
     /// Removes upload sessions idle for longer than the configured timeout; returns how many.
     pub async fn expire_uploads(&self) -> Result<usize> {
-        let stale = self.store().stale_stages(self.config.registry.upload_timeout).await?;
+        let stale = self.store().stale_stages(self.config().registry.upload_timeout).await?;
         for upload_id in &stale {
             self.end_session(upload_id).await?;
         }
