@@ -28,6 +28,16 @@ pub enum Reference {
     Digest(storage::Digest),
 }
 
+/// A repository and a reference, as written by people: `repo:tag`, `repo@sha256:…`, or `repo`
+/// (meaning `repo:latest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// The repository.
+    pub repo: RepoName,
+    /// The tag or digest.
+    pub reference: Reference,
+}
+
 /// Why a name, tag or reference was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -119,6 +129,30 @@ impl FromStr for Reference {
     }
 }
 
+impl FromStr for ImageRef {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<ImageRef, NameError> {
+        if let Some((repo, digest)) = s.split_once('@') {
+            return Ok(ImageRef { repo: repo.parse()?, reference: Reference::Digest(digest.parse()?) });
+        }
+        // Repository names contain no `:`, so the last one starts the tag.
+        match s.rsplit_once(':') {
+            Some((repo, tag)) => Ok(ImageRef { repo: repo.parse()?, reference: Reference::Tag(tag.parse()?) }),
+            None => Ok(ImageRef { repo: s.parse()?, reference: Reference::Tag(Tag("latest".to_owned())) }),
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.reference {
+            Reference::Tag(tag) => write!(f, "{}:{tag}", self.repo),
+            Reference::Digest(digest) => write!(f, "{}@{digest}", self.repo),
+        }
+    }
+}
+
 impl fmt::Display for RepoName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -168,5 +202,20 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert!(matches!(digest.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!(matches!("sha256:zz".parse::<Reference>(), Err(NameError::Digest(_))));
+    }
+
+    #[test]
+    fn image_refs() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        for (input, shown) in [
+            ("prod/app:v2.1", "prod/app:v2.1".to_owned()),
+            ("prod/app", "prod/app:latest".to_owned()),
+            (&format!("build/app@{digest}"), format!("build/app@{digest}")),
+        ] {
+            assert_eq!(input.parse::<ImageRef>().unwrap().to_string(), shown);
+        }
+        for bad in ["Prod/app:v1", "app:", "app@sha256:zz", "../x:v1"] {
+            assert!(bad.parse::<ImageRef>().is_err(), "{bad}");
+        }
     }
 }
