@@ -221,3 +221,41 @@ async fn write_once_race_across_two_processes_has_one_winner() {
     let bound = res.headers().get("docker-content-digest").map(|v| v.to_str().unwrap().to_owned());
     check_one_winner(&statuses, &manifests, bound);
 }
+
+/// The scenario with a real client: skopeo copies two images to one tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_cannot_move_an_immutable_tag() {
+    let registry = TestRegistry::with_config_text(RULES).await;
+    let clients = common::clients::Clients::new();
+    let layouts = tempfile::tempdir().unwrap();
+    let image_a = common::images::multi_layer_image(&layouts.path().join("a"), "v1", 2, 1);
+    let image_b = common::images::multi_layer_image(&layouts.path().join("b"), "v1", 2, 2);
+    let sandbox = &clients;
+    let copy = |layout: &common::images::ImageLayout, dest: String| {
+        let source = format!("oci:{}:v1", layout.path.display());
+        async move { sandbox.skopeo("copy", &["--preserve-digests", "--dest-tls-verify=false", &source, &dest]).await }
+    };
+    let tag = |repo: &str| format!("docker://{}/{repo}:v1", registry.host);
+
+    copy(&image_a, tag("prod-like/app")).await.ok();
+    let refused = copy(&image_b, tag("prod-like/app")).await;
+    assert!(!refused.status.success(), "moving an immutable tag must fail");
+    for needle in ["prod-like/app:v1", "immutable", &image_a.manifest_digest] {
+        assert!(refused.stderr.contains(needle), "skopeo's error lacks {needle}: {}", refused.stderr);
+    }
+    assert_eq!(tag_digest(&registry, "prod-like/app", "v1").await.as_deref(), Some(image_a.manifest_digest.as_str()));
+    copy(&image_a, tag("prod-like/app")).await.ok();
+
+    let delete = clients.skopeo("delete", &["--tls-verify=false", &tag("prod-like/app")]).await;
+    assert!(!delete.status.success(), "deleting an immutable tag's manifest must fail");
+    assert_eq!(tag_digest(&registry, "prod-like/app", "v1").await.as_deref(), Some(image_a.manifest_digest.as_str()));
+
+    // Write-once: deletable, then bound again only to the same content.
+    copy(&image_a, tag("once/app")).await.ok();
+    clients.skopeo("delete", &["--tls-verify=false", &tag("once/app")]).await.ok();
+    assert_eq!(tag_digest(&registry, "once/app", "v1").await, None);
+    let refused = copy(&image_b, tag("once/app")).await;
+    assert!(!refused.status.success() && refused.stderr.contains("write-once"), "{}", refused.stderr);
+    copy(&image_a, tag("once/app")).await.ok();
+    assert_eq!(tag_digest(&registry, "once/app", "v1").await.as_deref(), Some(image_a.manifest_digest.as_str()));
+}

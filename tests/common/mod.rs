@@ -2,6 +2,7 @@
 //! its data in a temp dir, and small helpers to talk to it over real HTTP.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
+pub mod clients;
 pub mod images;
 
 use std::path::PathBuf;
