@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{error_code, sha256, RegistryClient, TestRegistry, OCI_MANIFEST};
+use common::{error_code, sha256, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
 
 const RULES: &str = r#"
 [[namespaces]]
@@ -164,37 +164,6 @@ async fn write_once_race_in_one_process_has_one_winner() {
     check_one_winner(&statuses, &manifests, tag_digest(&registry, "once/race", "v1").await);
 }
 
-/// A `portcullis serve` child process on an ephemeral port; killed on drop.
-struct Child {
-    process: std::process::Child,
-    base_url: String,
-}
-
-impl Child {
-    fn spawn(config_path: &std::path::Path) -> Child {
-        use std::io::BufRead;
-        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(config_path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start portcullis");
-        // The first stdout line says where it listens.
-        let mut line = String::new();
-        std::io::BufReader::new(process.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let base_url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("listen line").to_owned();
-        Child { process, base_url }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_once_race_across_two_processes_has_one_winner() {
     let dir = tempfile::tempdir().unwrap();
@@ -209,7 +178,7 @@ async fn write_once_race_across_two_processes_has_one_winner() {
         );
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
-        children.push(Child::spawn(&path));
+        children.push(ServerProcess::spawn(&path));
     }
     let client = reqwest::Client::new();
     let base_urls: Vec<String> = children.iter().map(|c| c.base_url.clone()).collect();

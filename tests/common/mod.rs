@@ -145,6 +145,50 @@ impl RegistryClient {
     }
 }
 
+/// A `portcullis serve` child process on an ephemeral port, for tests where separate processes
+/// matter (two nodes on one store, signals, the CLI). Killed on drop.
+pub struct ServerProcess {
+    pub process: std::process::Child,
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `portcullis serve --listen 127.0.0.1:0 --config <config_path>`.
+    pub fn spawn(config_path: &std::path::Path) -> ServerProcess {
+        ServerProcess::spawn_with(&["--config", config_path.to_str().expect("UTF-8 path")])
+    }
+
+    /// Starts `portcullis serve --listen 127.0.0.1:0 <args>` and waits for its listen line.
+    pub fn spawn_with(args: &[&str]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start portcullis");
+        // The first stdout line says where it listens.
+        let mut line = String::new();
+        std::io::BufReader::new(process.stdout.take().expect("piped stdout")).read_line(&mut line).expect("read listen line");
+        let base_url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no listen line: {line:?}")).to_owned();
+        ServerProcess { process, base_url }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "HUP") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.process.id().to_string()).status().expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
