@@ -18,6 +18,8 @@
 
 pub mod digest;
 pub mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 use std::io;
 use std::ops::Range;
@@ -28,6 +30,8 @@ use futures::Stream;
 
 pub use digest::Digest;
 pub use fs::FsBlobStore;
+#[cfg(feature = "s3")]
+pub use s3::{S3BlobStore, S3Config};
 
 /// A stream of bytes read from or written to the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

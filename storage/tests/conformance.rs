@@ -6,9 +6,13 @@
 //! failure names the broken promise and the backend that broke it.
 //!
 //! To add a backend, write a function returning a fresh, empty store and whatever keeps it alive
-//! (for S3, a bucket prefix of its own per test), and invoke the macro once more, e.g.
-//! `conformance!(#[cfg(feature = "s3")] s3, s3_store);`. The suite deliberately checks only what the crate doc of
+//! (for S3, a bucket of its own per test), or `None` when the backend is not available here, and
+//! invoke the macro once more, as for `s3`. The suite deliberately checks only what the crate doc of
 //! `portcullis-storage` promises; it does not look at a backend's files or requests.
+//!
+//! The S3 checks run against the server named by `PORTCULLIS_TEST_S3_ENDPOINT` (see
+//! `tests/common/mod.rs`); without one they return early, or fail when `CI` or
+//! `PORTCULLIS_REQUIRE_S3` is set.
 //!
 //! Known gap of the fs backend, not checked here: a key cannot also be a "directory" of other keys
 //! (`a` and `a/b`), because both would be the same path on disk.
@@ -23,8 +27,8 @@ use portcullis_storage as storage;
 use storage::{BlobStore, BlobStoreError, ByteStream, ListPage, PutCondition};
 
 /// Generates one `#[tokio::test]` per check for one backend, inside `mod $backend`.
-/// `$make` is an async fn returning `(Arc<dyn BlobStore>, guard)`; the guard lives until the check
-/// ends (for fs, the temp dir).
+/// `$make` is an async fn returning `Some((Arc<dyn BlobStore>, guard))`, or `None` to skip the
+/// check; the guard lives until the check ends (for fs, the temp dir).
 macro_rules! conformance {
     ($(#[$attr:meta])* $backend:ident, $make:ident) => {
         conformance!(@backend [$(#[$attr])*] $backend, $make;
@@ -56,7 +60,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $check() {
-                    let (store, _guard) = super::$make().await;
+                    let Some((store, _guard)) = super::$make().await else { return };
                     super::$check(store).await;
                 }
             )*
@@ -65,12 +69,24 @@ macro_rules! conformance {
 }
 
 conformance!(fs, fs_store);
+conformance!(#[cfg(feature = "s3")] s3, s3_store);
+
+#[cfg(feature = "s3")]
+mod common;
 
 /// A filesystem store in a fresh temp dir, removed when the guard drops.
-async fn fs_store() -> (Arc<dyn BlobStore>, tempfile::TempDir) {
+async fn fs_store() -> Option<(Arc<dyn BlobStore>, tempfile::TempDir)> {
     let dir = tempfile::TempDir::new().expect("the system temp dir is writable");
     let store = storage::FsBlobStore::open(dir.path()).await.expect("a fresh temp dir opens as a store");
-    (Arc::new(store), dir)
+    Some((Arc::new(store), dir))
+}
+
+/// An S3 store on a fresh bucket of the test server, with 5 MiB parts; `None` without a server.
+#[cfg(feature = "s3")]
+async fn s3_store() -> Option<(Arc<dyn BlobStore>, ())> {
+    let s3 = common::TestS3::from_env()?;
+    let (store, _config) = s3.fresh_store().await;
+    Some((Arc::new(store), ()))
 }
 
 /// Asserts that `$res` is an `Err` matching `$pattern`, printing what it was otherwise.
