@@ -4,3 +4,4 @@
 pub mod gate;
 pub mod scan;
 pub mod tags;
+pub mod verify;
