@@ -1,6 +1,10 @@
-//! Verification tests: the shared sigstore fixtures (`fixtures`).
+//! Verification tests: the shared sigstore fixtures (`fixtures`), evidence made here with real
+//! keys and certificates (`generated`, built with `testkit`), and malformed and mutated input
+//! (`robustness`).
 
 mod fixtures;
+mod generated;
+mod testkit;
 
 /// The shared fixtures, read in place (never copied into the repository).
 pub(super) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/sigstore");
