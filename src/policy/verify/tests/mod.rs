@@ -4,6 +4,7 @@
 
 mod fixtures;
 mod generated;
+mod robustness;
 mod testkit;
 
 /// The shared fixtures, read in place (never copied into the repository).
