@@ -53,6 +53,7 @@ pub(super) fn verify_attestation(material: &Material, subject: &storage::Digest,
     if parsed.payload_type != dsse::IN_TOTO_PAYLOAD_TYPE {
         return Err(Failure::malformed(format!("DSSE payload type {:?} is not an in-toto statement", dsse::truncate(&parsed.payload_type, 80))));
     }
+    // The layer's `predicateType` annotation is unsigned; the signed statement's is reported.
     let statement = Statement::parse(&parsed.payload)?;
     statement.check_subject("sha256", subject.hex())?;
     let content = Content::Envelope { bytes: envelope, pae: parsed.pae(), forms: parsed.known_serializations(), envelope: parsed };
@@ -206,13 +207,35 @@ fn verify_keyless(material: &Material, content: &Content<'_>, certificate_pem: &
         None => Vec::new(),
     };
     let signature = content.signature_by(&leaf.public_key).ok_or_else(|| Failure::new(Stage::Signature, "signature does not verify with the certificate's key"))?;
-    let bundle = bundle.ok_or_else(|| Failure::new(Stage::Transparency, "keyless signature without a Rekor SET"))?;
-    let entry = bundle.entry().map_err(|err| Failure::new(Stage::Transparency, format!("Rekor body is unreadable: {err}")))?;
-    entry.matches(&content.presented(signature, Signer::Certificate(&leaf.der))).map_err(|err| Failure::new(Stage::Transparency, err))?;
-    leaf.check_leaf_profile().map_err(|err| Failure::new(Stage::Trust, err))?;
-
-    let time = bundle.integrated_time;
     let mut failures = Failures::default();
+    match bundle {
+        None => failures.push(Failure::new(Stage::Transparency, "keyless signature without a Rekor SET")),
+        Some(bundle) => {
+            let logged = bundle
+                .entry()
+                .map_err(|err| Failure::new(Stage::Transparency, format!("Rekor body is unreadable: {err}")))
+                .and_then(|entry| entry.matches(&content.presented(signature, Signer::Certificate(&leaf.der))).map_err(|err| Failure::new(Stage::Transparency, err)))
+                .and_then(|()| leaf.check_leaf_profile().map_err(|err| Failure::new(Stage::Trust, err)));
+            match logged {
+                Err(failure) => failures.push(failure),
+                Ok(()) => {
+                    if let Some(outcome) = verify_identities(material, &leaf, &chain, bundle, &mut failures) {
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+    }
+    // A certificate for a configured key (cosign sign --key with --certificate) is key evidence.
+    if let Some(outcome) = verify_with_keys(material, content, bundle, Some(leaf.public_key.spki_der()), &mut failures) {
+        return Ok(outcome);
+    }
+    Err(failures.into_failure(|| Failure::new(Stage::Trust, "signed with a certificate, but no keyless identity is configured")))
+}
+
+/// Tries each keyless identity on a leaf whose signature and log entry already check out.
+fn verify_identities(material: &Material, leaf: &Certificate, chain: &[Certificate], bundle: &LegacyBundle, failures: &mut Failures) -> Option<Outcome> {
+    let time = bundle.integrated_time;
     for identity in &material.keyless {
         // The integrated time is only evidence once its SET verifies with this identity's Rekor.
         if let Err(err) = bundle.verify_set(&identity.rekor_keys) {
@@ -227,7 +250,7 @@ fn verify_keyless(material: &Material, content: &Content<'_>, certificate_pem: &
             failures.push(Failure::new(Stage::Trust, format!("certificate was not yet valid at integrated time ({} is before {})", rfc3339(time), rfc3339(leaf.not_before))));
             continue;
         }
-        if !x509::chains_to(&leaf, &chain, &identity.anchors, time) {
+        if !x509::chains_to(leaf, chain, &identity.anchors, time) {
             failures.push(Failure::new(Stage::Trust, "certificate does not chain to a configured Fulcio root"));
             continue;
         }
@@ -242,7 +265,7 @@ fn verify_keyless(material: &Material, content: &Content<'_>, certificate_pem: &
             failures.push(Failure::new(Stage::Identity, format!("certificate SAN {shown} does not match identity '{}' ({})", identity.name, identity.subject)));
             continue;
         };
-        return Ok(Outcome {
+        return Some(Outcome {
             trust_entry: identity.name.clone(),
             identity: san.clone(),
             issuer: Some(identity.issuer.clone()),
@@ -250,11 +273,7 @@ fn verify_keyless(material: &Material, content: &Content<'_>, certificate_pem: &
             cert_not_after: Some(leaf.not_after),
         });
     }
-    // A certificate for a configured key (cosign sign --key with --certificate) is key evidence.
-    if let Some(outcome) = verify_with_keys(material, content, Some(bundle), Some(leaf.public_key.spki_der()), &mut failures) {
-        return Ok(outcome);
-    }
-    Err(failures.into_failure(|| Failure::new(Stage::Trust, "signed with a certificate, but no keyless identity is configured")))
+    None
 }
 
 /// The `critical.image.docker-manifest-digest` of a simple-signing payload.

@@ -13,8 +13,9 @@
 //! malformed input is a [`Rejection`], never a panic and never a pass.
 //!
 //! It does not decide what evidence a namespace needs: that is `policy::gate`. It does not check
-//! signed certificate timestamps (SCTs) on the legacy path, nor RFC 3161 timestamps anywhere: a
-//! keyless signature counts only with a Rekor entry verified against a configured Rekor key.
+//! signed certificate timestamps (SCTs) on the legacy path (bundles have theirs checked when the
+//! trusted root lists CT logs), and an RFC 3161 timestamp never stands in for Rekor: a keyless
+//! signature counts only with a Rekor entry verified against a configured Rekor key.
 
 use std::fmt;
 use std::sync::Arc;

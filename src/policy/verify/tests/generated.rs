@@ -339,6 +339,21 @@ fn keyless_attestations() {
 }
 
 #[test]
+fn a_certificate_for_a_configured_key_is_key_evidence() {
+    // cosign sign --key k --certificate c: the key entry applies, with or without a log entry.
+    let root = Ca::root("private-ca", "trusted");
+    let rekor = Rekor::new("log");
+    let key = TestKey::p256("ephemeral");
+    let signed = Keyless::valid(&root, &Leaf::default());
+    let trust = key_trust(&key, None);
+    let without_log = signed.layer(None, None).verify(&trust, SUBJECT).unwrap();
+    assert_eq!((without_log.trust_entry.as_str(), without_log.rekor), ("release", None));
+    assert!(signed.logged(&root, &rekor).verify(&trust, SUBJECT).is_ok());
+    // Another key does not apply to it at all.
+    assert_eq!(signed.layer(None, None).reason(&key_trust(&TestKey::p256("other"), None)), "keyless signature without a Rekor SET");
+}
+
+#[test]
 fn the_most_specific_failure_is_reported() {
     let root = Ca::root("fulcio", "trusted");
     let other_root = Ca::root("other", "trusted");
