@@ -24,6 +24,50 @@ pub enum Command {
     /// Inspect the configured policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a registry whether an image would pass its namespace's gate (exit 0 pass, 1 fail, 2 error).
+    Check {
+        /// Registry base URL, e.g. http://127.0.0.1:5000.
+        #[arg(long, env = "PORTCULLIS_REGISTRY")]
+        registry: String,
+        /// The image: REPO[:TAG] or REPO@DIGEST.
+        image: String,
+        /// Judge by the gate of this repository instead (would promoting IMAGE there pass?).
+        #[arg(long)]
+        target: Option<String>,
+        /// Print the verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Promote SOURCE into TARGET through the registry's promotion API
+    /// (exit 0 promoted, 1 denied or conflicting tag, 2 error).
+    Promote {
+        /// Registry base URL, e.g. http://127.0.0.1:5000.
+        #[arg(long, env = "PORTCULLIS_REGISTRY")]
+        registry: String,
+        /// The artifact: REPO[:TAG] or REPO@DIGEST, e.g. build/app@sha256:...
+        source: String,
+        /// The target repository, e.g. prod/app.
+        target: String,
+        /// A tag to bind in the target (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Evaluate and report without writing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `portcullis audit ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the audit log in the store; name the first broken record.
+    Verify(ConfigArgs),
 }
 
 /// `portcullis policy ...`

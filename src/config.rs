@@ -35,6 +35,9 @@ pub struct Config {
     pub namespaces: Vec<Namespace>,
     /// Trusted signers.
     pub trust: TrustConfig,
+    /// PKCS#8 PEM of the key that signs verification summaries; generated and kept in the store
+    /// when absent.
+    pub signing_key_pem: Option<String>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -229,6 +232,16 @@ pub struct FileConfig {
     namespaces: Vec<FileNamespace>,
     #[serde(default)]
     trust: gate::FileTrust,
+    #[serde(default)]
+    promotion: FilePromotion,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePromotion {
+    /// PKCS#8 PEM file of the VSA signing key.
+    #[serde(default)]
+    signing_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,6 +414,7 @@ impl Config {
         };
         let mut files = gate::Files::new(base, text);
         let trust = file.trust.load(&mut files).map_err(invalid)?;
+        let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
         let namespaces = file
             .namespaces
             .into_iter()
@@ -438,6 +452,7 @@ impl Config {
             },
             namespaces,
             trust,
+            signing_key_pem,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

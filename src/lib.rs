@@ -4,6 +4,7 @@
 //! metadata over the object store (crate `storage`), metrics.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod server;
 pub mod api;
@@ -12,3 +13,5 @@ pub mod metadata;
 pub mod policy;
 pub mod metrics;
 pub mod audit;
+pub mod promote;
+pub mod signing;

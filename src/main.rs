@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use portcullis::cli::{Cli, Command, ConfigArgs, PolicyCommand};
+use portcullis::cli::{AuditCommand, Cli, Command, ConfigArgs, PolicyCommand};
 use portcullis::config::{Config, LogFormat};
 
 fn main() -> anyhow::Result<()> {
@@ -14,6 +14,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(&args)),
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
         Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
+        Command::Check { registry, image, target, json } => {
+            std::process::exit(runtime.block_on(portcullis::client::check(&registry, &image, target.as_deref(), json)))
+        }
+        Command::Promote { registry, source, target, tags, dry_run, json } => std::process::exit(
+            runtime.block_on(portcullis::client::promote(&registry, &source, &target, &tags, dry_run, json)),
+        ),
+        Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(audit_verify(&args)),
     }
 }
 
@@ -108,4 +115,20 @@ fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {
     let rule = portcullis::policy::tags::rule_for(&config, repo.as_str(), tag);
     write!(std::io::stdout(), "{}", rule.explain(repo.as_str(), tag))?;
     Ok(())
+}
+
+async fn audit_verify(args: &ConfigArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref(), &args.overrides())?;
+    // The store alone: this runs beside a live server (no index is opened).
+    let store = portcullis::server::open_store(&config).await?;
+    match portcullis::audit::AuditLog::new(store).verify().await? {
+        Ok(n_records) => {
+            writeln!(std::io::stdout(), "audit log intact: {n_records} records, chain verified")?;
+            Ok(())
+        }
+        Err(broken) => {
+            writeln!(std::io::stdout(), "audit log BROKEN at record {}: {}", broken.seq, broken.reason)?;
+            std::process::exit(1)
+        }
+    }
 }

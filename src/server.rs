@@ -31,6 +31,9 @@ pub enum StartError {
     /// The metadata index could not be opened.
     #[error("cannot open index: {0}")]
     Metadata(#[from] crate::metadata::MetadataError),
+    /// Trust or the signing key could not be loaded.
+    #[error("{0}")]
+    Registry(String),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
@@ -47,14 +50,21 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
 }
 
-/// Opens storage and the index and builds the registry, without binding anything.
-pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
+/// Opens the object store the configuration names.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
         StorageConfig::S3(_) => return Err(StartError::Storage(storage::BlobStoreError::Unavailable("the S3 backend is not wired yet".to_owned()))),
     };
+    Ok(store)
+}
+
+/// Opens storage and the index and builds the registry, without binding anything.
+pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
+    let store = open_store(&config).await?;
     let metadata = Metadata::open(store, &config.index_dir)?;
-    Ok(Arc::new(Registry::new(Arc::new(config), metadata, Arc::new(Metrics::new()))))
+    let registry = Registry::open(config, metadata, Arc::new(Metrics::new())).await.map_err(StartError::Registry)?;
+    Ok(Arc::new(registry))
 }
 
 /// Serves `registry` on `listener` until [`Running::shutdown`].

@@ -7,7 +7,7 @@
 use http::Method;
 use storage::Digest;
 
-use crate::registry::names::{NameError, Reference, RepoName, Tag};
+use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag};
 
 /// A recognised request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,17 @@ pub enum Endpoint {
     Referrers { name: RepoName, digest: Digest, artifact_type: Option<String> },
     /// `GET /v2/_catalog?n=&last=`
     Catalog { n: Option<usize>, last: Option<RepoName> },
+    /// `GET /api/v1/verdict?image=REPO[:TAG|@DIGEST][&target=REPO]`: with `target`, the verdict
+    /// of the target's gate on the image's evidence (would a promotion pass?).
+    Verdict { image: ImageRef, target: Option<RepoName> },
+    /// `GET /api/v1/keys`: the registry's public signing key.
+    Keys,
+    /// `POST /api/v1/promotions`
+    Promote,
+    /// `GET /api/v1/promotions?repository=`
+    ListPromotions { repository: RepoName },
+    /// `GET /api/v1/audit?kind=&repository=&after=&limit=`
+    Audit { kind: Option<String>, repository: Option<String>, after: u64, limit: Option<usize> },
     /// `GET /healthz`
     Health,
     /// `GET /readyz`
@@ -83,6 +94,11 @@ impl Endpoint {
             Endpoint::ListTags { .. } => "list_tags",
             Endpoint::Referrers { .. } => "referrers",
             Endpoint::Catalog { .. } => "catalog",
+            Endpoint::Verdict { .. } => "verdict",
+            Endpoint::Keys => "keys",
+            Endpoint::Promote => "promote",
+            Endpoint::ListPromotions { .. } => "list_promotions",
+            Endpoint::Audit { .. } => "audit",
             Endpoint::Health => "healthz",
             Endpoint::Ready => "readyz",
             Endpoint::Metrics => "metrics",
@@ -97,6 +113,27 @@ impl Endpoint {
             "/readyz" => return only_get(method, Endpoint::Ready),
             "/metrics" => return only_get(method, Endpoint::Metrics),
             "/v2" | "/v2/" => return only_get(method, Endpoint::Base),
+            "/api/v1/verdict" => {
+                let image = query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned()))?;
+                let target = query.one("target").map(str::parse).transpose()?;
+                return only_get(method, Endpoint::Verdict { image: image.parse()?, target });
+            }
+            "/api/v1/keys" => return only_get(method, Endpoint::Keys),
+            "/api/v1/promotions" if *method == Method::POST => return Ok(Endpoint::Promote),
+            "/api/v1/promotions" => {
+                let repository = query.one("repository").ok_or_else(|| RouteError::Query("repository is required".to_owned()))?;
+                return only_get(method, Endpoint::ListPromotions { repository: repository.parse()? });
+            }
+            "/api/v1/audit" => {
+                let after = query.count("after")?.unwrap_or(0) as u64;
+                let endpoint = Endpoint::Audit {
+                    kind: query.one("kind").map(str::to_owned),
+                    repository: query.one("repository").map(str::to_owned),
+                    after,
+                    limit: query.count("limit")?,
+                };
+                return only_get(method, endpoint);
+            }
             "/v2/_catalog" => {
                 let last = query.one("last").map(|l| l.parse()).transpose()?;
                 return only_get(method, Endpoint::Catalog { n: query.count("n")?, last });
@@ -270,6 +307,12 @@ mod tests {
             (Method::GET, "/v2/a/unknown".into(), None, "error: NotFound"),
             (Method::GET, "/elsewhere".into(), None, "error: NotFound"),
             (Method::GET, "/healthz".into(), None, "Health"),
+            (Method::GET, "/api/v1/verdict".into(), Some("image=prod/app:v1"), "Verdict { image: ImageRef { repo: RepoName(\"prod/app\")"),
+            (Method::GET, "/api/v1/verdict".into(), None, "error: Query"),
+            (Method::POST, "/api/v1/promotions".into(), None, "Promote"),
+            (Method::GET, "/api/v1/promotions".into(), Some("repository=prod/app"), "ListPromotions"),
+            (Method::GET, "/api/v1/audit".into(), Some("kind=promotion&after=3&limit=5"), "Audit { kind: Some(\"promotion\"), repository: None, after: 3, limit: Some(5) }"),
+            (Method::DELETE, "/api/v1/keys".into(), None, "error: MethodNotAllowed"),
             (Method::GET, "/metrics".into(), None, "Metrics"),
         ];
         for (method, path, query, expected) in cases {

@@ -78,6 +78,15 @@ pub enum ApiError {
     /// A `Content-Range` on a chunk that is malformed.
     #[error("{0}")]
     ChunkRange(String),
+    /// A request body of the registry's own API that does not parse.
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    /// A promotion the target's gate refused; the body carries the verdict.
+    #[error("{}", .0.summary())]
+    PromotionDenied(Box<crate::policy::gate::Verdict>),
+    /// A promotion whose target tag is bound to other content.
+    #[error("{0}")]
+    Conflict(String),
     /// A chunk that does not start where the upload ends; the client is told where it stands.
     #[error("chunk out of order: the upload holds {offset} bytes")]
     OutOfOrder {
@@ -105,6 +114,9 @@ impl ApiError {
             }
             ApiError::Route(RouteError::Query(_)) => (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported)),
             ApiError::BadHeader(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::BlobUploadInvalid)),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported)),
+            ApiError::PromotionDenied(_) => (StatusCode::FORBIDDEN, Some(ErrorCode::Denied)),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, Some(ErrorCode::Denied)),
             ApiError::ChunkRange(_) | ApiError::OutOfOrder { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, Some(ErrorCode::BlobUploadInvalid))
             }
@@ -143,7 +155,13 @@ impl ApiError {
             None if status == StatusCode::NOT_FOUND => ("NOT_FOUND", "no such endpoint".to_owned()),
             None => ("INTERNAL_ERROR", "internal error; see the server log for this request id".to_owned()),
         };
-        serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": null }] }).to_string()
+        let mut body = serde_json::json!({ "errors": [{ "code": code, "message": message, "detail": null }] });
+        if let ApiError::PromotionDenied(verdict) = self {
+            // The same structure as GET /api/v1/verdict, so CI can show what failed.
+            body["verdict"] = serde_json::to_value(verdict).unwrap_or_default();
+            body["errors"][0]["detail"] = body["verdict"].clone();
+        }
+        body.to_string()
     }
 
     /// Extra headers: `Content-Range` for an unsatisfiable blob range, the upload's position for

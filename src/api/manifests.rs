@@ -16,8 +16,11 @@ pub(super) async fn get(
     reference: &Reference,
     head: bool,
     headers: &HeaderMap,
+    actor: &str,
 ) -> Result<http::Response<Body>, ApiError> {
     let manifest = registry.manifest(name, reference).await?;
+    // The gate is enforced where the bytes leave, for GET and HEAD alike.
+    registry.check_pull(name, &manifest.digest, actor).await?;
     if !accepts(headers, &manifest.media_type) {
         return Err(RegistryError::ManifestUnknown(format!(
             "{name}:{reference} is a {}, which the request's Accept header does not list",

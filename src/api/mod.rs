@@ -2,10 +2,13 @@
 //! request, `Endpoint::parse` -> handler -> response; errors become the spec's JSON form here.
 //! With `server`, the only code that handles HTTP types.
 
+mod audit;
 mod blobs;
 pub mod endpoint;
 pub mod error;
+mod gates;
 mod manifests;
+mod promotions;
 mod referrers;
 mod tags;
 mod uploads;
@@ -42,6 +45,9 @@ const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 /// `X-Request-Id`
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The actor of requests without authentication.
+const ANONYMOUS: &str = "anonymous";
 
 /// Answers one request. Never fails: errors are responses.
 pub async fn handle<B>(registry: Arc<Registry>, req: Request<B>) -> Result<Response<Body>, Infallible>
@@ -113,7 +119,9 @@ async fn dispatch(
         }
         Endpoint::UploadStatus { name, upload_id } => uploads::status(registry, &name, &upload_id).await,
         Endpoint::CancelUpload { name, upload_id } => uploads::cancel(registry, &name, &upload_id).await,
-        Endpoint::GetManifest { name, reference, head } => manifests::get(registry, &name, &reference, head, headers).await,
+        Endpoint::GetManifest { name, reference, head } => {
+            manifests::get(registry, &name, &reference, head, headers, ANONYMOUS).await
+        }
         Endpoint::PutManifest { name, reference, tags } => {
             manifests::put(registry, &name, &reference, &tags, headers, body).await
         }
@@ -122,6 +130,13 @@ async fn dispatch(
         Endpoint::Catalog { n, last } => tags::catalog(registry, n, last.as_ref()).await,
         Endpoint::Referrers { name, digest, artifact_type } => {
             referrers::list(registry, &name, &digest, artifact_type.as_deref()).await
+        }
+        Endpoint::Verdict { image, target } => gates::verdict(registry, &image, target.as_ref()).await,
+        Endpoint::Keys => Ok(promotions::keys(registry)),
+        Endpoint::Promote => promotions::promote(registry, body, ANONYMOUS).await,
+        Endpoint::ListPromotions { repository } => promotions::list(registry, &repository).await,
+        Endpoint::Audit { kind, repository, after, limit } => {
+            audit::list(registry, kind.as_deref(), repository.as_deref(), after, limit).await
         }
     }
 }

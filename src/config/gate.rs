@@ -29,6 +29,10 @@ pub(super) struct FileTrust {
 struct FileKey {
     name: String,
     public_key: String,
+    /// A missing file leaves the entry without a key (nothing verifies against it) instead of
+    /// refusing the configuration; the embedded default uses this for `trust/cosign.pub`.
+    #[serde(default)]
+    optional: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,8 +65,10 @@ pub struct TrustConfig {
 pub struct KeyEntry {
     /// Name used by `signed_by`.
     pub name: String,
-    /// PEM text.
-    pub public_key_pem: String,
+    /// PEM text; `None` for an optional key whose file is absent.
+    pub public_key_pem: Option<String>,
+    /// The file it was read from, for messages.
+    pub path: String,
 }
 
 /// A named keyless (Fulcio) identity.
@@ -201,12 +207,17 @@ impl Files {
     }
 
     /// Reads `path`, for error messages naming `what`.
-    fn read(&mut self, path: &str, what: &str) -> Result<String, String> {
+    pub(super) fn read(&mut self, path: &str, what: &str) -> Result<String, String> {
         let full = self.base.join(path);
         let text = std::fs::read_to_string(&full).map_err(|err| format!("{what}: cannot read {}: {err}", full.display()))?;
         self.revision.update((text.len() as u64).to_le_bytes());
         self.revision.update(text.as_bytes());
         Ok(text)
+    }
+
+    /// Whether `path` exists.
+    fn exists(&self, path: &str) -> bool {
+        self.base.join(path).exists()
     }
 
     /// The revision: sha256 of the configuration text and every file it named, in load order.
@@ -233,8 +244,13 @@ impl FileTrust {
         };
         let mut keys = Vec::new();
         for key in self.keys {
-            let public_key_pem = files.read(&key.public_key, &format!("trust.keys {:?}", key.name))?;
-            keys.push(KeyEntry { name: key.name, public_key_pem });
+            let what = format!("trust.keys {:?}", key.name);
+            let public_key_pem = match files.read(&key.public_key, &what) {
+                Ok(pem) => Some(pem),
+                Err(_) if key.optional && !files.exists(&key.public_key) => None,
+                Err(err) => return Err(err),
+            };
+            keys.push(KeyEntry { name: key.name, public_key_pem, path: key.public_key });
         }
         let mut keyless = Vec::new();
         for entry in self.keyless {

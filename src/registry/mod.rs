@@ -3,10 +3,12 @@
 
 pub mod body;
 pub mod evidence;
+mod promotion;
 pub mod manifest;
 pub mod names;
 mod tags;
 pub mod uploads;
+pub mod verdicts;
 
 use std::sync::Arc;
 
@@ -27,6 +29,11 @@ pub struct Registry {
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
     sessions: uploads::Sessions,
+    /// The trust in force; replaced with the configuration.
+    trust: arc_swap::ArcSwap<verdicts::LoadedTrust>,
+    caches: verdicts::Caches,
+    audit: crate::audit::AuditLog,
+    signing: crate::signing::SigningKey,
 }
 
 /// Outcomes the registry refuses or cannot produce, each mapped to one OCI error by the API.
@@ -162,9 +169,52 @@ pub struct Referrers {
 const MAX_REFERRERS: usize = 10_000;
 
 impl Registry {
-    /// A registry over `metadata` (and its store) with `config`.
-    pub fn new(config: Arc<Config>, metadata: Metadata, metrics: Arc<Metrics>) -> Registry {
-        Registry { config: arc_swap::ArcSwap::new(config), metadata, metrics, sessions: uploads::Sessions::default() }
+    /// A registry over `metadata` (and its store) with `config`: builds the trust and loads (or
+    /// generates) the registry's signing key.
+    pub async fn open(config: Config, metadata: Metadata, metrics: Arc<Metrics>) -> Result<Registry, String> {
+        let trust = verdicts::load_trust(&config.trust)?;
+        let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), metadata.store())
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(Registry {
+            config: arc_swap::ArcSwap::new(Arc::new(config)),
+            trust: arc_swap::ArcSwap::new(Arc::new(trust)),
+            caches: verdicts::Caches::default(),
+            audit: crate::audit::AuditLog::new(metadata.store().clone()),
+            signing,
+            metadata,
+            metrics,
+            sessions: uploads::Sessions::default(),
+        })
+    }
+
+    /// The trust in force now.
+    pub fn trust(&self) -> Arc<verdicts::LoadedTrust> {
+        self.trust.load_full()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &crate::audit::AuditLog {
+        &self.audit
+    }
+
+    /// The registry's signing key.
+    pub fn signing_key(&self) -> &crate::signing::SigningKey {
+        &self.signing
+    }
+
+    /// Appends to the audit log; a failure is logged, not returned (the decision stands).
+    pub async fn record_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) {
+        let entry = crate::audit::Entry {
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            repository: repo.to_string(),
+            digest: digest.to_string(),
+            detail,
+        };
+        if let Err(err) = self.audit.append(entry).await {
+            tracing::error!(kind, repo = %repo, digest = %digest, error = %err, "cannot append to the audit log");
+        }
     }
 
     /// The configuration in force now.
@@ -179,7 +229,9 @@ impl Registry {
         if new.listen != current.listen || new.storage != current.storage || new.index_dir != current.index_dir {
             return Err("listen, storage and index_dir change only with a restart; configuration not reloaded".to_owned());
         }
+        let trust = verdicts::load_trust(&new.trust)?;
         self.config.store(Arc::new(new));
+        self.trust.store(Arc::new(trust));
         Ok(())
     }
 
@@ -279,23 +331,30 @@ impl Registry {
             }
         }
 
-        // The content is durable before anything points at it; tags come last.
-        let blob_key = digest.blob_key();
-        if self.store().stat(&blob_key).await?.is_none() {
-            self.store().put_small(&blob_key, bytes.clone(), PutCondition::Always).await?;
-        }
-        self.metadata.put_summary(&digest, &parsed.summary())?;
-        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size: bytes.len() as u64 };
-        self.metadata.link_manifest(repo, &digest, &link).await?;
-        if let Some(subject) = &parsed.subject {
-            let descriptor = parsed.referrer_descriptor(&digest, link.size);
-            self.metadata.add_referrer(repo, subject, &digest, &descriptor).await?;
-        }
-        for child in &parsed.manifests {
-            self.metadata.add_parent(repo, child, &digest).await?;
-        }
+        self.store_manifest(repo, &parsed, &digest, bytes).await?;
         self.bind_tags(repo, &tags, &digest).await?;
         Ok(PushedManifest { digest, subject: parsed.subject })
+    }
+
+    /// Stores validated manifest bytes and links them into `repo` with their referrer and parent
+    /// links. The content is durable before anything points at it; tags are the caller's, last.
+    async fn store_manifest(&self, repo: &RepoName, parsed: &manifest::ParsedManifest, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let blob_key = digest.blob_key();
+        let size = bytes.len() as u64;
+        if self.store().stat(&blob_key).await?.is_none() {
+            self.store().put_small(&blob_key, bytes, PutCondition::Always).await?;
+        }
+        self.metadata.put_summary(digest, &parsed.summary())?;
+        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
+        self.metadata.link_manifest(repo, digest, &link).await?;
+        if let Some(subject) = &parsed.subject {
+            let descriptor = parsed.referrer_descriptor(digest, size);
+            self.metadata.add_referrer(repo, subject, digest, &descriptor).await?;
+        }
+        for child in &parsed.manifests {
+            self.metadata.add_parent(repo, child, digest).await?;
+        }
+        Ok(())
     }
 
     /// Resolves a reference in `repo` to a manifest digest.

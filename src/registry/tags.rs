@@ -72,7 +72,7 @@ impl Registry {
         Ok(())
     }
 
-    async fn check_bindable(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+    pub(super) async fn check_bindable(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
         let rule = self.tag_rule(repo, tag);
         if rule.mode == TagMode::Mutable {
             return Ok(());

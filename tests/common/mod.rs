@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
 pub mod clients;
+pub mod cosign;
 pub mod images;
 
 use std::path::PathBuf;
@@ -160,8 +161,15 @@ impl ServerProcess {
 
     /// Starts `portcullis serve --listen 127.0.0.1:0 <args>` and waits for its listen line.
     pub fn spawn_with(args: &[&str]) -> ServerProcess {
+        ServerProcess::spawn_in(std::path::Path::new("."), args)
+    }
+
+    /// Like [`ServerProcess::spawn_with`], in working directory `dir` (where the embedded
+    /// default finds `trust/cosign.pub`).
+    pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> ServerProcess {
         use std::io::BufRead;
         let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())

@@ -1,0 +1,25 @@
+//! `GET /api/v1/audit`: the audit log, filtered and paged by sequence number.
+
+use http::StatusCode;
+
+use super::error::ApiError;
+use super::{json_response, Body};
+use crate::registry::{Registry, RegistryError};
+
+const MAX_PAGE: usize = 1000;
+
+pub(super) async fn list(
+    registry: &Registry,
+    kind: Option<&str>,
+    repository: Option<&str>,
+    after: u64,
+    limit: Option<usize>,
+) -> Result<http::Response<Body>, ApiError> {
+    let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let keep = |record: &crate::audit::Record| {
+        kind.is_none_or(|k| record.kind == k) && repository.is_none_or(|r| record.repository == r)
+    };
+    let (records, next) = registry.audit().list(after, limit, keep).await.map_err(|err| RegistryError::Internal(err.to_string()))?;
+    let body = serde_json::json!({ "records": records, "next_after": next });
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}

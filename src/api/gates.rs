@@ -1,0 +1,24 @@
+//! `GET /api/v1/verdict?image=...[&target=...]`: would this manifest pass its namespace's gate
+//! (or, with `target`, the gate of the repository it would be promoted to), and why.
+
+use http::StatusCode;
+
+use super::error::ApiError;
+use super::{json_response, Body};
+use crate::registry::names::{ImageRef, RepoName};
+use crate::registry::Registry;
+
+pub(super) async fn verdict(registry: &Registry, image: &ImageRef, target: Option<&RepoName>) -> Result<http::Response<Body>, ApiError> {
+    let digest = registry.resolve(&image.repo, &image.reference).await?;
+    // 404 for an image that is not there, rather than a verdict about nothing.
+    registry.manifest(&image.repo, &crate::registry::names::Reference::Digest(digest.clone())).await?;
+    let verdict = match target {
+        Some(target) => registry.verdict_for(target, &image.repo, &digest).await?,
+        None => registry.verdict(&image.repo, &digest).await?,
+    };
+    let body = match verdict {
+        Some(verdict) => serde_json::json!({ "gated": true, "image": image.to_string(), "digest": digest.to_string(), "verdict": verdict }),
+        None => serde_json::json!({ "gated": false, "image": image.to_string(), "digest": digest.to_string() }),
+    };
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}

@@ -1,0 +1,145 @@
+//! The CLI's client side: `portcullis check` and `portcullis promote` talk to a running registry
+//! over its HTTP API and print for people (or JSON for scripts). Exit codes: 0 pass / promoted,
+//! 1 denied, 2 error.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Exit code: the image passes, or was promoted.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: denied by the gate, or a tag conflict.
+pub const EXIT_DENIED: i32 = 1;
+/// Exit code: anything else went wrong.
+pub const EXIT_ERROR: i32 = 2;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("a client with timeouts always builds")
+}
+
+fn say(text: &str) {
+    // Broken pipes (`| head`) are not worth a panic.
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
+fn fail(text: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "error: {text}");
+    EXIT_ERROR
+}
+
+/// Prints a verdict's requirements, warnings and rejected evidence.
+fn print_verdict(verdict: &serde_json::Value) {
+    for requirement in verdict["requirements"].as_array().into_iter().flatten() {
+        let mark = if requirement["passed"].as_bool() == Some(true) { "pass" } else { "FAIL" };
+        say(&format!("  [{mark}] {}: {}", requirement["name"].as_str().unwrap_or("?"), requirement["detail"].as_str().unwrap_or("")));
+    }
+    for warning in verdict["warnings"].as_array().into_iter().flatten() {
+        say(&format!("  warning: {}", warning.as_str().unwrap_or("")));
+    }
+    for rejected in verdict["rejected"].as_array().into_iter().flatten() {
+        say(&format!("  rejected evidence {}: {}", rejected["source"].as_str().unwrap_or("?"), rejected["reason"].as_str().unwrap_or("")));
+    }
+}
+
+fn error_message(body: &serde_json::Value) -> String {
+    body["errors"][0]["message"].as_str().map(str::to_owned).unwrap_or_else(|| body.to_string())
+}
+
+/// `portcullis check --registry URL IMAGE [--target REPO]`.
+pub async fn check(registry: &str, image: &str, target: Option<&str>, json: bool) -> i32 {
+    let url = format!("{}/api/v1/verdict", registry.trim_end_matches('/'));
+    let mut query = vec![("image", image)];
+    query.extend(target.map(|target| ("target", target)));
+    let res = match client().get(url).query(&query).send().await {
+        Ok(res) => res,
+        Err(err) => return fail(&format!("cannot reach {registry}: {err}")),
+    };
+    let status = res.status();
+    let body: serde_json::Value = match res.json().await {
+        Ok(body) => body,
+        Err(err) => return fail(&format!("unreadable answer ({status}): {err}")),
+    };
+    if !status.is_success() {
+        return fail(&error_message(&body));
+    }
+    if json {
+        say(&body.to_string());
+    } else if body["gated"].as_bool() != Some(true) {
+        say(&format!("{image} ({}) is in an ungated namespace: pulls and promotions need no evidence", body["digest"].as_str().unwrap_or("?")));
+    } else {
+        let verdict = &body["verdict"];
+        let passed = verdict["passed"].as_bool() == Some(true);
+        say(&format!("{} {}", verdict["image"].as_str().unwrap_or(image), if passed { "passes" } else { "would be denied" }));
+        print_verdict(verdict);
+    }
+    match body["verdict"]["passed"].as_bool() {
+        Some(false) => EXIT_DENIED,
+        _ => EXIT_OK,
+    }
+}
+
+/// `portcullis promote --registry URL SOURCE TARGET --tag T...`.
+pub async fn promote(registry: &str, source: &str, target: &str, tags: &[String], dry_run: bool, json: bool) -> i32 {
+    let url = format!("{}/api/v1/promotions", registry.trim_end_matches('/'));
+    let request = serde_json::json!({ "source": source, "target": target, "tags": tags, "dry_run": dry_run });
+    let started = Instant::now();
+    let sending = client().post(url).json(&request).send();
+    tokio::pin!(sending);
+    // Linking is server-side and needs no byte copy, but a large artifact with many referrers
+    // can take a while: say so once a second instead of looking hung.
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    let res = loop {
+        tokio::select! {
+            res = &mut sending => break res,
+            _ = ticks.tick() => {
+                let _ = writeln!(std::io::stderr(), "promoting {source} -> {target} ... {}s", started.elapsed().as_secs());
+            }
+        }
+    };
+    let res = match res {
+        Ok(res) => res,
+        Err(err) => return fail(&format!("cannot reach {registry}: {err}")),
+    };
+    let status = res.status();
+    let body: serde_json::Value = match res.json().await {
+        Ok(body) => body,
+        Err(err) => return fail(&format!("unreadable answer ({status}): {err}")),
+    };
+    if json {
+        say(&body.to_string());
+    }
+    match status.as_u16() {
+        200 | 201 => {
+            if !json {
+                let promotion = &body["promotion"];
+                let what = match (promotion["result"].as_str(), body["already_done"].as_bool()) {
+                    (Some("dry_run"), _) => "would be promoted (dry run, nothing written)",
+                    (_, Some(true)) => "was already promoted",
+                    _ => "promoted",
+                };
+                say(&format!("{source} ({}) {what} to {target} with tags {:?}", promotion["digest"].as_str().unwrap_or("?"), tags));
+                let linked = &promotion["linked"];
+                say(&format!("  linked {} blobs, {} manifests, {} evidence manifests; verification summary {}",
+                    linked["blobs"], linked["manifests"], linked["evidence"], promotion["vsa"].as_str().unwrap_or("none (ungated target)")));
+                if !promotion["verdict"].is_null() {
+                    print_verdict(&promotion["verdict"]);
+                }
+            }
+            EXIT_OK
+        }
+        403 | 409 => {
+            if !json {
+                say(&format!("denied: {}", error_message(&body)));
+                if !body["verdict"].is_null() {
+                    print_verdict(&body["verdict"]);
+                }
+            }
+            EXIT_DENIED
+        }
+        _ => fail(&format!("{status}: {}", error_message(&body))),
+    }
+}

@@ -1,0 +1,185 @@
+//! Promotion: move an artifact from one repository (typically `build/...`) to another
+//! (`prod/...`) only if the target namespace's gate passes on the source's evidence.
+//!
+//! Order of work, so that a failure at any point leaves no target tag and a retry completes:
+//! 1. resolve the source once (the record keeps reference and digest);
+//! 2. evaluate the target's gate; refuse with the verdict (nothing written);
+//! 3. check the target tags can be bound (409 before anything is linked);
+//! 4. link blobs, child manifests, the manifest and every evidence manifest with its blobs into
+//!    the target (links only: no byte is copied), with referrer links and cosign's legacy tags;
+//! 5. sign a verification summary (SLSA VSA) and attach it as a referrer;
+//! 6. bind the tags, last; store the promotion record; append to the audit log.
+
+use serde::{Deserialize, Serialize};
+use storage::Digest;
+
+use crate::policy::gate::Verdict;
+use crate::registry::names::{ImageRef, Reference, RepoName, Tag};
+use crate::registry::{Registry, RegistryError};
+
+/// The predicate type of the registry's verification summaries.
+pub const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
+
+/// What CI asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The artifact, by tag or digest.
+    pub source: ImageRef,
+    /// The repository it goes to.
+    pub target: RepoName,
+    /// Tags to bind in the target.
+    pub tags: Vec<Tag>,
+    /// Evaluate and report without writing.
+    pub dry_run: bool,
+    /// Who asks.
+    pub actor: String,
+}
+
+/// A promotion as recorded (and returned by the API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The source as requested.
+    pub source: String,
+    /// The digest it resolved to.
+    pub digest: String,
+    /// The target repository.
+    pub target: String,
+    /// Tags bound in the target.
+    pub tags: Vec<String>,
+    /// `promoted`, `dry_run`.
+    pub result: String,
+    /// Who asked.
+    pub actor: String,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+    /// The verdict it passed (absent when the target is ungated).
+    pub verdict: Option<serde_json::Value>,
+    /// Digest of the attached verification summary manifest.
+    pub vsa: Option<String>,
+    /// How many blobs, manifests and evidence manifests were linked.
+    pub linked: Linked,
+}
+
+/// Counts of what a promotion linked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Linked {
+    /// Blobs (layers, configs, evidence payloads).
+    pub blobs: usize,
+    /// Manifests (the image, its children).
+    pub manifests: usize,
+    /// Evidence manifests (signatures, attestations, SBOMs).
+    pub evidence: usize,
+}
+
+/// How a promotion ended when it did not promote.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionError {
+    /// The target's gate refused: 403 with the verdict.
+    #[error("{}", .0.summary())]
+    Denied(Box<Verdict>),
+    /// A target tag is bound to other content: 409.
+    #[error("{0}")]
+    TagConflict(String),
+    /// Anything else.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// What a successful (or dry-run) promotion returns.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The record.
+    pub record: Record,
+    /// Whether an identical promotion had already been done (the record is the earlier one).
+    pub already_done: bool,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn record_key(target: &RepoName, digest: &Digest) -> String {
+    format!("promotions/{target}/_records/{}", digest.hex())
+}
+
+/// Runs a promotion.
+pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, PromotionError> {
+    let source_repo = &request.source.repo;
+    let digest = registry.resolve(source_repo, &request.source.reference).await?;
+    registry.manifest(source_repo, &Reference::Digest(digest.clone())).await?;
+    let tags: Vec<&Tag> = request.tags.iter().collect();
+
+    let verdict = registry.verdict_for(&request.target, source_repo, &digest).await?;
+    let verdict_json = verdict.as_ref().map(|v| serde_json::to_value(v).unwrap_or_default());
+    if let Some(verdict) = verdict.as_ref().filter(|v| !v.passed) {
+        registry.record_audit("promotion_denied", &request.actor, &request.target, &digest, promotion_detail(&request, verdict_json.clone())).await;
+        return Err(PromotionError::Denied(Box::new(verdict.clone())));
+    }
+    let mut record = Record {
+        source: request.source.to_string(),
+        digest: digest.to_string(),
+        target: request.target.to_string(),
+        tags: request.tags.iter().map(Tag::to_string).collect(),
+        result: "dry_run".to_owned(),
+        actor: request.actor.clone(),
+        time: now_secs(),
+        verdict: verdict_json.clone(),
+        vsa: None,
+        linked: Linked::default(),
+    };
+    if request.dry_run {
+        registry.record_audit("promotion_dry_run", &request.actor, &request.target, &digest, serde_json::to_value(&record).unwrap_or_default()).await;
+        return Ok(Outcome { record, already_done: false });
+    }
+    registry.check_tags_bindable(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
+    if let Some(existing) = previous_record(registry, &request.target, &digest).await? {
+        if registry.tags_bound(&request.target, &tags, &digest).await? && tags.iter().all(|t| existing.tags.contains(&t.to_string())) {
+            return Ok(Outcome { record: existing, already_done: true });
+        }
+    }
+
+    record.linked = registry.link_closure(source_repo, &request.target, &digest).await?;
+    record.vsa = Some(registry.attach_vsa(&request.target, &digest, verdict.as_ref()).await?.to_string());
+    fail::fail_point!("promotion-before-tags", |_| Err(PromotionError::Registry(RegistryError::Unavailable("injected failure before tags".to_owned()))));
+    registry.bind_promoted_tags(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
+    record.result = "promoted".to_owned();
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&record).expect("records always serialize"));
+    registry.put_record(&record_key(&request.target, &digest), bytes).await?;
+    registry.record_audit("promotion", &request.actor, &request.target, &digest, serde_json::to_value(&record).unwrap_or_default()).await;
+    Ok(Outcome { record, already_done: false })
+}
+
+fn promotion_detail(request: &Request, verdict: Option<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "source": request.source.to_string(),
+        "target": request.target.to_string(),
+        "tags": request.tags.iter().map(Tag::to_string).collect::<Vec<_>>(),
+        "verdict": verdict,
+    })
+}
+
+fn tag_conflict(err: RegistryError) -> PromotionError {
+    match err {
+        RegistryError::Denied(message) => PromotionError::TagConflict(message),
+        other => PromotionError::Registry(other),
+    }
+}
+
+async fn previous_record(registry: &Registry, target: &RepoName, digest: &Digest) -> Result<Option<Record>, RegistryError> {
+    let bytes = registry.read_record(&record_key(target, digest)).await?;
+    Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Promotion records of `target`, newest first, at most `limit`.
+pub async fn list(registry: &Registry, target: &RepoName, limit: usize) -> Result<Vec<Record>, RegistryError> {
+    let prefix = format!("promotions/{target}/_records/");
+    let mut records = Vec::new();
+    for key in registry.list_records(&prefix, 10_000).await? {
+        if let Some(record) = registry.read_record(&key).await?.and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok()) {
+            records.push(record);
+        }
+    }
+    records.sort_by(|a, b| b.time.cmp(&a.time));
+    records.truncate(limit);
+    Ok(records)
+}

@@ -1,0 +1,220 @@
+//! The registry's part of a promotion (see `crate::promote` for the order of work): linking an
+//! artifact with its children and evidence from one repository into another, and attaching the
+//! registry's signed verification summary.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use storage::{Digest, PutCondition};
+
+use super::manifest::{self, DSSE_ENVELOPE};
+use super::names::{Reference, RepoName, Tag};
+use super::{Registry, RegistryError, Result};
+use crate::policy::gate::Verdict;
+use crate::promote::{Linked, VSA_PREDICATE};
+use crate::signing::IN_TOTO_PAYLOAD_TYPE;
+
+/// The OCI empty descriptor's content, used as the config of artifact manifests.
+const EMPTY_JSON: &[u8] = b"{}";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+impl Registry {
+    /// Refuses (with `Denied`) when a tag in `repo` cannot be bound to `digest` under its rule.
+    pub async fn check_tags_bindable(&self, repo: &RepoName, tags: &[&Tag], digest: &Digest) -> Result<()> {
+        for tag in tags {
+            self.check_bindable(repo, tag, digest).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether every tag in `repo` already points to `digest`.
+    pub async fn tags_bound(&self, repo: &RepoName, tags: &[&Tag], digest: &Digest) -> Result<bool> {
+        for tag in tags {
+            let bound = self.metadata.tag(repo, tag).await?;
+            if bound.is_none_or(|stored| stored.record.digest != digest.to_string()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Binds promoted tags under the target's rules (the last step of a promotion).
+    pub async fn bind_promoted_tags(&self, repo: &RepoName, tags: &[&Tag], digest: &Digest) -> Result<()> {
+        self.bind_tags(repo, tags, digest).await
+    }
+
+    /// Links `digest` from `from` into `to`: its blobs, its child manifests and every evidence
+    /// manifest about it or its children (with their blobs, referrer links and cosign tags).
+    pub async fn link_closure(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<Linked> {
+        let mut linked = Linked::default();
+        let mut seen = HashSet::new();
+        let mut subjects = Vec::new();
+        let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, digest, &mut seen, &mut subjects).await?;
+        linked.blobs += n_blobs;
+        linked.manifests += n_manifests;
+        // Evidence about the artifact and each child; evidence about evidence too (a signed SBOM).
+        while let Some(subject) = subjects.pop() {
+            for (source, evidence) in self.evidence_manifests(from, &subject).await? {
+                if !seen.contains(&evidence) {
+                    let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, &evidence, &mut seen, &mut subjects).await?;
+                    linked.blobs += n_blobs;
+                    linked.evidence += n_manifests;
+                }
+                if let Some(tag) = source.strip_prefix("tag ").and_then(|t| t.parse::<Tag>().ok()) {
+                    self.bind_tags(to, &[&tag], &evidence).await?;
+                }
+            }
+        }
+        Ok(linked)
+    }
+
+    /// Links one manifest (children first) and its blobs, queueing each as a subject of evidence.
+    /// Returns how many blobs and manifests it linked.
+    async fn link_manifest_tree(
+        &self,
+        from: &RepoName,
+        to: &RepoName,
+        digest: &Digest,
+        seen: &mut HashSet<Digest>,
+        subjects: &mut Vec<Digest>,
+    ) -> Result<(usize, usize)> {
+        let (mut n_blobs, mut n_manifests) = (0, 0);
+        let mut stack = vec![(digest.clone(), false)];
+        while let Some((current, children_done)) = stack.pop() {
+            if !children_done {
+                if !seen.insert(current.clone()) {
+                    continue;
+                }
+                let summary = self.summary(&current).await?;
+                stack.push((current.clone(), true));
+                for child in summary.manifests.iter().filter_map(|c| c.parse::<Digest>().ok()) {
+                    stack.push((child, false));
+                }
+                continue;
+            }
+            let stored = self.manifest(from, &Reference::Digest(current.clone())).await?;
+            let parsed = manifest::parse(Some(&stored.media_type), &stored.bytes).map_err(RegistryError::ManifestInvalid)?;
+            for blob in &parsed.blobs {
+                // Non-distributable layers may be absent; everything required is linked in `from`.
+                if self.metadata.blob_linked(from, blob).await? {
+                    self.metadata.link_blob(to, blob).await?;
+                    n_blobs += 1;
+                }
+            }
+            self.store_manifest(to, &parsed, &current, stored.bytes).await?;
+            n_manifests += 1;
+            subjects.push(current);
+        }
+        Ok((n_blobs, n_manifests))
+    }
+
+    /// Signs an in-toto SLSA verification summary of `verdict` for `digest` in `repo` and attaches
+    /// it as an OCI 1.1 referrer, and as a layer of cosign's `.att` tag so that
+    /// `cosign verify-attestation --key` finds it either way. Returns the referrer's digest.
+    /// An ungated target is summarised as passing a policy with no requirements.
+    pub async fn attach_vsa(&self, repo: &RepoName, digest: &Digest, verdict: Option<&Verdict>) -> Result<Digest> {
+        let (namespace, revision) = match verdict {
+            Some(verdict) => (verdict.namespace.clone(), verdict.policy_revision.clone()),
+            None => ("(ungated)".to_owned(), self.config().revision.clone()),
+        };
+        let passed = verdict.is_none_or(|v| v.passed);
+        let inputs: Vec<serde_json::Value> = verdict
+            .into_iter()
+            .flat_map(|v| v.requirements.iter())
+            .flat_map(|r| r.evidence.iter())
+            .map(|fact| serde_json::json!({
+                "uri": fact.source, "trustEntry": fact.trust_entry, "identity": fact.identity, "predicateType": fact.predicate_type,
+            }))
+            .collect();
+        let subject = self.manifest(repo, &Reference::Digest(digest.clone())).await?;
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{ "name": repo.as_str(), "digest": { "sha256": digest.hex() } }],
+            "predicateType": VSA_PREDICATE,
+            "predicate": {
+                "verifier": { "id": "https://github.com/portcullis-registry/portcullis", "version": { "portcullis": env!("CARGO_PKG_VERSION") } },
+                "timeVerified": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+                "resourceUri": format!("oci://{repo}@{digest}"),
+                "policy": { "uri": format!("portcullis:namespace/{namespace}"), "digest": { "sha256": revision } },
+                "verificationResult": if passed { "PASSED" } else { "FAILED" },
+                "verifiedLevels": [],
+                "inputAttestations": inputs,
+            },
+        });
+        let statement = serde_json::to_vec(&statement).expect("statements always serialize");
+        let envelope = self.signing_key().dsse_envelope(IN_TOTO_PAYLOAD_TYPE, &statement);
+        let envelope = Bytes::from(serde_json::to_vec(&envelope).expect("envelopes always serialize"));
+        let envelope_digest = self.put_small_blob(repo, envelope.clone()).await?;
+        let empty_digest = self.put_small_blob(repo, Bytes::from_static(EMPTY_JSON)).await?;
+        let layer = serde_json::json!({
+            "mediaType": DSSE_ENVELOPE,
+            "digest": envelope_digest.to_string(),
+            "size": envelope.len(),
+            "annotations": { "predicateType": VSA_PREDICATE },
+        });
+        let referrer = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest::OCI_MANIFEST,
+            "artifactType": DSSE_ENVELOPE,
+            "config": { "mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.to_string(), "size": EMPTY_JSON.len() },
+            "layers": [layer.clone()],
+            "subject": { "mediaType": subject.media_type, "digest": digest.to_string(), "size": subject.bytes.len() },
+            "annotations": { "dev.portcullis.verification-summary": "true" },
+        });
+        let referrer_digest = self.put_internal_manifest(repo, &referrer).await?;
+
+        // cosign's tag scheme: the `.att` manifest gains the VSA layer next to what it held.
+        let att_tag: Tag = format!("sha256-{}.att", digest.hex()).parse().expect("a digest tag is a valid tag");
+        let mut layers = Vec::new();
+        let mut config = serde_json::json!({ "mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.to_string(), "size": EMPTY_JSON.len() });
+        if let Some(current) = self.metadata.tag(repo, &att_tag).await? {
+            let current_digest: Digest = current.record.digest.parse().map_err(|_| RegistryError::Internal("bad .att tag".to_owned()))?;
+            let existing = self.manifest(repo, &Reference::Digest(current_digest)).await?;
+            let doc: serde_json::Value = serde_json::from_slice(&existing.bytes).map_err(|e| RegistryError::Internal(e.to_string()))?;
+            layers = doc["layers"].as_array().cloned().unwrap_or_default();
+            config = doc["config"].clone();
+        }
+        layers.push(layer);
+        let att = serde_json::json!({ "schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST, "config": config, "layers": layers });
+        let att_digest = self.put_internal_manifest(repo, &att).await?;
+        self.bind_tags(repo, &[&att_tag], &att_digest).await?;
+        Ok(referrer_digest)
+    }
+
+    /// Writes bytes as a blob and links it into `repo`.
+    async fn put_small_blob(&self, repo: &RepoName, bytes: Bytes) -> Result<Digest> {
+        let digest = Digest::of(&bytes);
+        if self.store().stat(&digest.blob_key()).await?.is_none() {
+            self.store().put_small(&digest.blob_key(), bytes, PutCondition::Always).await?;
+        }
+        self.metadata.link_blob(repo, &digest).await?;
+        Ok(digest)
+    }
+
+    /// Stores a manifest the registry wrote itself (bypassing `promotion_only`, which guards
+    /// client pushes).
+    async fn put_internal_manifest(&self, repo: &RepoName, doc: &serde_json::Value) -> Result<Digest> {
+        let bytes = Bytes::from(serde_json::to_vec(doc).expect("manifests always serialize"));
+        let parsed = manifest::parse(Some(manifest::OCI_MANIFEST), &bytes).map_err(RegistryError::Internal)?;
+        let digest = Digest::of(&bytes);
+        self.store_manifest(repo, &parsed, &digest, bytes).await?;
+        Ok(digest)
+    }
+
+    /// Writes a registry record (promotion records) as a small object.
+    pub async fn put_record(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.store().put_small(key, bytes, PutCondition::Always).await?;
+        Ok(())
+    }
+
+    /// Reads a registry record.
+    pub async fn read_record(&self, key: &str) -> Result<Option<Bytes>> {
+        Ok(self.store().get_small(key, 1 << 20).await?.map(|object| object.bytes))
+    }
+
+    /// Keys of records below `prefix`, at most `limit`.
+    pub async fn list_records(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let page = self.store().list(prefix, None, limit, true).await?;
+        Ok(page.entries.into_iter().map(|name| format!("{prefix}{name}")).collect())
+    }
+}
