@@ -54,7 +54,23 @@ pub struct Running {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
-        StorageConfig::S3(_) => return Err(StartError::Storage(storage::BlobStoreError::Unavailable("the S3 backend is not wired yet".to_owned()))),
+        StorageConfig::S3(s3) => {
+            let settings = storage::S3Config {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                prefix: s3.prefix.clone(),
+                force_path_style: s3.force_path_style,
+                access_key_id: s3.access_key_id.clone(),
+                secret_access_key: s3.secret_access_key.clone(),
+                part_size: s3.part_size_mib << 20,
+                single_writer: s3.single_writer,
+                checksum_when_required: s3.checksum_when_required,
+                timeout: Duration::from_secs(s3.timeout_secs),
+                max_retries: s3.max_retries,
+            };
+            Arc::new(storage::S3BlobStore::connect(settings).await?)
+        }
     };
     Ok(store)
 }

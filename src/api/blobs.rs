@@ -16,6 +16,13 @@ pub(super) async fn get(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<http::Response<Body>, ApiError> {
+    if !head {
+        if let Some(url) = registry.blob_redirect(name, digest).await? {
+            // The object store serves the bytes (and any Range) itself.
+            let reply = [(header::LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string())];
+            return Ok(empty_response(StatusCode::TEMPORARY_REDIRECT, &reply));
+        }
+    }
     let size = registry.blob_size(name, digest).await?;
     let range = match header_str(headers, &header::RANGE) {
         Some(value) => Some(parse_range(value, size).ok_or(RegistryError::RangeNotSatisfiable { size })?),

@@ -266,6 +266,21 @@ impl Registry {
         }
     }
 
+    /// Where to send a blob GET instead of streaming it: a presigned URL when the S3 backend is
+    /// configured with `redirect_blobs`.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let config = self.config();
+        let crate::config::StorageConfig::S3(s3) = &config.storage else { return Ok(None) };
+        if !s3.redirect_blobs {
+            return Ok(None);
+        }
+        if !self.metadata.blob_linked(repo, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        let expires = std::time::Duration::from_secs(s3.presign_expiry_secs);
+        Ok(self.store().presigned_get(&digest.blob_key(), expires).await?)
+    }
+
     /// Removes a blob from `repo`.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.deletion_enabled()?;

@@ -219,10 +219,11 @@ impl Registry {
 
     /// Removes upload sessions idle for longer than the configured timeout; returns how many.
     pub async fn expire_uploads(&self) -> Result<usize> {
-        let stale = self.store().stale_stages(self.config().registry.upload_timeout).await?;
+        let timeout = self.config().registry.upload_timeout;
+        let stale = self.store().stale_stages(timeout).await?;
         for upload_id in &stale {
             self.end_session(upload_id).await?;
         }
-        Ok(stale.len())
+        Ok(stale.len() + self.store().abort_stale_uploads(timeout).await?)
     }
 }

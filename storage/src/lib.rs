@@ -177,6 +177,18 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Lists staged uploads last touched more than `older_than` ago, for the janitor.
     async fn stale_stages(&self, older_than: std::time::Duration) -> Result<Vec<String>>;
+
+    /// Frees backend resources abandoned for longer than `older_than` that no stage owns any more
+    /// (S3: multipart uploads of interrupted commits); returns how many. Nothing to do by default.
+    async fn abort_stale_uploads(&self, _older_than: std::time::Duration) -> Result<usize> {
+        Ok(0)
+    }
+
+    /// A URL that serves the object directly for `expires`, when the backend can issue one
+    /// (S3: a presigned GET). `None` by default: the registry streams the bytes itself.
+    async fn presigned_get(&self, _key: &str, _expires: std::time::Duration) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Checks that `key` is a relative path of non-empty segments made of `[A-Za-z0-9._-]`, none of

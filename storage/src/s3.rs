@@ -1032,6 +1032,14 @@ impl S3BlobStore {
 
 #[async_trait::async_trait]
 impl BlobStore for S3BlobStore {
+    async fn abort_stale_uploads(&self, older_than: Duration) -> Result<usize> {
+        self.abort_stale_multipart(older_than).await
+    }
+
+    async fn presigned_get(&self, key: &str, expires: Duration) -> Result<Option<String>> {
+        self.presign_get(key, expires).await.map(Some)
+    }
+
     async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let full_key = self.object_key(key)?;
         self.head(&full_key).await
