@@ -145,7 +145,8 @@ async fn scan_rules_decide() {
     let clean = signed_image(&registry, "gated/clean", &ci, &[("CVE-2026-0001", "LOW", Some("1.1"))], 3600).await;
     let pulled = tempfile::tempdir().unwrap();
     let dest = format!("oci:{}:v1", pulled.path().display());
-    clients.skopeo("copy", &["--src-tls-verify=false", &format!("docker://{}/gated/clean:v1", registry.host), &dest]).await.ok();
+    let src = format!("docker://{}/gated/clean:v1", registry.host);
+    clients.skopeo("copy", &["--preserve-digests", "--src-tls-verify=false", &src, &dest]).await.ok();
     assert_eq!(common::images::index_json_digest(pulled.path(), "v1"), clean, "the pulled digest is the pushed one");
     assert_eq!(pull_status(&registry, "gated/clean", &clean).await, 200);
 

@@ -12,7 +12,7 @@ use super::evidence::{Found, Payload};
 use super::names::RepoName;
 use super::{Registry, RegistryError, Result};
 use crate::config::{Config, GateMode, TrustConfig};
-use crate::policy::gate::{self, EvidenceKind, Fact, Rejected, Verdict};
+use crate::policy::gate::{self, Fact, Rejected, Verdict};
 use crate::policy::verify;
 
 /// Entries kept per cache before it is emptied and refilled.
@@ -86,10 +86,7 @@ fn now_secs() -> i64 {
 fn fact_of(verified: verify::Verified, source: &str) -> Fact {
     let predicate = verified.statement.as_ref().and_then(|statement| statement.get("predicate")).cloned();
     Fact {
-        kind: match verified.kind {
-            verify::EvidenceKind::Signature => EvidenceKind::Signature,
-            verify::EvidenceKind::Attestation => EvidenceKind::Attestation,
-        },
+        kind: verified.kind,
         trust_entry: verified.trust_entry,
         identity: verified.identity,
         predicate_type: verified.predicate_type,
