@@ -234,23 +234,40 @@ impl Anchor {
 
 /// Checks that `leaf` chains, through `presented` intermediates if needed, to one of `anchors`,
 /// every certificate on the path being valid at `time`.
+///
+/// Rather than walking every path (presented certificates that share a name and key would make
+/// that exponential), it finds which presented CAs reach an anchor, a level at a time, caching
+/// each issuer/child signature check: at most n² + n·anchors checks for n presented certificates.
 pub(super) fn chains_to(leaf: &Certificate, presented: &[Certificate], anchors: &[Anchor], time: i64) -> bool {
-    path_exists(leaf, presented, anchors, time, 0)
-}
-
-fn path_exists(current: &Certificate, presented: &[Certificate], anchors: &[Anchor], time: i64, depth: usize) -> bool {
-    if anchors.iter().any(|anchor| anchor.usable_at(time) && anchor.certificate.signed(current)) {
+    let anchors: Vec<&Certificate> = anchors.iter().filter(|anchor| anchor.usable_at(time)).map(|anchor| &anchor.certificate).collect();
+    if anchors.iter().any(|anchor| anchor.signed(leaf)) {
         return true;
     }
-    if depth >= MAX_INTERMEDIATES {
-        return false;
+    let candidates: Vec<&Certificate> =
+        presented.iter().filter(|certificate| certificate.der != leaf.der && certificate.usable_as_ca_at(time)).take(MAX_CHAIN_CERTIFICATES).collect();
+    let under_anchor: Vec<bool> = candidates.iter().map(|candidate| anchors.iter().any(|anchor| anchor.signed(candidate))).collect();
+    let mut signed_by: Vec<Vec<Option<bool>>> = vec![vec![None; candidates.len()]; candidates.len()];
+    let mut reaches = under_anchor;
+    for _ in 1..MAX_INTERMEDIATES {
+        let mut changed = false;
+        for child in 0..candidates.len() {
+            if reaches[child] {
+                continue;
+            }
+            for issuer in (0..candidates.len()).filter(|&issuer| issuer != child && reaches[issuer]) {
+                let signed = *signed_by[issuer][child].get_or_insert_with(|| candidates[issuer].signed(candidates[child]));
+                if signed {
+                    reaches[child] = true;
+                    changed = true;
+                    break;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
     }
-    presented.iter().any(|intermediate| {
-        intermediate.der != current.der
-            && intermediate.usable_as_ca_at(time)
-            && intermediate.signed(current)
-            && path_exists(intermediate, presented, anchors, time, depth + 1)
-    })
+    candidates.iter().zip(&reaches).any(|(candidate, reaches)| *reaches && candidate.signed(leaf))
 }
 
 fn unix_seconds(time: x509_cert::time::Time) -> i64 {

@@ -270,6 +270,22 @@ fn keyless_signatures() {
     let intermediate_trust = keyless_trust(exact(), &[&intermediate], &rekor);
     assert!(via_intermediate.layer(None, Some(&bundle)).verify(&intermediate_trust, SUBJECT).is_ok());
 
+    // Two presented intermediates deep; and eight presented CAs sharing one name and key (every
+    // one signs every other) are rejected without walking every path.
+    let second = intermediate.intermediate("fulcio-intermediate-2");
+    let deep = Keyless::valid(&second, &Leaf::default());
+    let deep_chain = format!("{}{}", second.pem, intermediate.pem);
+    assert!(deep.layer(Some(&deep_chain), Some(&rekor.bundle(&deep.body(), LOGGED_AT, 7))).verify(&trust, SUBJECT).is_ok());
+    let clique: Vec<Ca> = (0..8).map(|_| Ca::root("clique", "same key")).collect();
+    let cliqued = Keyless::valid(&clique[0], &Leaf::default());
+    let clique_chain: String = clique.iter().map(|ca| ca.pem.as_str()).collect();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        reason(exact(), &cliqued.layer(Some(&clique_chain), Some(&rekor.bundle(&cliqued.body(), LOGGED_AT, 7)))),
+        "certificate does not chain to a configured Fulcio root"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+
     // Certificates that are not code-signing leaves.
     assert_eq!(reason(exact(), &logged(Leaf { code_signing: false, ..Leaf::default() })), "signing certificate's extended key usage does not include code signing");
     assert_eq!(reason(exact(), &logged(Leaf { is_ca: true, ..Leaf::default() })), "signing certificate is a CA certificate");
