@@ -44,6 +44,14 @@ fn print_verdict(verdict: &serde_json::Value) {
     }
 }
 
+/// The status and JSON body of an answer, or the exit code of a failure to get one.
+async fn read_answer(registry: &str, res: reqwest::Result<reqwest::Response>) -> Result<(reqwest::StatusCode, serde_json::Value), i32> {
+    let res = res.map_err(|err| fail(&format!("cannot reach {registry}: {err}")))?;
+    let status = res.status();
+    let body = res.json().await.map_err(|err| fail(&format!("unreadable answer ({status}): {err}")))?;
+    Ok((status, body))
+}
+
 fn error_message(body: &serde_json::Value) -> String {
     body["errors"][0]["message"].as_str().map(str::to_owned).unwrap_or_else(|| body.to_string())
 }
@@ -53,14 +61,9 @@ pub async fn check(registry: &str, image: &str, target: Option<&str>, json: bool
     let url = format!("{}/api/v1/verdict", registry.trim_end_matches('/'));
     let mut query = vec![("image", image)];
     query.extend(target.map(|target| ("target", target)));
-    let res = match client().get(url).query(&query).send().await {
-        Ok(res) => res,
-        Err(err) => return fail(&format!("cannot reach {registry}: {err}")),
-    };
-    let status = res.status();
-    let body: serde_json::Value = match res.json().await {
-        Ok(body) => body,
-        Err(err) => return fail(&format!("unreadable answer ({status}): {err}")),
+    let (status, body) = match read_answer(registry, client().get(url).query(&query).send().await).await {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
     if !status.is_success() {
         return fail(&error_message(&body));
@@ -100,14 +103,9 @@ pub async fn promote(registry: &str, source: &str, target: &str, tags: &[String]
             }
         }
     };
-    let res = match res {
-        Ok(res) => res,
-        Err(err) => return fail(&format!("cannot reach {registry}: {err}")),
-    };
-    let status = res.status();
-    let body: serde_json::Value = match res.json().await {
-        Ok(body) => body,
-        Err(err) => return fail(&format!("unreadable answer ({status}): {err}")),
+    let (status, body) = match read_answer(registry, res).await {
+        Ok(answer) => answer,
+        Err(code) => return code,
     };
     if json {
         say(&body.to_string());

@@ -51,6 +51,17 @@ impl FsBlobStore {
         Ok(self.root.join("objects").join(key))
     }
 
+    /// Opens the object's file with its metadata (one inode, so size and version agree with the
+    /// bytes read); `None` when there is no object (absent, or a "directory").
+    async fn open_object(&self, key: &str) -> Result<Option<(tokio::fs::File, std::fs::Metadata)>> {
+        let path = self.object_path(key)?;
+        let Some(file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+            return Ok(None);
+        };
+        let meta = file.metadata().await?;
+        Ok(meta.is_file().then_some((file, meta)))
+    }
+
     fn stage_path(&self, id: &str) -> Result<PathBuf> {
         validate_key(id)?;
         if id.contains('/') {
@@ -152,14 +163,9 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Option<ObjectReader>> {
-        let path = self.object_path(key)?;
-        let Some(mut file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+        let Some((mut file, meta)) = self.open_object(key).await? else {
             return Ok(None);
         };
-        let meta = file.metadata().await?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
         let size = meta.size();
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
@@ -170,14 +176,9 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn get_small(&self, key: &str, limit: usize) -> Result<Option<SmallObject>> {
-        let path = self.object_path(key)?;
-        let Some(mut file) = absent_is_none(tokio::fs::File::open(&path).await)? else {
+        let Some((mut file, meta)) = self.open_object(key).await? else {
             return Ok(None);
         };
-        let meta = file.metadata().await?;
-        if !meta.is_file() {
-            return Ok(None);
-        }
         if meta.size() > limit as u64 {
             return Err(BlobStoreError::TooLarge { key: key.to_owned(), limit });
         }
