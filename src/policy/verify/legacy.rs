@@ -309,10 +309,12 @@ fn field<'a>(value: &'a Value, name: &str) -> Result<Option<&'a Value>, Failure>
     Ok(found)
 }
 
+/// Seconds since the epoch as RFC 3339, or as a number outside years 1970-9999.
 fn rfc3339(seconds: i64) -> String {
-    match u64::try_from(seconds) {
-        Ok(seconds) => humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)).to_string(),
-        Err(_) => seconds.to_string(),
+    const YEAR_10000: u64 = 253_402_300_800;
+    match u64::try_from(seconds).ok().filter(|s| *s < YEAR_10000).and_then(|s| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(s))) {
+        Some(time) => humantime::format_rfc3339_seconds(time).to_string(),
+        None => seconds.to_string(),
     }
 }
 
@@ -333,6 +335,15 @@ mod tests {
             br#"{"critical":{"image":{"docker-manifest-digest":"sha256:ab","Docker-Manifest-Digest":"sha256:cd"},"type":"cosign container image signature"}}"#,
         ] {
             assert_eq!(simple_signing_digest(bad).unwrap_err().stage, Stage::Malformed, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn times_format_without_panicking() {
+        assert_eq!(rfc3339(1_800_000_000), "2027-01-15T08:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        for odd in [-1, 253_402_300_800, i64::MAX, i64::MIN] {
+            assert_eq!(rfc3339(odd), odd.to_string());
         }
     }
 

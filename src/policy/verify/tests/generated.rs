@@ -230,6 +230,9 @@ fn keyless_signatures() {
     assert!(reason(exact(), &logged(early)).starts_with("certificate was not yet valid at integrated time"));
     assert_eq!(reason(exact(), &Keyless::valid(&root, &expired).layer(Some(&root.pem), None)), "keyless signature without a Rekor SET");
     assert_eq!(reason(exact(), &valid.layer(Some(&root.pem), None)), "keyless signature without a Rekor SET");
+    // Even a logged time no calendar can show is judged, not trusted.
+    let far = valid.layer(None, Some(&rekor.bundle(&valid.body(), i64::MAX, 7)));
+    assert!(reason(exact(), &far).starts_with(&format!("certificate expired at integrated time ({} is after", i64::MAX)));
 
     // SETs by a key that is not configured.
     let rogue = Rekor::new("rogue");
