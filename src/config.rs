@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod auth;
 mod gate;
 
+pub use auth::{AuthConfig, Challenge, ClientAuth, TlsConfig};
 pub use gate::{Gate, GateMode, KeyEntry, KeylessEntry, RequiredAttestation, ScanRequirement, TrustConfig};
 
 /// The embedded default configuration, `config/default.toml`.
@@ -23,6 +25,8 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// TLS on the listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
     /// Log output format.
     pub log_format: LogFormat,
     /// Where blobs and metadata live.
@@ -38,6 +42,8 @@ pub struct Config {
     /// PKCS#8 PEM of the key that signs verification summaries; generated and kept in the store
     /// when absent.
     pub signing_key_pem: Option<String>,
+    /// Users, tokens and rules; without it the registry is open to everyone.
+    pub auth: Option<AuthConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -234,6 +240,8 @@ pub struct FileConfig {
     trust: gate::FileTrust,
     #[serde(default)]
     promotion: FilePromotion,
+    #[serde(default)]
+    auth: Option<auth::FileAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -251,6 +259,8 @@ struct FileServer {
     listen: String,
     #[serde(default = "default_log_format")]
     log_format: LogFormat,
+    #[serde(default)]
+    tls: Option<auth::FileTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,7 +340,7 @@ fn default_tag_mode() -> TagMode {
 
 impl Default for FileServer {
     fn default() -> Self {
-        FileServer { listen: default_listen(), log_format: default_log_format() }
+        FileServer { listen: default_listen(), log_format: default_log_format(), tls: None }
     }
 }
 impl Default for FileStorage {
@@ -415,6 +425,8 @@ impl Config {
         let mut files = gate::Files::new(base, text);
         let trust = file.trust.load(&mut files).map_err(invalid)?;
         let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
+        let tls = file.server.tls.map(|tls| tls.load(&mut files)).transpose().map_err(invalid)?;
+        let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
         let namespaces = file
             .namespaces
             .into_iter()
@@ -441,6 +453,7 @@ impl Config {
 
         Ok(Config {
             listen,
+            tls,
             log_format: file.server.log_format,
             storage,
             index_dir: file.storage.index_dir.unwrap_or_else(|| data_dir.join("index")),
@@ -453,6 +466,7 @@ impl Config {
             namespaces,
             trust,
             signing_key_pem,
+            auth,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

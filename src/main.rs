@@ -47,26 +47,27 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         portcullis::config::StorageConfig::S3(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint.as_deref().unwrap_or("AWS")),
     };
     let source = config.source.clone();
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     let registry = portcullis::server::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let running = portcullis::server::start(registry, listener).await?;
     // One plain line on stdout, for people and for scripts that start the server on port 0.
     writeln!(
         std::io::stdout(),
-        "portcullis listening on http://{} storing in {where_stored} (config: {source})",
+        "portcullis listening on {scheme}://{} storing in {where_stored} (config: {source})",
         running.local_addr
     )?;
     std::io::stdout().flush()?;
-    tokio::spawn(reload_on_hangup(running.registry.clone(), args.clone()));
+    tokio::spawn(reload_on_hangup(running.reloader.clone(), args.clone()));
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
 }
 
-/// SIGHUP reloads policy and trust from the same sources; an invalid configuration is refused
-/// and the one in force stays. Connections are not touched.
-async fn reload_on_hangup(registry: std::sync::Arc<portcullis::registry::Registry>, args: ConfigArgs) {
+/// SIGHUP reloads policy, trust, access rules and the TLS certificate from the same sources; an
+/// invalid configuration is refused and the one in force stays. Connections are not touched.
+async fn reload_on_hangup(reloader: portcullis::server::Reloader, args: ConfigArgs) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot install a SIGHUP handler; configuration reload is unavailable");
         return;
@@ -76,7 +77,7 @@ async fn reload_on_hangup(registry: std::sync::Arc<portcullis::registry::Registr
             .map_err(|err| err.to_string())
             .and_then(|config| {
                 let revision = config.revision.clone();
-                registry.reload(config).map(|()| revision)
+                reloader.reload(config).map(|()| revision)
             });
         match reloaded {
             Ok(revision) => tracing::info!(revision = %revision, "configuration reloaded"),

@@ -1,15 +1,19 @@
 //! Start-up and serving: open the store and index, bind nothing itself (the caller hands over a
-//! bound listener), serve HTTP/1.1 and HTTP/2 with hyper, shut down gracefully.
+//! bound listener), terminate TLS (rustls, see `tls`) when configured, serve HTTP/1.1 and HTTP/2
+//! with hyper behind the login-throttling tower layer, reload, shut down gracefully.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::auth::{ApiService, Connection, LoginThrottleLayer};
 use crate::config::{Config, StorageConfig};
 use crate::metadata::Metadata;
 use crate::metrics::Metrics;
@@ -21,6 +25,8 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const JANITOR_PERIOD: Duration = Duration::from_secs(600);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,9 @@ pub enum StartError {
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 /// A running server.
@@ -45,9 +54,31 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The registry it serves.
     pub registry: Arc<Registry>,
+    /// Reloads configuration and certificate (what SIGHUP does).
+    pub reloader: Reloader,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+}
+
+/// Applies a new configuration to a running server: policy, trust and access rules, and the TLS
+/// certificate and key read again from their files.
+#[derive(Clone)]
+pub struct Reloader {
+    registry: Arc<Registry>,
+    certs: Option<Arc<crate::tls::CertStore>>,
+}
+
+impl Reloader {
+    /// Applies `config`, or refuses it whole and keeps the one in force.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let tls = config.tls.clone();
+        self.registry.reload(config)?;
+        if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
+            certs.reload(tls).map_err(|err| format!("configuration reloaded, but the certificate was not: {err}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Opens the object store the configuration names.
@@ -83,9 +114,13 @@ pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
     Ok(Arc::new(registry))
 }
 
-/// Serves `registry` on `listener` until [`Running::shutdown`].
+/// Serves `registry` on `listener` until [`Running::shutdown`], with TLS when the configuration
+/// has `[server.tls]`.
 pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Running, StartError> {
     let local_addr = listener.local_addr()?;
+    let tls = registry.config().tls.as_ref().map(crate::tls::Tls::new).transpose().map_err(StartError::Tls)?;
+    let reloader = Reloader { registry: registry.clone(), certs: tls.as_ref().map(crate::tls::Tls::certs) };
+    let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let background = vec![spawn_reindex_if_needed(registry.clone()), spawn_janitor(registry.clone())];
 
@@ -109,12 +144,25 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
             };
             let _ = stream.set_nodelay(true);
             let registry = serving.clone();
-            let service = hyper::service::service_fn(move |req| crate::api::handle(registry.clone(), req));
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
+            // The handshake runs in the connection's task, so a slow client cannot stall accepts.
             tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
+                let Some(acceptor) = acceptor else {
+                    let connection = Connection { peer, tls: false, client_cert: false };
+                    return serve_connection(builder, watcher, stream, connection, registry).await;
+                };
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        // With a client CA, rustls only completes the handshake when a presented
+                        // certificate verified, so presence means verified.
+                        let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
+                        let connection = Connection { peer, tls: true, client_cert };
+                        serve_connection(builder, watcher, stream, connection, registry).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(peer = %peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                 }
             });
         }
@@ -123,7 +171,29 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
             tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; closing anyway");
         }
     });
-    Ok(Running { local_addr, registry, shutdown, server, background })
+    Ok(Running { local_addr, registry, reloader, shutdown, server, background })
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection; every request carries its [`Connection`].
+async fn serve_connection<I>(
+    builder: hyper_util::server::conn::auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    io: I,
+    connection: Connection,
+    registry: Arc<Registry>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stack = tower::Layer::layer(&LoginThrottleLayer::new(registry.clone()), ApiService::new(registry));
+    let stack = hyper_util::service::TowerToHyperService::new(stack);
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(connection);
+        hyper::service::Service::call(&stack, req)
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
+    if let Err(err) = watcher.watch(conn).await {
+        tracing::debug!(peer = %connection.peer, error = %err, "connection ended with an error");
+    }
 }
 
 impl Running {

@@ -3,13 +3,17 @@
 use http::StatusCode;
 
 use super::error::ApiError;
+use crate::auth::rules::Action;
+use crate::auth::Principal;
 use super::{json_response, Body};
 use crate::registry::{Registry, RegistryError};
 
 const MAX_PAGE: usize = 1000;
 
+/// Only records of repositories the caller holds `admin` on.
 pub(super) async fn list(
     registry: &Registry,
+    principal: &Principal,
     kind: Option<&str>,
     repository: Option<&str>,
     after: u64,
@@ -17,7 +21,9 @@ pub(super) async fn list(
 ) -> Result<http::Response<Body>, ApiError> {
     let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let keep = |record: &crate::audit::Record| {
-        kind.is_none_or(|k| record.kind == k) && repository.is_none_or(|r| record.repository == r)
+        kind.is_none_or(|k| record.kind == k)
+            && repository.is_none_or(|r| record.repository == r)
+            && principal.may(Action::Admin, &record.repository)
     };
     let (records, next) = registry.audit().list(after, limit, keep).await.map_err(|err| RegistryError::Internal(err.to_string()))?;
     let body = serde_json::json!({ "records": records, "next_after": next });

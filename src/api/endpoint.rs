@@ -7,6 +7,7 @@
 use http::Method;
 use storage::Digest;
 
+use crate::auth::rules::Action;
 use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag};
 
 /// A recognised request.
@@ -57,6 +58,25 @@ pub enum Endpoint {
     Ready,
     /// `GET /metrics`
     Metrics,
+    /// `GET`/`POST /auth/token?service=&scope=`: the Docker token endpoint.
+    Token { scopes: Vec<String>, form: bool },
+    /// `GET /admission/healthz`: liveness of the admission endpoints, behind a client certificate.
+    AdmissionHealth,
+}
+
+/// What a request needs from its caller before it is dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Required {
+    /// Nothing: health, metrics, the token endpoint (which authenticates by itself).
+    Nothing,
+    /// Any successful authentication (or a registry token): `GET /v2/`, which clients probe.
+    Login,
+    /// A verified TLS client certificate: the admission endpoints.
+    ClientCert,
+    /// Authentication; the catalog then lists only what the caller may pull.
+    Catalog,
+    /// Each of these actions on its repository.
+    Repository(Vec<(RepoName, Action)>),
 }
 
 /// Why a request was not routed.
@@ -102,6 +122,40 @@ impl Endpoint {
             Endpoint::Health => "healthz",
             Endpoint::Ready => "readyz",
             Endpoint::Metrics => "metrics",
+            Endpoint::Token { .. } => "token",
+            Endpoint::AdmissionHealth => "admission_healthz",
+        }
+    }
+
+    /// What the caller must hold. A mount additionally needs `pull` on its source, or it falls
+    /// back to an ordinary upload (see `api::auth::admit`).
+    pub fn required(&self) -> Required {
+        let one = |name: &RepoName, action: Action| Required::Repository(vec![(name.clone(), action)]);
+        match self {
+            Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token { .. } => Required::Nothing,
+            Endpoint::AdmissionHealth => Required::ClientCert,
+            Endpoint::Base => Required::Login,
+            Endpoint::Catalog { .. } => Required::Catalog,
+            Endpoint::GetBlob { name, .. }
+            | Endpoint::GetManifest { name, .. }
+            | Endpoint::ListTags { name, .. }
+            | Endpoint::Referrers { name, .. } => one(name, Action::Pull),
+            Endpoint::StartUpload { name, .. }
+            | Endpoint::PatchUpload { name, .. }
+            | Endpoint::FinishUpload { name, .. }
+            | Endpoint::UploadStatus { name, .. }
+            | Endpoint::CancelUpload { name, .. }
+            | Endpoint::PutManifest { name, .. } => one(name, Action::Push),
+            Endpoint::DeleteBlob { name, .. } | Endpoint::DeleteManifest { name, .. } => one(name, Action::Delete),
+            Endpoint::Verdict { image, .. } => one(&image.repo, Action::Pull),
+            Endpoint::ListPromotions { repository } => one(repository, Action::Pull),
+            // The repositories are in the body (promotions: `promote` on the target, `pull` on the
+            // source) or in the records (audit: `admin` on each record's repository); the
+            // handlers check them with `Principal::may`.
+            Endpoint::Promote | Endpoint::Audit { .. } => Required::Login,
+            // The public key that verification summaries are checked with; any authenticated
+            // caller (an admission controller with its client certificate, say) may read it.
+            Endpoint::Keys => Required::Login,
         }
     }
 
@@ -112,6 +166,16 @@ impl Endpoint {
             "/healthz" => return only_get(method, Endpoint::Health),
             "/readyz" => return only_get(method, Endpoint::Ready),
             "/metrics" => return only_get(method, Endpoint::Metrics),
+            "/admission/healthz" => return only_get(method, Endpoint::AdmissionHealth),
+            super::auth::TOKEN_PATH => {
+                let scopes = query.all("scope").map(str::to_owned).collect();
+                return match *method {
+                    // `POST` is the OAuth2 variant: the parameters come as a form in the body.
+                    Method::GET => Ok(Endpoint::Token { scopes, form: false }),
+                    Method::POST => Ok(Endpoint::Token { scopes, form: true }),
+                    _ => Err(RouteError::MethodNotAllowed),
+                };
+            }
             "/v2" | "/v2/" => return only_get(method, Endpoint::Base),
             "/api/v1/verdict" => {
                 let image = query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned()))?;
@@ -314,9 +378,48 @@ mod tests {
             (Method::GET, "/api/v1/audit".into(), Some("kind=promotion&after=3&limit=5"), "Audit { kind: Some(\"promotion\"), repository: None, after: 3, limit: Some(5) }"),
             (Method::DELETE, "/api/v1/keys".into(), None, "error: MethodNotAllowed"),
             (Method::GET, "/metrics".into(), None, "Metrics"),
+            (Method::GET, "/auth/token".into(), Some("service=p&scope=repository:a:pull&scope=registry:catalog:*"), "Token { scopes: [\"repository:a:pull\", \"registry:catalog:*\"], form: false }"),
+            (Method::POST, "/auth/token".into(), None, "Token { scopes: [], form: true }"),
+            (Method::PUT, "/auth/token".into(), None, "error: MethodNotAllowed"),
+            (Method::GET, "/admission/healthz".into(), None, "AdmissionHealth"),
         ];
         for (method, path, query, expected) in cases {
             check(method, &path, query, expected);
         }
+    }
+
+    #[test]
+    fn required_access() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let check = |method: Method, path: &str, query: Option<&str>, expected: &str| {
+            let endpoint = Endpoint::parse(&method, path, query).unwrap();
+            let got = match endpoint.required() {
+                Required::Repository(needs) => needs.iter().map(|(repo, action)| format!("{action} {repo}")).collect::<Vec<_>>().join(", "),
+                other => format!("{other:?}"),
+            };
+            assert_eq!(got, expected, "{method} {path}");
+        };
+        check(Method::GET, "/v2/", None, "Login");
+        check(Method::GET, "/healthz", None, "Nothing");
+        check(Method::GET, "/metrics", None, "Nothing");
+        check(Method::GET, "/auth/token", None, "Nothing");
+        check(Method::GET, "/admission/healthz", None, "ClientCert");
+        check(Method::GET, "/v2/_catalog", None, "Catalog");
+        check(Method::GET, "/v2/build/app/manifests/v1", None, "pull build/app");
+        check(Method::HEAD, &format!("/v2/build/app/blobs/{digest}"), None, "pull build/app");
+        check(Method::GET, "/v2/build/app/tags/list", None, "pull build/app");
+        check(Method::GET, &format!("/v2/build/app/referrers/{digest}"), None, "pull build/app");
+        check(Method::PUT, "/v2/prod/app/manifests/v1", None, "push prod/app");
+        check(Method::POST, "/v2/build/app/blobs/uploads/", Some(&format!("mount={digest}&from=other/app")), "push build/app");
+        check(Method::PATCH, "/v2/build/app/blobs/uploads/u", None, "push build/app");
+        check(Method::PUT, "/v2/build/app/blobs/uploads/u", Some(&format!("digest={digest}")), "push build/app");
+        check(Method::DELETE, "/v2/build/app/blobs/uploads/u", None, "push build/app");
+        check(Method::DELETE, "/v2/build/app/manifests/v1", None, "delete build/app");
+        check(Method::DELETE, &format!("/v2/build/app/blobs/{digest}"), None, "delete build/app");
+        check(Method::GET, "/api/v1/verdict", Some("image=build/app:v1&target=prod/app"), "pull build/app");
+        check(Method::GET, "/api/v1/promotions", Some("repository=prod/app"), "pull prod/app");
+        check(Method::POST, "/api/v1/promotions", None, "Login");
+        check(Method::GET, "/api/v1/audit", None, "Login");
+        check(Method::GET, "/api/v1/keys", None, "Login");
     }
 }

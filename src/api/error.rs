@@ -87,6 +87,29 @@ pub enum ApiError {
     /// A promotion whose target tag is bound to other content.
     #[error("{0}")]
     Conflict(String),
+    /// Credentials are missing or wrong; `challenge` (`WWW-Authenticate`) says how to authenticate.
+    #[error("{message}")]
+    Unauthorized {
+        /// What is wrong, for the client.
+        message: String,
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+    },
+    /// The caller is authenticated but the rules do not allow the request.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Too many failed logins from this address or for this user.
+    #[error("too many failed logins; retry in {retry_after_secs} s")]
+    TooManyRequests {
+        /// Seconds until the block ends.
+        retry_after_secs: u64,
+    },
+    /// The path needs a TLS client certificate verified by the configured client CA.
+    #[error("a verified TLS client certificate is required")]
+    ClientCertRequired,
+    /// Authentication needs a service that cannot be reached (an OIDC issuer's JWKS).
+    #[error("{0}")]
+    AuthUnavailable(String),
     /// A chunk that does not start where the upload ends; the client is told where it stands.
     #[error("chunk out of order: the upload holds {offset} bytes")]
     OutOfOrder {
@@ -117,6 +140,10 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported)),
             ApiError::PromotionDenied(_) => (StatusCode::FORBIDDEN, Some(ErrorCode::Denied)),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, Some(ErrorCode::Denied)),
+            ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, Some(ErrorCode::Unauthorized)),
+            ApiError::Forbidden(_) | ApiError::ClientCertRequired => (StatusCode::FORBIDDEN, Some(ErrorCode::Denied)),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, Some(ErrorCode::TooManyRequests)),
+            ApiError::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::ChunkRange(_) | ApiError::OutOfOrder { .. } => {
                 (StatusCode::RANGE_NOT_SATISFIABLE, Some(ErrorCode::BlobUploadInvalid))
             }
@@ -151,6 +178,7 @@ impl ApiError {
         let (status, code) = self.status_and_code();
         let (code, message) = match code {
             Some(code) => (code.as_str(), self.to_string()),
+            None if matches!(self, ApiError::AuthUnavailable(_)) => ("UNAVAILABLE", "authentication is unavailable, retry later".to_owned()),
             None if status == StatusCode::SERVICE_UNAVAILABLE => ("UNAVAILABLE", "storage is unavailable, retry later".to_owned()),
             None if status == StatusCode::NOT_FOUND => ("NOT_FOUND", "no such endpoint".to_owned()),
             None => ("INTERNAL_ERROR", "internal error; see the server log for this request id".to_owned()),
@@ -174,6 +202,8 @@ impl ApiError {
             ApiError::Registry(RegistryError::RangeNotSatisfiable { size }) => {
                 vec![(header::CONTENT_RANGE, format!("bytes */{size}"))]
             }
+            ApiError::Unauthorized { challenge, .. } => vec![(header::WWW_AUTHENTICATE, challenge.clone())],
+            ApiError::TooManyRequests { retry_after_secs } => vec![(header::RETRY_AFTER, retry_after_secs.to_string())],
             _ => Vec::new(),
         }
     }
@@ -204,6 +234,11 @@ mod tests {
             (RegistryError::RangeInvalid { offset: 3 }.into(), 416, "BLOB_UPLOAD_INVALID"),
             (RegistryError::Unavailable("down".into()).into(), 503, "UNAVAILABLE"),
             (RegistryError::Internal("secret path /x".into()).into(), 500, "INTERNAL_ERROR"),
+            (ApiError::Unauthorized { message: "x".into(), challenge: "Basic realm=\"p\"".into() }, 401, "UNAUTHORIZED"),
+            (ApiError::Forbidden("x".into()), 403, "DENIED"),
+            (ApiError::ClientCertRequired, 403, "DENIED"),
+            (ApiError::TooManyRequests { retry_after_secs: 3 }, 429, "TOOMANYREQUESTS"),
+            (ApiError::AuthUnavailable("secret jwks url".into()), 503, "UNAVAILABLE"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status_and_code().0.as_u16(), status, "{err}");

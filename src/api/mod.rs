@@ -1,8 +1,10 @@
-//! The OCI Distribution HTTP API (with `/healthz`, `/readyz` and `/metrics`): one function per
-//! request, `Endpoint::parse` -> handler -> response; errors become the spec's JSON form here.
-//! With `server`, the only code that handles HTTP types.
+//! The OCI Distribution HTTP API (with `/healthz`, `/readyz`, `/metrics` and the token
+//! endpoint): one function per request, `Endpoint::parse` -> `auth::admit` -> handler ->
+//! response; errors become the spec's JSON form here. With `server`, the only code that handles
+//! HTTP types.
 
 mod audit;
+pub mod auth;
 mod blobs;
 pub mod endpoint;
 pub mod error;
@@ -25,6 +27,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use tracing::Instrument;
 
+use crate::auth::Principal;
 use crate::registry::body::BodyReadError;
 use crate::registry::Registry;
 use endpoint::Endpoint;
@@ -46,9 +49,6 @@ const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-app
 /// `X-Request-Id`
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The actor of requests without authentication.
-const ANONYMOUS: &str = "anonymous";
-
 /// Answers one request. Never fails: errors are responses.
 pub async fn handle<B>(registry: Arc<Registry>, req: Request<B>) -> Result<Response<Body>, Infallible>
 where
@@ -56,15 +56,29 @@ where
     B::Error: std::fmt::Display,
 {
     let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        principal = tracing::field::Empty
+    );
     async move {
         let started = Instant::now();
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
+        let connection = parts.extensions.get::<auth::Connection>().copied().unwrap_or_default();
         let result = match routed {
-            Ok(endpoint) => dispatch(&registry, endpoint, &parts.headers, body_stream(body)).await,
+            Ok(endpoint) => match auth::admit(&registry, endpoint, &parts, &connection).await {
+                Ok((endpoint, principal)) => {
+                    tracing::Span::current().record("principal", principal.name());
+                    let caller = Caller { principal, connection };
+                    dispatch(&registry, endpoint, &caller, &parts.headers, body_stream(body)).await
+                }
+                Err(err) => Err(err),
+            },
             Err(err) => Err(err.into()),
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
@@ -85,9 +99,18 @@ where
     .await
 }
 
+/// Who sent a request, and over what.
+struct Caller {
+    /// The authenticated caller ([`Principal::open`] when auth is off); its name is the actor.
+    principal: Principal,
+    /// The connection it came on.
+    connection: auth::Connection,
+}
+
 async fn dispatch(
     registry: &Registry,
     endpoint: Endpoint,
+    caller: &Caller,
     headers: &HeaderMap,
     body: storage::ByteStream,
 ) -> Result<Response<Body>, ApiError> {
@@ -120,23 +143,25 @@ async fn dispatch(
         Endpoint::UploadStatus { name, upload_id } => uploads::status(registry, &name, &upload_id).await,
         Endpoint::CancelUpload { name, upload_id } => uploads::cancel(registry, &name, &upload_id).await,
         Endpoint::GetManifest { name, reference, head } => {
-            manifests::get(registry, &name, &reference, head, headers, ANONYMOUS).await
+            manifests::get(registry, &name, &reference, head, headers, caller.principal.name()).await
         }
         Endpoint::PutManifest { name, reference, tags } => {
             manifests::put(registry, &name, &reference, &tags, headers, body).await
         }
         Endpoint::DeleteManifest { name, reference } => manifests::delete(registry, &name, &reference).await,
         Endpoint::ListTags { name, n, last } => tags::list(registry, &name, n, last.as_deref()).await,
-        Endpoint::Catalog { n, last } => tags::catalog(registry, n, last.as_ref()).await,
+        Endpoint::Catalog { n, last } => tags::catalog(registry, &caller.principal, n, last.as_ref()).await,
+        Endpoint::Token { scopes, form } => auth::token(registry, form, &scopes, headers, body, &caller.connection).await,
+        Endpoint::AdmissionHealth => Ok(text_response(StatusCode::OK, "ok\n")),
         Endpoint::Referrers { name, digest, artifact_type } => {
             referrers::list(registry, &name, &digest, artifact_type.as_deref()).await
         }
         Endpoint::Verdict { image, target } => gates::verdict(registry, &image, target.as_ref()).await,
         Endpoint::Keys => Ok(promotions::keys(registry)),
-        Endpoint::Promote => promotions::promote(registry, body, ANONYMOUS).await,
+        Endpoint::Promote => promotions::promote(registry, body, &caller.principal).await,
         Endpoint::ListPromotions { repository } => promotions::list(registry, &repository).await,
         Endpoint::Audit { kind, repository, after, limit } => {
-            audit::list(registry, kind.as_deref(), repository.as_deref(), after, limit).await
+            audit::list(registry, &caller.principal, kind.as_deref(), repository.as_deref(), after, limit).await
         }
     }
 }

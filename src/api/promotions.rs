@@ -6,6 +6,8 @@ use serde::Deserialize;
 use storage::ByteStream;
 
 use super::error::ApiError;
+use crate::auth::rules::Action;
+use crate::auth::Principal;
 use super::{json_response, read_bounded, Body};
 use crate::promote::{self, PromotionError};
 use crate::registry::names::{ImageRef, RepoName, Tag};
@@ -25,7 +27,9 @@ struct PromotionBody {
     dry_run: bool,
 }
 
-pub(super) async fn promote(registry: &Registry, body: ByteStream, actor: &str) -> Result<http::Response<Body>, ApiError> {
+/// `POST /api/v1/promotions`: needs `promote` on the target and `pull` on the source; the
+/// caller's name is the promotion's actor.
+pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &Principal) -> Result<http::Response<Body>, ApiError> {
     let bytes = read_bounded(body, MAX_REQUEST)
         .await
         .map_err(|err| ApiError::BadRequest(format!("body broke off: {err}")))?
@@ -37,8 +41,13 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, actor: &str) 
         target: request.target.parse::<RepoName>().map_err(|err| bad("target", err))?,
         tags: request.tags.iter().map(|t| t.parse::<Tag>()).collect::<Result<_, _>>().map_err(|err| bad("tags", err))?,
         dry_run: request.dry_run,
-        actor: actor.to_owned(),
+        actor: principal.name().to_owned(),
     };
+    for (action, repo) in [(Action::Promote, &request.target), (Action::Pull, &request.source.repo)] {
+        if !principal.may(action, repo.as_str()) {
+            return Err(ApiError::Forbidden(format!("{} may not {action} {repo}", principal.name())));
+        }
+    }
     match promote::run(registry, request).await {
         Ok(outcome) => {
             let status = if outcome.already_done || outcome.record.result == "dry_run" { StatusCode::OK } else { StatusCode::CREATED };

@@ -4,6 +4,7 @@ use http::{header, StatusCode};
 
 use super::error::ApiError;
 use super::{json_response, set_headers, Body};
+use crate::auth::Principal;
 use crate::registry::names::RepoName;
 use crate::registry::Registry;
 
@@ -27,12 +28,37 @@ pub(super) async fn list(
     Ok(paged(body, next.map(|last| format!("/v2/{name}/tags/list?n={limit}&last={last}"))))
 }
 
-/// `GET /v2/_catalog`.
-pub(super) async fn catalog(registry: &Registry, n: Option<usize>, last: Option<&RepoName>) -> Result<http::Response<Body>, ApiError> {
+/// `GET /v2/_catalog`: only the repositories the caller may pull.
+pub(super) async fn catalog(
+    registry: &Registry,
+    principal: &Principal,
+    n: Option<usize>,
+    last: Option<&RepoName>,
+) -> Result<http::Response<Body>, ApiError> {
     let limit = n.unwrap_or(MAX_PAGE).min(MAX_PAGE);
-    let page = registry.catalog(last, limit).await?;
-    let next = page.truncated.then(|| page.entries.last().cloned()).flatten();
-    let body = serde_json::json!({ "repositories": page.entries }).to_string();
+    let mut entries: Vec<String> = Vec::new();
+    let mut cursor: Option<RepoName> = last.cloned();
+    let mut truncated = false;
+    // Filtering may drop names: read pages until this one is full or the catalog ends.
+    while limit > 0 {
+        let page = registry.catalog(cursor.as_ref(), limit).await?;
+        let n_read = page.entries.len();
+        for (i, name) in page.entries.into_iter().enumerate() {
+            cursor = name.parse().ok();
+            if principal.may_list(&name) {
+                entries.push(name);
+            }
+            if entries.len() == limit {
+                truncated = page.truncated || i + 1 < n_read;
+                break;
+            }
+        }
+        if entries.len() == limit || !page.truncated || cursor.is_none() {
+            break;
+        }
+    }
+    let next = (truncated && limit > 0).then(|| entries.last().cloned()).flatten();
+    let body = serde_json::json!({ "repositories": entries }).to_string();
     Ok(paged(body, next.map(|last| format!("/v2/_catalog?n={limit}&last={last}"))))
 }
 

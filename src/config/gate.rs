@@ -206,6 +206,11 @@ impl Files {
         Files { base: base.to_owned(), revision }
     }
 
+    /// `path` relative to the config file's directory.
+    pub(super) fn resolve(&self, path: &str) -> PathBuf {
+        self.base.join(path)
+    }
+
     /// Reads `path`, for error messages naming `what`.
     pub(super) fn read(&mut self, path: &str, what: &str) -> Result<String, String> {
         let full = self.base.join(path);

@@ -34,6 +34,8 @@ pub struct Registry {
     caches: verdicts::Caches,
     audit: crate::audit::AuditLog,
     signing: crate::signing::SigningKey,
+    /// Access control for the configuration in force; `None` when `[auth]` is absent (open).
+    auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
 }
 
 /// Outcomes the registry refuses or cannot produce, each mapped to one OCI error by the API.
@@ -176,6 +178,7 @@ impl Registry {
         let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), metadata.store())
             .await
             .map_err(|err| err.to_string())?;
+        let auth = config.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), None)));
         Ok(Registry {
             config: arc_swap::ArcSwap::new(Arc::new(config)),
             trust: arc_swap::ArcSwap::new(Arc::new(trust)),
@@ -185,7 +188,13 @@ impl Registry {
             metadata,
             metrics,
             sessions: uploads::Sessions::default(),
+            auth: arc_swap::ArcSwapOption::new(auth),
         })
+    }
+
+    /// Access control in force now; `None`: the registry is open to everyone.
+    pub fn auth(&self) -> Option<Arc<crate::auth::Auth>> {
+        self.auth.load_full()
     }
 
     /// The trust in force now.
@@ -222,16 +231,25 @@ impl Registry {
         self.config.load_full()
     }
 
-    /// Replaces policy and trust with those of `new` (SIGHUP). Settings that need a restart
-    /// (listen address, storage, index) must be unchanged; otherwise the old configuration stays.
+    /// Replaces policy, trust and access rules with those of `new` (SIGHUP). Settings that need
+    /// a restart (listen address, storage, index, whether TLS and client certificates are on) must
+    /// be unchanged; otherwise the old configuration stays. Failed-login counts and a generated
+    /// token key survive the reload.
     pub fn reload(&self, new: Config) -> Result<(), String> {
         let current = self.config();
         if new.listen != current.listen || new.storage != current.storage || new.index_dir != current.index_dir {
             return Err("listen, storage and index_dir change only with a restart; configuration not reloaded".to_owned());
         }
+        let listener_tls = |config: &Config| config.tls.as_ref().map(|tls| (tls.client_auth, tls.client_ca.clone()));
+        if listener_tls(&new) != listener_tls(&current) {
+            return Err("turning TLS or client certificates on or off, or changing the client CA, needs a restart; configuration not reloaded".to_owned());
+        }
         let trust = verdicts::load_trust(&new.trust)?;
+        let previous = self.auth();
+        let auth = new.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), previous.as_deref())));
         self.config.store(Arc::new(new));
         self.trust.store(Arc::new(trust));
+        self.auth.store(auth);
         Ok(())
     }
 

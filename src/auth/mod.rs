@@ -1,0 +1,437 @@
+//! Who is calling and what they may do: [`Auth`] turns credentials (an htpasswd password, an OIDC
+//! token, a registry token) into a [`Principal`], and a principal answers
+//! [`Principal::may`]`(action, repository)` from the configured rules.
+//!
+//! Knows no HTTP: headers, challenges, the token endpoint and the throttling layer are in
+//! `api::auth`, which calls this module. Without an `[auth]` section there is no [`Auth`] and every
+//! request runs as [`Principal::open`], which may do everything (the registry is open).
+//!
+//! Secrets (passwords, tokens, password hashes, the signing key) are never logged and never
+//! `Debug`-printed; password hashes are compared by bcrypt in constant time and tokens are
+//! verified by signature, never compared.
+
+pub mod htpasswd;
+pub mod oidc;
+pub mod ratelimit;
+pub mod rules;
+pub mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::AuthConfig;
+use rules::{Action, Actions, Identity, Rules};
+use token::{AccessClaim, Scope, TokenKey};
+
+/// The name of callers who did not authenticate (and of everyone when auth is off).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// How a principal authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// No `[auth]` section: the registry is open and everyone may do everything.
+    Open,
+    /// No credentials.
+    Anonymous,
+    /// A user of the htpasswd file.
+    User,
+    /// An OIDC identity (CI).
+    Oidc,
+}
+
+impl PrincipalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Open | PrincipalKind::Anonymous => "anonymous",
+            PrincipalKind::User => "user",
+            PrincipalKind::Oidc => "oidc",
+        }
+    }
+}
+
+/// The caller of a request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    name: String,
+    kind: PrincipalKind,
+    identity: Identity,
+    access: Access,
+}
+
+#[derive(Debug, Clone)]
+enum Access {
+    Everything,
+    Rules { rules: Arc<Rules>, token: Option<Arc<TokenScope>> },
+}
+
+/// What a registry token grants: exactly the scope issued, further limited by today's rules.
+#[derive(Debug, Default)]
+struct TokenScope {
+    repositories: Vec<(String, Actions)>,
+    catalog: bool,
+}
+
+impl Principal {
+    /// The principal of every request when auth is off.
+    pub fn open() -> Principal {
+        Principal { name: ANONYMOUS.to_owned(), kind: PrincipalKind::Open, identity: Identity::default(), access: Access::Everything }
+    }
+
+    /// The name to record as the actor (audit, promotions): the user, `PROVIDER:SUBJECT` for OIDC,
+    /// or `anonymous`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it authenticated.
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+
+    /// Whether the caller presented nothing: neither credentials nor a registry token.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.kind == PrincipalKind::Anonymous && !self.holds_token()
+    }
+
+    /// Whether the caller came with a registry token.
+    pub fn holds_token(&self) -> bool {
+        matches!(&self.access, Access::Rules { token: Some(_), .. })
+    }
+
+    /// Whether the caller may do `action` to `repo`: the rules allow it and, for a token, the
+    /// token's scope includes it. Ask this for `scanner` too (gated reads without the gate).
+    pub fn may(&self, action: Action, repo: &str) -> bool {
+        match &self.access {
+            Access::Everything => true,
+            Access::Rules { rules, token } => {
+                let in_scope = token.as_ref().is_none_or(|scope| {
+                    scope.repositories.iter().any(|(name, actions)| name == repo && actions.allows(action))
+                });
+                in_scope && rules.allows(&self.identity, action, repo)
+            }
+        }
+    }
+
+    /// Whether `repo` appears in this caller's catalog: it may pull it and, with a token, the
+    /// token was issued for the catalog (or for that repository).
+    pub fn may_list(&self, repo: &str) -> bool {
+        match &self.access {
+            Access::Rules { rules, token: Some(scope) } if scope.catalog => rules.allows(&self.identity, Action::Pull, repo),
+            _ => self.may(Action::Pull, repo),
+        }
+    }
+}
+
+/// Why authentication failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong user, password or OIDC token.
+    #[error("authentication failed: wrong user name, password or token")]
+    BadCredentials,
+    /// Too many failed logins from this address or for this user.
+    #[error("too many failed logins; retry in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    /// A registry token that is expired, forged or for another service.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// An OIDC issuer's keys cannot be fetched.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A token issued by the token endpoint.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The JWT.
+    pub token: String,
+    /// Lifetime in seconds.
+    pub expires_in: u64,
+    /// Issue time, seconds since the epoch.
+    pub issued_at: u64,
+    /// What it grants.
+    pub access: Vec<AccessClaim>,
+}
+
+/// Authentication and authorisation for one configuration; rebuilt on reload, keeping the
+/// failure counts, fetched JWKS and a generated signing key.
+#[derive(Debug)]
+pub struct Auth {
+    config: Arc<AuthConfig>,
+    rules: Arc<Rules>,
+    key: TokenKey,
+    key_generated: bool,
+    oidc: Arc<oidc::Verifier>,
+    limiter: Arc<ratelimit::LoginLimiter>,
+}
+
+impl Auth {
+    /// Auth for `config`; `previous` (on reload) hands over state that must survive.
+    pub fn new(config: Arc<AuthConfig>, previous: Option<&Auth>) -> Auth {
+        let (key, key_generated) = match (&config.signing_key, previous) {
+            (Some(key), _) => (key.clone(), false),
+            (None, Some(previous)) if previous.key_generated => (previous.key.clone(), true),
+            (None, _) => (TokenKey::generate(), true),
+        };
+        Auth {
+            rules: Arc::new(config.rules.clone()),
+            key,
+            key_generated,
+            oidc: previous.map(|p| p.oidc.clone()).unwrap_or_default(),
+            limiter: previous.map(|p| p.limiter.clone()).unwrap_or_default(),
+            config,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AuthConfig {
+        &self.config
+    }
+
+    /// A caller without credentials.
+    pub fn anonymous(&self) -> Principal {
+        Principal {
+            name: ANONYMOUS.to_owned(),
+            kind: PrincipalKind::Anonymous,
+            identity: Identity::default(),
+            access: Access::Rules { rules: self.rules.clone(), token: None },
+        }
+    }
+
+    /// How long `address` is still blocked after too many failed logins, if it is.
+    pub fn address_blocked(&self, address: IpAddr) -> Option<Duration> {
+        self.limiter.address_blocked(&self.config.throttle, address, Instant::now())
+    }
+
+    /// Logs in with a user name and password; the password may be an OIDC token of a configured
+    /// issuer (then the user name is ignored). Failures count towards throttling.
+    pub async fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Principal, AuthError> {
+        let now = Instant::now();
+        let throttle = &self.config.throttle;
+        if let Some(wait) = self.limiter.address_blocked(throttle, client, now).or_else(|| self.limiter.user_blocked(throttle, user, now)) {
+            return Err(AuthError::Throttled(wait));
+        }
+        let result = if !self.config.oidc.is_empty() && oidc::looks_like_jwt(password) {
+            self.verify_oidc(password).await
+        } else {
+            self.verify_password(user, password).await
+        };
+        if matches!(result, Err(AuthError::BadCredentials)) {
+            self.limiter.record_failure(throttle, client, Some(user), Instant::now());
+            tracing::info!(user, client = %client, "failed login");
+        }
+        result
+    }
+
+    /// Logs in with an OIDC token alone (token exchange).
+    pub async fn login_oidc(&self, oidc_token: &str, client: IpAddr) -> Result<Principal, AuthError> {
+        if let Some(wait) = self.address_blocked(client) {
+            return Err(AuthError::Throttled(wait));
+        }
+        let result = self.verify_oidc(oidc_token).await;
+        if matches!(result, Err(AuthError::BadCredentials)) {
+            self.limiter.record_failure(&self.config.throttle, client, None, Instant::now());
+            tracing::info!(client = %client, "failed OIDC login");
+        }
+        result
+    }
+
+    async fn verify_password(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
+        let Some(htpasswd) = self.config.htpasswd.clone() else {
+            return Err(AuthError::BadCredentials);
+        };
+        let (user_owned, password) = (user.to_owned(), password.to_owned());
+        // bcrypt takes tens of milliseconds on purpose: keep it off the async worker threads.
+        let verified = tokio::task::spawn_blocking(move || htpasswd.verify(&user_owned, &password)).await.unwrap_or(false);
+        if !verified {
+            return Err(AuthError::BadCredentials);
+        }
+        let identity = Identity { user: Some(user.to_owned()), groups: self.config.groups_of(user), roles: Vec::new() };
+        Ok(self.principal(user.to_owned(), PrincipalKind::User, identity, None))
+    }
+
+    async fn verify_oidc(&self, oidc_token: &str) -> Result<Principal, AuthError> {
+        match self.oidc.verify(&self.config.oidc, oidc_token).await {
+            Ok(verified) => {
+                let identity = Identity { user: Some(verified.name.clone()), groups: Vec::new(), roles: verified.roles };
+                Ok(self.principal(verified.name, PrincipalKind::Oidc, identity, None))
+            }
+            Err(oidc::OidcError::JwksUnavailable(url)) => Err(AuthError::Unavailable(format!("cannot fetch the JWKS at {url}"))),
+            Err(err) => {
+                tracing::info!(reason = %err, "OIDC token refused");
+                Err(AuthError::BadCredentials)
+            }
+        }
+    }
+
+    fn principal(&self, name: String, kind: PrincipalKind, identity: Identity, token: Option<Arc<TokenScope>>) -> Principal {
+        Principal { name, kind, identity, access: Access::Rules { rules: self.rules.clone(), token } }
+    }
+
+    /// The principal of a registry token, if the token is valid.
+    pub fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .key
+            .verify(token, &self.config.issuer, &self.config.service)
+            .map_err(|err| AuthError::InvalidToken(err.to_string()))?;
+        let mut scope = TokenScope::default();
+        for access in &claims.access {
+            match access.kind.as_str() {
+                "registry" if access.name == "catalog" => scope.catalog = true,
+                "repository" => {
+                    let actions: Vec<Action> = access.actions.iter().filter_map(|a| a.parse().ok()).collect();
+                    scope.repositories.push((access.name.clone(), Actions::of(&actions)));
+                }
+                _ => {}
+            }
+        }
+        let kind = match claims.kind.as_str() {
+            "user" => PrincipalKind::User,
+            "oidc" => PrincipalKind::Oidc,
+            _ => PrincipalKind::Anonymous,
+        };
+        let (name, user) = match kind {
+            PrincipalKind::User | PrincipalKind::Oidc if !claims.sub.is_empty() => (claims.sub.clone(), Some(claims.sub)),
+            _ => (ANONYMOUS.to_owned(), None),
+        };
+        let identity = Identity { user, groups: claims.groups, roles: claims.roles };
+        Ok(self.principal(name, kind, identity, Some(Arc::new(scope))))
+    }
+
+    /// Issues a token for `principal` with the part of `scopes` it is allowed now. Scopes it may
+    /// not have are left out, as the Docker token protocol asks; a token may grant nothing.
+    pub fn issue(&self, principal: &Principal, scopes: &[Scope]) -> IssuedToken {
+        let mut access: Vec<AccessClaim> = Vec::new();
+        for scope in scopes {
+            match scope {
+                Scope::Catalog => access.push(AccessClaim { kind: "registry".into(), name: "catalog".into(), actions: vec!["*".into()] }),
+                Scope::Repository { name, actions, all } => {
+                    let wanted: Vec<Action> = if *all { Action::ALL.to_vec() } else { actions.clone() };
+                    let granted: Vec<String> =
+                        wanted.into_iter().filter(|a| principal.may(*a, name)).map(|a| a.as_str().to_owned()).collect();
+                    if granted.is_empty() {
+                        continue;
+                    }
+                    match access.iter_mut().find(|a| a.kind == "repository" && a.name == *name) {
+                        Some(existing) => {
+                            for action in granted {
+                                if !existing.actions.contains(&action) {
+                                    existing.actions.push(action);
+                                }
+                            }
+                        }
+                        None => access.push(AccessClaim { kind: "repository".into(), name: name.clone(), actions: granted }),
+                    }
+                }
+            }
+        }
+        let subject = match principal.kind {
+            PrincipalKind::User | PrincipalKind::Oidc => principal.name.as_str(),
+            PrincipalKind::Open | PrincipalKind::Anonymous => "",
+        };
+        let claims = token::claims(
+            &self.config.issuer,
+            &self.config.service,
+            subject,
+            principal.kind.as_str(),
+            &principal.identity.groups,
+            &principal.identity.roles,
+            access.clone(),
+            self.config.token_ttl,
+        );
+        IssuedToken { token: self.key.sign(&claims), expires_in: self.config.token_ttl.as_secs(), issued_at: claims.iat, access }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\nbob:{hash}\n")).unwrap();
+        let text = format!(
+            r#"
+            [auth]
+            htpasswd = "htpasswd"
+            [auth.groups]
+            admins = ["bob"]
+            [[auth.rules]]
+            subjects = ["user:alice"]
+            repositories = ["build/**"]
+            actions = ["pull", "push"]
+            [[auth.rules]]
+            subjects = ["group:admins"]
+            repositories = ["**"]
+            actions = ["admin"]
+            [[auth.rules]]
+            subjects = ["anonymous"]
+            repositories = ["public/**"]
+            actions = ["pull"]
+            "#
+        );
+        let config = crate::config::Config::parse_in(&text, "test", dir.path(), &Default::default()).unwrap();
+        Auth::new(Arc::new(config.auth.unwrap()), None)
+    }
+
+    #[tokio::test]
+    async fn login_and_tokens() {
+        let auth = auth();
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let alice = auth.login("alice", "pw", here).await.unwrap();
+        assert_eq!(alice.name(), "alice");
+        assert!(alice.may(Action::Push, "build/app"));
+        assert!(!alice.may(Action::Push, "prod/app"));
+        assert!(alice.may(Action::Pull, "public/base"));
+        assert_eq!(auth.login("alice", "wrong", here).await.unwrap_err(), AuthError::BadCredentials);
+        assert_eq!(auth.login("nobody", "pw", here).await.unwrap_err(), AuthError::BadCredentials);
+
+        let scopes = [
+            Scope::parse("repository:build/app:pull,push,delete").unwrap(),
+            Scope::parse("repository:prod/app:pull").unwrap(),
+        ];
+        let issued = auth.issue(&alice, &scopes);
+        assert_eq!(issued.access.len(), 1, "{:?}", issued.access);
+        assert_eq!(issued.access[0].actions, vec!["pull", "push"]);
+        let bearer = auth.verify_token(&issued.token).unwrap();
+        assert_eq!(bearer.name(), "alice");
+        assert!(bearer.may(Action::Push, "build/app"));
+        assert!(!bearer.may(Action::Push, "build/other"), "outside the token's scope");
+        assert!(!bearer.may(Action::Pull, "public/base"), "outside the token's scope");
+
+        let anonymous = auth.verify_token(&auth.issue(&auth.anonymous(), &[Scope::parse("repository:public/base:pull,push").unwrap()]).token).unwrap();
+        assert_eq!(anonymous.name(), ANONYMOUS);
+        assert!(anonymous.may(Action::Pull, "public/base"));
+        assert!(!anonymous.may(Action::Push, "public/base"));
+        assert!(!anonymous.is_unauthenticated());
+        assert!(auth.anonymous().is_unauthenticated());
+
+        let bob = auth.login("bob", "pw", here).await.unwrap();
+        let catalog = auth.verify_token(&auth.issue(&bob, &[Scope::Catalog]).token).unwrap();
+        assert!(catalog.may_list("prod/anything"));
+        assert!(!catalog.may(Action::Pull, "prod/anything"), "catalog scope lists, it does not pull");
+    }
+
+    #[tokio::test]
+    async fn failed_logins_are_throttled() {
+        let auth = auth();
+        let here: IpAddr = "127.0.0.9".parse().unwrap();
+        for _ in 0..auth.config().throttle.per_user {
+            assert_eq!(auth.login("alice", "wrong", here).await.unwrap_err(), AuthError::BadCredentials);
+        }
+        assert!(matches!(auth.login("alice", "pw", here).await, Err(AuthError::Throttled(_))), "even the right password waits");
+        let elsewhere: IpAddr = "127.0.0.10".parse().unwrap();
+        assert!(matches!(auth.login("alice", "pw", elsewhere).await, Err(AuthError::Throttled(_))), "per user, from any address");
+        assert!(auth.login("bob", "pw", elsewhere).await.is_ok());
+    }
+
+    #[test]
+    fn open_principal_may_everything() {
+        let open = Principal::open();
+        assert_eq!(open.name(), ANONYMOUS);
+        for action in Action::ALL {
+            assert!(open.may(action, "prod/app"));
+        }
+    }
+}
