@@ -5,6 +5,7 @@
 pub mod clients;
 pub mod cosign;
 pub mod images;
+pub mod pki;
 
 use std::path::PathBuf;
 
@@ -69,8 +70,11 @@ impl TestRegistry {
         let registry = portcullis::server::open(config.clone()).await.expect("open registry");
         let running = portcullis::server::start(registry, listener).await.expect("start server");
         let host = running.local_addr.to_string();
+        // With `[server.tls]` the base URL is https; its client must then trust the test CA
+        // (`RegistryClient::with_client`).
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
         TestRegistry {
-            api: RegistryClient::new(&format!("http://{host}")),
+            api: RegistryClient::new(&format!("{scheme}://{host}")),
             host,
             data_dir: dir.path().to_owned(),
             config,
@@ -91,6 +95,16 @@ impl TestRegistry {
         if let Some(running) = self.running.take() {
             running.shutdown().await;
         }
+    }
+
+    /// Applies a new configuration to the running server, as SIGHUP does.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        self.running.as_ref().expect("server running").reloader.reload(config)
+    }
+
+    /// A client for this registry that uses `client` (e.g. one trusting the test CA).
+    pub fn with_client(&self, client: reqwest::Client) -> RegistryClient {
+        RegistryClient { base_url: self.api.base_url.clone(), client }
     }
 
 }
