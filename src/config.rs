@@ -538,6 +538,30 @@ mod tests {
     }
 
     #[test]
+    fn access_errors_are_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sha1.htpasswd"), "bob:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n").unwrap();
+        let check = |text: &str, expected: &str| {
+            let err = Config::parse_in(text, "t.toml", dir.path(), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        };
+        check("[auth]\nhtpasswd = \"sha1.htpasswd\"", "only bcrypt hashes");
+        check("[auth]\nhtpasswd = \"missing\"", "auth.htpasswd: cannot read");
+        check("[auth]\nchallenge = \"digest\"", "unknown variant `digest`");
+        check("[auth]\nchallenge = \"basic\"\nbasic = false", "needs auth.basic = true");
+        check("[[auth.rules]]\nsubjects = [\"group:ops\"]\nrepositories = [\"**\"]\nactions = [\"pull\"]", "group \"ops\" is not defined");
+        check("[[auth.rules]]\nsubjects = [\"role:ci\"]\nrepositories = [\"**\"]\nactions = [\"pull\"]", "role \"ci\" is not defined");
+        check("[[auth.rules]]\nsubjects = [\"anonymous\"]\nrepositories = [\"**\"]\nactions = [\"write\"]", "expected one of pull");
+        check("[[auth.oidc]]\nname = \"gh\"\nissuer = \"i\"\naudience = [\"a\"]", "needs exactly one of jwks_file and jwks_url");
+        check("[[auth.oidc]]\nname = \"gh\"\nissuer = \"i\"\naudience = [\"a\"]\njwks_url = \"http://example.com/jwks\"", "must be https");
+        check("[auth]\nsigning_key = \"sha1.htpasswd\"", "auth.signing_key: expected a PKCS#8 PEM private key");
+        check("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"required\"", "client_auth needs server.tls.client_ca");
+        check("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", "server.tls.cert: cannot read");
+        let open = Config::parse(EMBEDDED_DEFAULT, "embedded default", &Overrides::default()).unwrap();
+        assert!(open.auth.is_none() && open.tls.is_none(), "the default stays open and plain");
+    }
+
+    #[test]
     fn overrides_win() {
         let overrides = Overrides {
             listen: Some("127.0.0.1:6000".parse().unwrap()),

@@ -40,7 +40,7 @@ pub(super) async fn catalog(
     let mut cursor: Option<RepoName> = last.cloned();
     let mut truncated = false;
     // Filtering may drop names: read pages until this one is full or the catalog ends.
-    while limit > 0 {
+    while entries.len() < limit {
         let page = registry.catalog(cursor.as_ref(), limit).await?;
         let n_read = page.entries.len();
         for (i, name) in page.entries.into_iter().enumerate() {
@@ -53,7 +53,7 @@ pub(super) async fn catalog(
                 break;
             }
         }
-        if entries.len() == limit || !page.truncated || cursor.is_none() {
+        if !page.truncated || cursor.is_none() {
             break;
         }
     }

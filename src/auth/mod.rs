@@ -351,8 +351,7 @@ mod tests {
         let hash = bcrypt::hash("pw", 4).unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\nbob:{hash}\n")).unwrap();
-        let text = format!(
-            r#"
+        let text = r#"
             [auth]
             htpasswd = "htpasswd"
             [auth.groups]
@@ -369,9 +368,8 @@ mod tests {
             subjects = ["anonymous"]
             repositories = ["public/**"]
             actions = ["pull"]
-            "#
-        );
-        let config = crate::config::Config::parse_in(&text, "test", dir.path(), &Default::default()).unwrap();
+            "#;
+        let config = crate::config::Config::parse_in(text, "test", dir.path(), &Default::default()).unwrap();
         Auth::new(Arc::new(config.auth.unwrap()), None)
     }
 
