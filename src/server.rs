@@ -150,14 +150,19 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
             // The handshake runs in the connection's task, so a slow client cannot stall accepts.
             tokio::spawn(async move {
                 let Some(acceptor) = acceptor else {
-                    let connection = Connection { peer, tls: false, client_cert: false };
+                    let connection = Connection { peer, tls: false, client_cert: None };
                     return serve_connection(builder, watcher, stream, connection, registry).await;
                 };
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(stream)) => {
                         // With a client CA, rustls only completes the handshake when a presented
                         // certificate verified, so presence means verified.
-                        let client_cert = stream.get_ref().1.peer_certificates().is_some_and(|certs| !certs.is_empty());
+                        let client_cert = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|certs| certs.first())
+                            .map(|leaf| crate::tls::client_name(leaf).unwrap_or_default().into());
                         let connection = Connection { peer, tls: true, client_cert };
                         serve_connection(builder, watcher, stream, connection, registry).await;
                     }
@@ -186,13 +191,14 @@ async fn serve_connection<I>(
 {
     let stack = tower::Layer::layer(&LoginThrottleLayer::new(registry.clone()), ApiService::new(registry));
     let stack = hyper_util::service::TowerToHyperService::new(stack);
+    let peer = connection.peer;
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(connection);
+        req.extensions_mut().insert(connection.clone());
         hyper::service::Service::call(&stack, req)
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     if let Err(err) = watcher.watch(conn).await {
-        tracing::debug!(peer = %connection.peer, error = %err, "connection ended with an error");
+        tracing::debug!(peer = %peer, error = %err, "connection ended with an error");
     }
 }
 

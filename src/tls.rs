@@ -104,6 +104,24 @@ impl Tls {
     }
 }
 
+/// The name a verified client certificate authenticates as: its subject's common name, or the
+/// whole subject (RFC 4514) when it has none.
+pub fn client_name(der: &[u8]) -> Option<String> {
+    use x509_cert::der::Decode as _;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    let subject = &certificate.tbs_certificate.subject;
+    for rdn in subject.0.iter() {
+        for attribute in rdn.0.iter() {
+            if attribute.oid == x509_cert::der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3") {
+                let value = attribute.value.decode_as::<String>().ok()
+                    .or_else(|| attribute.value.decode_as::<x509_cert::der::asn1::PrintableStringRef<'_>>().ok().map(|s| s.to_string()))?;
+                return Some(value);
+            }
+        }
+    }
+    Some(subject.to_string()).filter(|name| !name.is_empty())
+}
+
 impl CertStore {
     /// Reads the certificate and key again; on error the current pair stays.
     pub fn reload(&self, config: &TlsConfig) -> Result<(), String> {

@@ -32,19 +32,27 @@ const MAX_TOKEN_FORM: usize = 64 << 10;
 
 /// What the listener knows about the connection a request arrived on; the server puts it in the
 /// request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
-    /// Whether the client presented a certificate that the configured client CA verified.
-    pub client_cert: bool,
+    /// The name (subject common name) of the client certificate that the configured client CA
+    /// verified; `None` when the client presented none.
+    pub client_cert: Option<Arc<str>>,
 }
 
 impl Default for Connection {
     fn default() -> Self {
-        Connection { peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), tls: false, client_cert: false }
+        Connection { peer: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0), tls: false, client_cert: None }
+    }
+}
+
+impl Connection {
+    /// Whether the client presented a verified certificate.
+    pub fn has_client_cert(&self) -> bool {
+        self.client_cert.is_some()
     }
 }
 
@@ -144,7 +152,7 @@ pub(super) async fn admit(
     let config = registry.config();
     let needs_cert = required == Required::ClientCert
         || config.tls.as_ref().is_some_and(|tls| tls.needs_client_cert(parts.uri.path()));
-    if needs_cert && !conn.client_cert {
+    if needs_cert && !conn.has_client_cert() {
         return Err(ApiError::ClientCertRequired);
     }
     let Some(auth) = registry.auth() else {
@@ -161,7 +169,12 @@ pub(super) async fn admit(
         auth.anonymous()
     } else {
         match credentials(&parts.headers) {
-            Ok(Credentials::None) => auth.anonymous(),
+            Ok(Credentials::None) => match &conn.client_cert {
+                // A verified client certificate authenticates (in-cluster pulls); credentials
+                // in the request, when present, take precedence.
+                Some(name) => auth.certificate(name),
+                None => auth.anonymous(),
+            },
             Ok(Credentials::Basic { user, password }) => {
                 if !auth.config().basic {
                     return Err(challenge.unauthorized("basic authentication is not accepted here; use a token", first_scope.as_deref(), None));
@@ -266,7 +279,10 @@ pub(super) async fn token(
         (Some((user, password)), _) => auth.login(&user, &password, client).await.map_err(refused)?,
         (None, Ok(Credentials::Basic { user, password })) => auth.login(&user, &password, client).await.map_err(refused)?,
         (None, Ok(Credentials::Bearer(oidc_token))) => auth.login_oidc(&oidc_token, client).await.map_err(refused)?,
-        (None, Ok(Credentials::None)) => auth.anonymous(),
+        (None, Ok(Credentials::None)) => match &conn.client_cert {
+            Some(name) => auth.certificate(name),
+            None => auth.anonymous(),
+        },
         (None, Err(())) => return Err(login_challenge()),
     };
     let scopes: Vec<Scope> = scopes.iter().flat_map(|s| s.split(' ')).filter_map(Scope::parse).collect();

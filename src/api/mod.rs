@@ -69,7 +69,7 @@ where
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
-        let connection = parts.extensions.get::<auth::Connection>().copied().unwrap_or_default();
+        let connection = parts.extensions.get::<auth::Connection>().cloned().unwrap_or_default();
         let result = match routed {
             Ok(endpoint) => match auth::admit(&registry, endpoint, &parts, &connection).await {
                 Ok((endpoint, principal)) => {

@@ -38,6 +38,8 @@ pub enum PrincipalKind {
     User,
     /// An OIDC identity (CI).
     Oidc,
+    /// A TLS client certificate verified by the configured client CA (in-cluster pulls).
+    Certificate,
 }
 
 impl PrincipalKind {
@@ -46,6 +48,7 @@ impl PrincipalKind {
             PrincipalKind::Open | PrincipalKind::Anonymous => "anonymous",
             PrincipalKind::User => "user",
             PrincipalKind::Oidc => "oidc",
+            PrincipalKind::Certificate => "cert",
         }
     }
 }
@@ -79,7 +82,7 @@ impl Principal {
     }
 
     /// The name to record as the actor (audit, promotions): the user, `PROVIDER:SUBJECT` for OIDC,
-    /// or `anonymous`.
+    /// `cert:NAME` for a client certificate, or `anonymous`.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -198,6 +201,12 @@ impl Auth {
         }
     }
 
+    /// The caller presenting the verified client certificate named `name`.
+    pub fn certificate(&self, name: &str) -> Principal {
+        let identity = Identity { cert: Some(name.to_owned()), ..Identity::default() };
+        self.principal(format!("cert:{name}"), PrincipalKind::Certificate, identity, None)
+    }
+
     /// How long `address` is still blocked after too many failed logins, if it is.
     pub fn address_blocked(&self, address: IpAddr) -> Option<Duration> {
         self.limiter.address_blocked(&self.config.throttle, address, Instant::now())
@@ -246,14 +255,14 @@ impl Auth {
         if !verified {
             return Err(AuthError::BadCredentials);
         }
-        let identity = Identity { user: Some(user.to_owned()), groups: self.config.groups_of(user), roles: Vec::new() };
+        let identity = Identity { user: Some(user.to_owned()), groups: self.config.groups_of(user), ..Identity::default() };
         Ok(self.principal(user.to_owned(), PrincipalKind::User, identity, None))
     }
 
     async fn verify_oidc(&self, oidc_token: &str) -> Result<Principal, AuthError> {
         match self.oidc.verify(&self.config.oidc, oidc_token).await {
             Ok(verified) => {
-                let identity = Identity { user: Some(verified.name.clone()), groups: Vec::new(), roles: verified.roles };
+                let identity = Identity { user: Some(verified.name.clone()), roles: verified.roles, ..Identity::default() };
                 Ok(self.principal(verified.name, PrincipalKind::Oidc, identity, None))
             }
             Err(oidc::OidcError::JwksUnavailable(url)) => Err(AuthError::Unavailable(format!("cannot fetch the JWKS at {url}"))),
@@ -286,15 +295,17 @@ impl Auth {
             }
         }
         let kind = match claims.kind.as_str() {
-            "user" => PrincipalKind::User,
-            "oidc" => PrincipalKind::Oidc,
+            "user" if !claims.sub.is_empty() => PrincipalKind::User,
+            "oidc" if !claims.sub.is_empty() => PrincipalKind::Oidc,
+            "cert" if claims.sub.starts_with("cert:") => PrincipalKind::Certificate,
             _ => PrincipalKind::Anonymous,
         };
-        let (name, user) = match kind {
-            PrincipalKind::User | PrincipalKind::Oidc if !claims.sub.is_empty() => (claims.sub.clone(), Some(claims.sub)),
-            _ => (ANONYMOUS.to_owned(), None),
+        let (name, user, cert) = match kind {
+            PrincipalKind::User | PrincipalKind::Oidc => (claims.sub.clone(), Some(claims.sub), None),
+            PrincipalKind::Certificate => (claims.sub.clone(), None, claims.sub.strip_prefix("cert:").map(str::to_owned)),
+            PrincipalKind::Open | PrincipalKind::Anonymous => (ANONYMOUS.to_owned(), None, None),
         };
-        let identity = Identity { user, groups: claims.groups, roles: claims.roles };
+        let identity = Identity { user, groups: claims.groups, roles: claims.roles, cert };
         Ok(self.principal(name, kind, identity, Some(Arc::new(scope))))
     }
 
@@ -326,7 +337,7 @@ impl Auth {
             }
         }
         let subject = match principal.kind {
-            PrincipalKind::User | PrincipalKind::Oidc => principal.name.as_str(),
+            PrincipalKind::User | PrincipalKind::Oidc | PrincipalKind::Certificate => principal.name.as_str(),
             PrincipalKind::Open | PrincipalKind::Anonymous => "",
         };
         let claims = token::claims(

@@ -110,6 +110,8 @@ pub enum Subject {
     Group(String),
     /// `role:NAME`: OIDC identities whose claims match the role's claim rule.
     Role(String),
+    /// `cert:NAME`: TLS clients whose verified certificate has this common name.
+    Cert(String),
 }
 
 impl FromStr for Subject {
@@ -129,8 +131,9 @@ impl FromStr for Subject {
             Some(("user", name)) => Ok(Subject::User(named("user", name)?)),
             Some(("group", name)) => Ok(Subject::Group(named("group", name)?)),
             Some(("role", name)) => Ok(Subject::Role(named("role", name)?)),
+            Some(("cert", name)) => Ok(Subject::Cert(named("cert", name)?)),
             _ => Err(format!(
-                "subject {text:?}: expected anonymous, authenticated, user:NAME, group:NAME or role:NAME"
+                "subject {text:?}: expected anonymous, authenticated, user:NAME, group:NAME, role:NAME or cert:NAME"
             )),
         }
     }
@@ -145,6 +148,8 @@ pub struct Identity {
     pub groups: Vec<String>,
     /// Roles (OIDC claim rules) of an OIDC identity.
     pub roles: Vec<String>,
+    /// Common name of a verified TLS client certificate.
+    pub cert: Option<String>,
 }
 
 /// One rule: subjects x repository globs x actions.
@@ -180,10 +185,11 @@ impl Rule {
     fn applies_to(&self, identity: &Identity) -> bool {
         self.subjects.iter().any(|subject| match subject {
             Subject::Anyone => true,
-            Subject::Authenticated => identity.user.is_some(),
+            Subject::Authenticated => identity.user.is_some() || identity.cert.is_some(),
             Subject::User(name) => identity.user.as_deref() == Some(name.as_str()),
             Subject::Group(name) => identity.groups.iter().any(|g| g == name),
             Subject::Role(name) => identity.roles.iter().any(|r| r == name),
+            Subject::Cert(name) => identity.cert.as_deref() == Some(name.as_str()),
         })
     }
 
@@ -234,12 +240,15 @@ mod tests {
             rule(&["role:release"], &["prod/app"], &["promote"]),
             rule(&["role:scanner"], &["**"], &["scanner"]),
             rule(&["authenticated"], &["team/*"], &["pull"]),
+            rule(&["cert:kubelet"], &["build/**"], &["pull"]),
         ]);
         let anonymous = Identity::default();
         let alice = Identity { user: Some("alice".into()), ..Identity::default() };
         let root = Identity { user: Some("root".into()), groups: vec!["admins".into()], ..Identity::default() };
         let ci = Identity { user: Some("github:repo:x".into()), roles: vec!["release".into()], ..Identity::default() };
         let scanner = Identity { user: Some("trivy".into()), roles: vec!["scanner".into()], ..Identity::default() };
+        let kubelet = Identity { cert: Some("kubelet".into()), ..Identity::default() };
+        let stranger = Identity { cert: Some("other".into()), ..Identity::default() };
         let cases: Vec<(&Identity, Action, &str, bool)> = vec![
             (&anonymous, Action::Pull, "public/base", true),
             (&anonymous, Action::Pull, "public/a/b", true),
@@ -262,6 +271,11 @@ mod tests {
             (&scanner, Action::Pull, "prod/app", true),
             (&scanner, Action::Scanner, "prod/app", true),
             (&scanner, Action::Push, "prod/app", false),
+            (&kubelet, Action::Pull, "build/app", true),
+            (&kubelet, Action::Push, "build/app", false),
+            (&kubelet, Action::Pull, "team/app", true),
+            (&stranger, Action::Pull, "build/app", false),
+            (&stranger, Action::Pull, "public/base", true),
         ];
         for (identity, action, repo, expected) in cases {
             assert_eq!(rules.allows(identity, action, repo), expected, "{identity:?} {action} {repo}");
@@ -273,6 +287,7 @@ mod tests {
         let owned = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         let err = Rule::new(&owned(&["users:alice"]), &owned(&["**"]), &owned(&["pull"])).unwrap_err();
         assert!(err.contains("expected anonymous, authenticated"), "{err}");
+        assert!(Rule::new(&owned(&["cert:kubelet"]), &owned(&["**"]), &owned(&["pull"])).is_ok());
         let err = Rule::new(&owned(&["user:alice"]), &owned(&["**"]), &owned(&["write"])).unwrap_err();
         assert!(err.contains("expected one of pull"), "{err}");
         let err = Rule::new(&owned(&["user:"]), &owned(&["**"]), &owned(&["pull"])).unwrap_err();

@@ -193,7 +193,11 @@ impl ServerProcess {
         // The first stdout line says where it listens.
         let mut line = String::new();
         std::io::BufReader::new(process.stdout.take().expect("piped stdout")).read_line(&mut line).expect("read listen line");
-        let base_url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no listen line: {line:?}")).to_owned();
+        let base_url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .unwrap_or_else(|| panic!("no listen line: {line:?}"))
+            .to_owned();
         ServerProcess { process, base_url }
     }
 
