@@ -37,6 +37,8 @@ pub enum Command {
         /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        access: ClientArgs,
     },
     /// Promote SOURCE into TARGET through the registry's promotion API
     /// (exit 0 promoted, 1 denied or conflicting tag, 2 error).
@@ -57,10 +59,25 @@ pub enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        access: ClientArgs,
     },
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+/// How `check` and `promote` reach a registry with TLS and access control. The password (or a
+/// CI's OIDC token, which the registry accepts as a password) comes from `PORTCULLIS_PASSWORD`
+/// only, never from the command line, where other users could read it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// User name, sent with PORTCULLIS_PASSWORD as Basic credentials.
+    #[arg(long, env = "PORTCULLIS_USER")]
+    pub user: Option<String>,
+    /// PEM file of the CA that signed the registry's certificate (for a private CA).
+    #[arg(long, env = "PORTCULLIS_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// `portcullis audit ...`

@@ -2,7 +2,9 @@
 //! over its HTTP API and print for people (or JSON for scripts). Exit codes: 0 pass / promoted,
 //! 1 denied, 2 error.
 
+use std::fmt;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Exit code: the image passes, or was promoted.
@@ -12,12 +14,46 @@ pub const EXIT_DENIED: i32 = 1;
 /// Exit code: anything else went wrong.
 pub const EXIT_ERROR: i32 = 2;
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(600))
-        .build()
-        .expect("a client with timeouts always builds")
+/// How the client authenticates: Basic credentials (the password may be a CI's OIDC token) and a
+/// private CA to trust.
+#[derive(Default)]
+pub struct Access {
+    user: Option<String>,
+    password: Option<String>,
+    ca_cert: Option<PathBuf>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password.
+        f.debug_struct("Access").field("user", &self.user).field("ca_cert", &self.ca_cert).finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    /// `user` and `ca_cert` from flags; the password from `PORTCULLIS_PASSWORD` through `env`.
+    pub fn new(user: Option<String>, ca_cert: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> Access {
+        Access { user, password: env("PORTCULLIS_PASSWORD"), ca_cert }
+    }
+}
+
+fn client(access: &Access) -> Result<reqwest::Client, i32> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).timeout(Duration::from_secs(600));
+    if let Some(path) = &access.ca_cert {
+        let pem = std::fs::read(path).map_err(|err| fail(&format!("cannot read {}: {err}", path.display())))?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|err| fail(&format!("{}: {err}", path.display())))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    if let Some(user) = &access.user {
+        use base64::Engine as _;
+        let password = access.password.as_deref().unwrap_or_default();
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
+            .map_err(|_| fail("the user name or password holds characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        builder = builder.default_headers(reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, value)]));
+    }
+    builder.build().map_err(|err| fail(&format!("cannot build an HTTP client: {err}")))
 }
 
 fn say(text: &str) {
@@ -57,11 +93,15 @@ fn error_message(body: &serde_json::Value) -> String {
 }
 
 /// `portcullis check --registry URL IMAGE [--target REPO]`.
-pub async fn check(registry: &str, image: &str, target: Option<&str>, json: bool) -> i32 {
+pub async fn check(registry: &str, access: &Access, image: &str, target: Option<&str>, json: bool) -> i32 {
     let url = format!("{}/api/v1/verdict", registry.trim_end_matches('/'));
     let mut query = vec![("image", image)];
     query.extend(target.map(|target| ("target", target)));
-    let (status, body) = match read_answer(registry, client().get(url).query(&query).send().await).await {
+    let client = match client(access) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let (status, body) = match read_answer(registry, client.get(url).query(&query).send().await).await {
         Ok(answer) => answer,
         Err(code) => return code,
     };
@@ -85,11 +125,15 @@ pub async fn check(registry: &str, image: &str, target: Option<&str>, json: bool
 }
 
 /// `portcullis promote --registry URL SOURCE TARGET --tag T...`.
-pub async fn promote(registry: &str, source: &str, target: &str, tags: &[String], dry_run: bool, json: bool) -> i32 {
+pub async fn promote(registry: &str, access: &Access, source: &str, target: &str, tags: &[String], dry_run: bool, json: bool) -> i32 {
     let url = format!("{}/api/v1/promotions", registry.trim_end_matches('/'));
     let request = serde_json::json!({ "source": source, "target": target, "tags": tags, "dry_run": dry_run });
     let started = Instant::now();
-    let sending = client().post(url).json(&request).send();
+    let client = match client(access) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let sending = client.post(url).json(&request).send();
     tokio::pin!(sending);
     // Linking is server-side and needs no byte copy, but a large artifact with many referrers
     // can take a while: say so once a second instead of looking hung.

@@ -14,14 +14,21 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(&args)),
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
         Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
-        Command::Check { registry, image, target, json } => {
-            std::process::exit(runtime.block_on(portcullis::client::check(&registry, &image, target.as_deref(), json)))
+        Command::Check { registry, image, target, json, access } => {
+            let access = client_access(access);
+            std::process::exit(runtime.block_on(portcullis::client::check(&registry, &access, &image, target.as_deref(), json)))
         }
-        Command::Promote { registry, source, target, tags, dry_run, json } => std::process::exit(
-            runtime.block_on(portcullis::client::promote(&registry, &source, &target, &tags, dry_run, json)),
-        ),
+        Command::Promote { registry, source, target, tags, dry_run, json, access } => {
+            let access = client_access(access);
+            std::process::exit(runtime.block_on(portcullis::client::promote(&registry, &access, &source, &target, &tags, dry_run, json)))
+        }
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(audit_verify(&args)),
     }
+}
+
+/// The client's credentials: flags, and the password from the environment only.
+fn client_access(args: portcullis::cli::ClientArgs) -> portcullis::client::Access {
+    portcullis::client::Access::new(args.user, args.ca_cert, |name| std::env::var(name).ok())
 }
 
 fn load(args: &ConfigArgs) -> anyhow::Result<Config> {

@@ -37,7 +37,8 @@ impl Setup {
         std::fs::write(dir.path().join("jwks.json"), issuer_key.jwks("ci-key")).expect("write jwks");
         // bcrypt cost 4 keeps the tests fast; production hashes use `htpasswd -B` (cost 5+).
         let line = |user: &str, password: &str| format!("{user}:{}\n", bcrypt::hash(password, 4).expect("bcrypt"));
-        let htpasswd = [line("alice", "alice-pw"), line("bob", "bob-pw"), line("reader", "reader-pw")].concat();
+        let htpasswd =
+            [line("alice", "alice-pw"), line("bob", "bob-pw"), line("reader", "reader-pw"), line("release", "release-pw")].concat();
         std::fs::write(dir.path().join("htpasswd"), htpasswd).expect("write htpasswd");
         Setup { dir, pki, registry_key, issuer_key }
     }
@@ -66,6 +67,7 @@ htpasswd = "{htpasswd}"
 [auth.groups]
 admins = ["bob"]
 readers = ["reader"]
+release = ["release"]
 
 [[auth.oidc]]
 name = "github"
@@ -98,6 +100,16 @@ actions = ["admin"]
 subjects = ["anonymous"]
 repositories = ["public/**"]
 actions = ["pull"]
+
+[[auth.rules]]
+subjects = ["group:release"]
+repositories = ["build/**"]
+actions = ["pull"]
+
+[[auth.rules]]
+subjects = ["group:release"]
+repositories = ["prod/**"]
+actions = ["pull", "promote"]
 
 [[auth.rules]]
 subjects = ["cert:admission-controller"]
@@ -607,6 +619,65 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+#[tokio::test]
+async fn promotion_needs_promote_on_the_target_and_records_the_caller() {
+    let setup = Setup::new();
+    let namespaces = "\n[[namespaces]]\npattern = \"prod/**\"\ntags = \"immutable\"\npromotion_only = true\n\n[[namespaces]]\npattern = \"**\"\ntags = \"mutable\"\n";
+    let registry = TestRegistry::with_config_text(&format!("{}{namespaces}", setup.config("basic", ""))).await;
+    let bob = setup.client(&registry, Some(basic("bob", "bob-pw")));
+    let (digest, _) = bob.push_tiny_image("build/app", "v1", "promoted").await;
+    let request = serde_json::json!({"source": "build/app:v1", "target": "prod/app", "tags": ["v1"]});
+    let promote = |client: RegistryClient| {
+        let request = request.clone();
+        async move { client.client.post(client.url("/api/v1/promotions")).json(&request).send().await.unwrap() }
+    };
+
+    let res = promote(setup.client(&registry, None)).await;
+    assert_eq!(res.status(), 401, "anonymous callers are asked to log in");
+    let res = promote(setup.client(&registry, Some(basic("alice", "alice-pw")))).await;
+    assert_eq!(res.status(), 403, "alice may push to build/ but not promote into prod/");
+    assert_eq!(common::error_code(res).await, "DENIED");
+    let res = promote(setup.client(&registry, Some(basic("release", "release-pw")))).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+
+    let release = setup.client(&registry, Some(basic("release", "release-pw")));
+    let listed: serde_json::Value =
+        release.client.get(release.url("/api/v1/promotions?repository=prod/app")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["promotions"][0]["actor"], "release", "{listed}");
+    assert_eq!(listed["promotions"][0]["digest"], digest.as_str());
+    assert_eq!(get_manifest(&release, "prod/app", "v1").await.status(), 200);
+
+    // The audit log shows each caller only the repositories it administers.
+    let audit = |client: RegistryClient| async move {
+        client.client.get(client.url("/api/v1/audit")).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+    };
+    assert_eq!(audit(release.clone()).await["records"], serde_json::json!([]));
+    let records = audit(bob.clone()).await;
+    let promotion = records["records"].as_array().unwrap().iter().find(|r| r["kind"] == "promotion").expect("a promotion record");
+    assert_eq!(promotion["actor"], "release");
+
+    // The CLI logs in with --user and PORTCULLIS_PASSWORD, over TLS with --ca-cert.
+    let ca = setup.pki.dir.join("ca.crt");
+    let cli = |password: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(args).args(["--registry", &registry.base_url, "--ca-cert", ca.to_str().unwrap(), "--user", "release"]);
+        command.env_remove("PORTCULLIS_PASSWORD");
+        if let Some(password) = password {
+            command.env("PORTCULLIS_PASSWORD", password);
+        }
+        command
+    };
+    let run = |mut command: std::process::Command| async move {
+        tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap()
+    };
+    let promoted = run(cli(Some("release-pw"), &["promote", "build/app:v1", "prod/other", "--tag", "v1"])).await;
+    assert_eq!(promoted.status.code(), Some(0), "{}", String::from_utf8_lossy(&promoted.stderr));
+    let refused = run(cli(None, &["promote", "build/app:v1", "prod/third", "--tag", "v1"])).await;
+    assert_eq!(refused.status.code(), Some(2), "no password: {}", String::from_utf8_lossy(&refused.stdout));
+    let checked = run(cli(Some("release-pw"), &["check", "prod/other:v1"])).await;
+    assert_eq!(checked.status.code(), Some(0), "{}", String::from_utf8_lossy(&checked.stderr));
 }
 
 // ---------------------------------------------------------------------------------------------

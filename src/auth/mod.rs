@@ -103,7 +103,8 @@ impl Principal {
     }
 
     /// Whether the caller may do `action` to `repo`: the rules allow it and, for a token, the
-    /// token's scope includes it. Ask this for `scanner` too (gated reads without the gate).
+    /// token's scope includes it. Without `[auth]` ([`Principal::open`]) the answer is always yes;
+    /// to decide whether a gate may be skipped, ask [`Principal::may_skip_gate`] instead.
     pub fn may(&self, action: Action, repo: &str) -> bool {
         match &self.access {
             Access::Everything => true,
@@ -112,6 +113,19 @@ impl Principal {
                     scope.repositories.iter().any(|(name, actions)| name == repo && actions.allows(action))
                 });
                 in_scope && rules.allows(&self.identity, action, repo)
+            }
+        }
+    }
+
+    /// Whether the caller may read gated manifests of `repo` without the gate: an authenticated
+    /// caller holding `push` there (its own builds) or `scanner` (it scans what the gate waits
+    /// for). Never for anonymous callers, nor for anyone when auth is off, where `may` says yes to
+    /// everything and gates must still hold.
+    pub fn may_skip_gate(&self, repo: &str) -> bool {
+        match self.kind {
+            PrincipalKind::Open | PrincipalKind::Anonymous => false,
+            PrincipalKind::User | PrincipalKind::Oidc | PrincipalKind::Certificate => {
+                self.may(Action::Push, repo) || self.may(Action::Scanner, repo)
             }
         }
     }
@@ -436,11 +450,26 @@ mod tests {
     }
 
     #[test]
-    fn open_principal_may_everything() {
+    fn open_principal_may_everything_but_skip_gates() {
         let open = Principal::open();
         assert_eq!(open.name(), ANONYMOUS);
         for action in Action::ALL {
             assert!(open.may(action, "prod/app"));
         }
+        assert!(!open.may_skip_gate("prod/app"), "without auth, gates hold for everyone");
+    }
+
+    #[tokio::test]
+    async fn who_skips_gates() {
+        let auth = auth();
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let alice = auth.login("alice", "pw", here).await.unwrap();
+        assert!(alice.may_skip_gate("build/app"), "push holder");
+        assert!(!alice.may_skip_gate("public/base"), "pull only");
+        let bob = auth.login("bob", "pw", here).await.unwrap();
+        assert!(bob.may_skip_gate("prod/app"), "admin implies push and scanner");
+        assert!(!auth.anonymous().may_skip_gate("public/base"));
+        let pull_token = auth.verify_token(&auth.issue(&alice, &[Scope::parse("repository:build/app:pull").unwrap()]).token).unwrap();
+        assert!(!pull_token.may_skip_gate("build/app"), "a pull-only token does not carry push");
     }
 }
