@@ -463,6 +463,93 @@ async fn oidc_tokens_from_the_wrong_repository_or_branch_get_no_push() {
     }
 }
 
+#[tokio::test]
+async fn oidc_keys_from_a_jwks_url_are_fetched_once_and_cached() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let setup = Setup::new();
+    // The issuer's JWKS endpoint: plain HTTP on loopback, counting fetches.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_url = format!("http://{}/.well-known/jwks", listener.local_addr().unwrap());
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let jwks = setup.issuer_key.jwks("ci-key");
+    let counter = fetches.clone();
+    let jwks_server = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let response = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}", jwks.len());
+            let _ = stream.write_all(response.as_bytes()).await;
+        }
+    });
+    let config = setup.config("bearer", "").replace(
+        &format!("jwks_file = \"{}\"", setup.path("jwks.json").display()),
+        &format!("jwks_url = \"{jwks_url}\""),
+    );
+    assert!(config.contains("jwks_url"), "the config names the URL");
+    let registry = TestRegistry::with_config_text(&config).await;
+    let api = setup.client(&registry, None);
+    assert_eq!(fetches.load(Ordering::SeqCst), 0, "nothing is fetched before a token arrives");
+
+    let scope = "repository:build/myorg/myrepo/app:pull,push";
+    for _ in 0..3 {
+        let token = bearer(&api, Some(&format!("Bearer {}", setup.oidc_token(serde_json::json!({})))), &[scope]).await;
+        assert_eq!(claims_of(&token)["access"][0]["actions"], serde_json::json!(["pull", "push"]));
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "the JWKS is fetched once and cached");
+
+    // A key id the cached set lacks may mean rotation, but refetches are rate-limited.
+    let mut claims = claims_of(&setup.oidc_token(serde_json::json!({})));
+    claims["exp"] = serde_json::json!(now() + 300);
+    let unknown_kid = setup.issuer_key.sign(Some("rotated"), &claims);
+    let (status, _) = token(&api, Some(&format!("Bearer {unknown_kid}")), &[scope]).await;
+    assert_eq!(status, 401);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1, "no refetch within a minute of the last");
+    jwks_server.abort();
+}
+
+#[tokio::test]
+async fn a_reload_applies_new_users_and_rules_and_keeps_failure_counts() {
+    let setup = Setup::new();
+    let throttle = "\n[auth.throttle]\nfailures_per_address = 100\nfailures_per_user = 2\nwindow_secs = 600\n";
+    let with_throttle = |text: String| text.replace("\n[auth.groups]", &format!("{throttle}\n[auth.groups]"));
+    let registry = TestRegistry::with_config_text(&with_throttle(setup.config("basic", ""))).await;
+    let api = setup.client(&registry, None);
+    let status_of = |user: &str, password: &str| {
+        let request = api.client.get(api.url("/v2/")).header("authorization", basic(user, password));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status_of("carol", "carol-pw").await, 401, "carol does not exist yet");
+    assert_eq!(status_of("alice", "wrong").await, 401);
+    assert_eq!(status_of("alice", "wrong").await, 401);
+    assert_eq!(status_of("alice", "alice-pw").await, 429, "alice is blocked");
+
+    let mut htpasswd = std::fs::read_to_string(setup.path("htpasswd")).unwrap();
+    htpasswd.push_str(&format!("carol:{}\n", bcrypt::hash("carol-pw", 4).unwrap()));
+    std::fs::write(setup.path("htpasswd"), htpasswd).unwrap();
+    let overrides = portcullis::config::Overrides { data_dir: Some(registry.data_dir.clone()), ..Default::default() };
+    let config = portcullis::config::Config::parse(&with_throttle(setup.config("basic", "")), "reloaded", &overrides).unwrap();
+    registry.reload(config).expect("reload");
+
+    assert_eq!(status_of("carol", "carol-pw").await, 200, "the new user logs in");
+    assert_eq!(status_of("alice", "alice-pw").await, 429, "a reload does not lift a block");
+    // Turning TLS off needs a restart: refused whole.
+    let plain = portcullis::config::Config::parse("[auth]\n", "plain", &overrides).unwrap();
+    let err = registry.reload(plain).unwrap_err();
+    assert!(err.contains("needs a restart"), "{err}");
+    assert_eq!(status_of("carol", "carol-pw").await, 200, "the configuration in force stays");
+}
+
 async fn token_response(api: &RegistryClient, authorization: &str, scope: &str) -> (u16, serde_json::Value) {
     token(api, Some(authorization), &[scope]).await
 }
