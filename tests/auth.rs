@@ -1040,3 +1040,22 @@ async fn podman_round_trip(setup: &Setup, registry: &TestRegistry, seed: u64) {
     let denied = clients.podman(&["push", "--cert-dir", cert_dir, &policy, &remote, &prod]).await;
     assert!(!denied.status.success(), "alice pushed to prod/ with podman");
 }
+
+/// The gate is for consumers: who may push (docker HEADs what it just pushed) reads a gated
+/// manifest without evidence; a pull-only reader gets the gate's denial, on GET and HEAD alike.
+#[tokio::test]
+async fn pushers_read_past_the_gate_and_readers_do_not() {
+    let setup = Setup::new();
+    let gated = "\n[[trust.keys]]\nname = \"ci\"\npublic_key = \"absent-ci.pub\"\noptional = true\n\n[[namespaces]]\npattern = \"build/**\"\n[namespaces.gate]\nsigned_by = [\"ci\"]\n";
+    let registry = TestRegistry::with_config_text(&format!("{}{gated}", setup.config("basic", ""))).await;
+    let alice = setup.client(&registry, Some(basic("alice", "alice-pw")));
+    let reader = setup.client(&registry, Some(basic("reader", "reader-pw")));
+    alice.push_tiny_image("build/gated", "v1", "gated").await;
+
+    assert_eq!(get_manifest(&alice, "build/gated", "v1").await.status(), 200, "push holder skips the gate");
+    let res = get_manifest(&reader, "build/gated", "v1").await;
+    assert_eq!(res.status(), 403);
+    assert!(res.text().await.unwrap().contains("no signature from trusted identity 'ci'"));
+    let head = reader.client.head(reader.url("/v2/build/gated/manifests/v1")).send().await.unwrap();
+    assert_eq!(head.status(), 403, "HEAD gives the reader the same answer as GET");
+}

@@ -143,7 +143,7 @@ async fn dispatch(
         Endpoint::UploadStatus { name, upload_id } => uploads::status(registry, &name, &upload_id).await,
         Endpoint::CancelUpload { name, upload_id } => uploads::cancel(registry, &name, &upload_id).await,
         Endpoint::GetManifest { name, reference, head } => {
-            manifests::get(registry, &name, &reference, head, headers, caller.principal.name()).await
+            manifests::get(registry, &name, &reference, head, headers, &caller.principal).await
         }
         Endpoint::PutManifest { name, reference, tags } => {
             manifests::put(registry, &name, &reference, &tags, headers, body).await
