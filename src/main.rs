@@ -58,6 +58,12 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     let registry = portcullis::server::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let running = portcullis::server::start(registry, listener).await?;
+    // Handlers are installed before the listen line, so a signal sent as soon as it appears is
+    // handled, not fatal.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    let hangups = signal(SignalKind::hangup()).context("cannot install a SIGHUP handler")?;
     // One plain line on stdout, for people and for scripts that start the server on port 0.
     writeln!(
         std::io::stdout(),
@@ -65,8 +71,11 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
         running.local_addr
     )?;
     std::io::stdout().flush()?;
-    tokio::spawn(reload_on_hangup(running.reloader.clone(), args.clone()));
-    shutdown_signal().await;
+    tokio::spawn(reload_on_hangup(hangups, running.reloader.clone(), args.clone()));
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
@@ -74,11 +83,7 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
 
 /// SIGHUP reloads policy, trust, access rules and the TLS certificate from the same sources; an
 /// invalid configuration is refused and the one in force stays. Connections are not touched.
-async fn reload_on_hangup(reloader: portcullis::server::Reloader, args: ConfigArgs) {
-    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        tracing::warn!("cannot install a SIGHUP handler; configuration reload is unavailable");
-        return;
-    };
+async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: portcullis::server::Reloader, args: ConfigArgs) {
     while hangups.recv().await.is_some() {
         let reloaded = Config::load(args.config.as_deref(), &args.overrides())
             .map_err(|err| err.to_string())
@@ -90,15 +95,6 @@ async fn reload_on_hangup(reloader: portcullis::server::Reloader, args: ConfigAr
             Ok(revision) => tracing::info!(revision = %revision, "configuration reloaded"),
             Err(err) => tracing::error!(error = %err, "configuration reload refused; the previous one stays in force"),
         }
-    }
-}
-
-async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler only fails outside Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
     }
 }
 
