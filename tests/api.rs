@@ -6,10 +6,9 @@
 mod common;
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{sha256, tiny_manifest, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+use common::{blob_key, sha256, tiny_manifest, TestRegistry, OCI_INDEX, OCI_MANIFEST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -311,32 +310,6 @@ async fn paginate(reg: &TestRegistry, first: &str, key: &str, link_prefix: &str,
     (seen, pages)
 }
 
-/// Where the filesystem store keeps a blob's bytes.
-fn blob_path(reg: &TestRegistry, digest: &str) -> PathBuf {
-    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
-    reg.data_dir.join("store/objects/blobs/sha256").join(&hex[..2]).join(hex)
-}
-
-/// Every file below `dir`, as paths relative to it.
-fn files_below(dir: &Path) -> Vec<String> {
-    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries {
-            let entry = entry.expect("dir entry");
-            let name = format!("{rel}{}", entry.file_name().to_string_lossy());
-            if entry.file_type().expect("file type").is_dir() {
-                walk(&entry.path(), &format!("{name}/"), out);
-            } else {
-                out.push(name);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, "", &mut out);
-    out.sort();
-    out
-}
-
 /// A blob's bytes and the descriptor JSON for it.
 fn descriptor(media_type: &str, bytes: &[u8]) -> String {
     format!(r#"{{"mediaType":"{media_type}","digest":"{}","size":{}}}"#, sha256(bytes), bytes.len())
@@ -418,9 +391,9 @@ async fn blob_reads_ranges_isolation_and_delete() {
     assert_no_blob(&reg, "team/b", &digest).await;
     reg.push_blob("team/b", &data).await;
     assert_blob(&reg, "team/b", &digest, &data).await;
-    assert!(blob_path(&reg, &digest).is_file());
+    assert!(reg.has_object(&blob_key(&digest)).await);
     let hex = &digest["sha256:".len()..];
-    assert_eq!(files_below(&reg.data_dir.join("store/objects/blobs")), [format!("sha256/{}/{hex}", &hex[..2])]);
+    assert_eq!(reg.stored_keys("blobs/").await, [format!("sha256/{}/{hex}", &hex[..2])]);
 
     // DELETE removes it from that repository only.
     let reply = check(&reg, Req::new("DELETE", &path), 202, &[]).await;
@@ -598,7 +571,7 @@ async fn upload_errors() {
     check(&reg, Req::new("PUT", with_query(&up, &format!("digest={wrong}"))), 400, &["DIGEST_INVALID"]).await;
     assert_no_blob(&reg, "team/up", &wrong).await;
     assert_no_blob(&reg, "team/up", &sha256(&data)).await;
-    assert!(!blob_path(&reg, &sha256(&data)).exists());
+    assert!(!reg.has_object(&blob_key(&sha256(&data))).await);
 
     // Cancel: 204, then the session is unknown to every method.
     let location = start_upload(&reg, "team/up").await;
@@ -667,9 +640,9 @@ async fn client_hanging_up_mid_upload_leaves_nothing_visible() {
     })
     .await;
     assert_no_blob(&reg, "team/drop", &digest).await;
-    assert!(!blob_path(&reg, &digest).exists());
+    assert!(!reg.has_object(&blob_key(&digest)).await);
     assert_eq!(metric(&reg, "portcullis_upload_sessions_open").await, Some(0.0), "the broken upload's session is still open");
-    assert_eq!(files_below(&reg.data_dir.join("store/staging")), Vec::<String>::new(), "staged bytes left behind");
+    assert_eq!(reg.staged_uploads().await, Vec::<String>::new(), "staged bytes left behind");
 
     // A chunked session survives a chunk that broke off: the offset is where it was.
     let location = start_upload(&reg, "team/drop").await;
@@ -924,12 +897,14 @@ async fn hostile_names_are_refused_and_create_nothing() {
         assert_eq!(json["errors"][0]["code"], *code, "{method} {target}: {body}");
     }
     assert!(catalog(&reg).await.is_empty(), "a hostile request created a repository");
+    // Nothing escaped into the file system (where the filesystem store lives, and the index on
+    // either backend), nor into the store's keys.
     for dir in reg.data_dir.join("store/objects/repositories").ancestors().take(8) {
         assert!(!dir.join(&marker).exists(), "{} exists", dir.join(&marker).display());
     }
-    let stored = files_below(&reg.data_dir.join("store/objects"));
+    let stored = reg.stored_keys("").await;
     assert!(stored.iter().all(|f| !f.contains(&marker) && !f.contains(&marker.to_uppercase())), "{stored:?}");
-    assert!(!blob_path(&reg, &digest).exists(), "a refused push stored its blob");
+    assert!(!reg.has_object(&blob_key(&digest)).await, "a refused push stored its blob");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1146,16 +1121,16 @@ async fn parallel_pushes_of_one_blob_and_of_many() {
     futures::future::join_all((0..16).map(|_| push(same.clone()))).await;
     assert_blob(&reg, repo, &digest, &same).await;
     let hex = &digest["sha256:".len()..];
-    assert_eq!(files_below(&reg.data_dir.join("store/objects/blobs")), [format!("sha256/{}/{hex}", &hex[..2])], "stored once");
-    assert!(blob_path(&reg, &digest).is_file());
+    assert_eq!(reg.stored_keys("blobs/").await, [format!("sha256/{}/{hex}", &hex[..2])], "stored once");
+    assert!(reg.has_object(&blob_key(&digest)).await);
 
     let many: Vec<Vec<u8>> = (0..16u8).map(|i| vec![i; 100_000 + usize::from(i)]).collect();
     futures::future::join_all(many.iter().map(|bytes| push(bytes.clone()))).await;
     for bytes in &many {
         assert_blob(&reg, repo, &sha256(bytes), bytes).await;
     }
-    assert_eq!(files_below(&reg.data_dir.join("store/objects/blobs")).len(), 17);
-    assert_eq!(files_below(&reg.data_dir.join("store/staging")), Vec::<String>::new(), "no staged bytes left");
+    assert_eq!(reg.stored_keys("blobs/").await.len(), 17);
+    assert_eq!(reg.staged_uploads().await, Vec::<String>::new(), "no staged bytes left");
     assert_eq!(metric(&reg, "portcullis_upload_sessions_open").await, Some(0.0));
 }
 

@@ -1,15 +1,23 @@
 //! The one test harness: a real portcullis server in-process on an ephemeral loopback port, with
 //! its data in a temp dir, and small helpers to talk to it over real HTTP.
+//!
+//! The store is a directory in the temp dir, or with `PORTCULLIS_TEST_BACKEND=s3` a fresh bucket
+//! on the S3 server of the `PORTCULLIS_TEST_S3_*` variables (see [`s3`]); the index stays in the
+//! temp dir either way. Tests that look at what is stored do so through the store
+//! ([`TestRegistry::stored_keys`] and friends), so that they hold on both backends.
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of the harness
 
 pub mod clients;
 pub mod cosign;
 pub mod images;
 pub mod pki;
+pub mod s3;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use portcullis::config::Config;
+use portcullis::config::{Config, StorageConfig};
 use sha2::Digest as _;
 
 /// A running registry and the temp dir holding its data. Dereferences to its [`RegistryClient`].
@@ -18,7 +26,7 @@ pub struct TestRegistry {
     pub api: RegistryClient,
     /// `127.0.0.1:PORT`
     pub host: String,
-    /// The data directory (store and index).
+    /// The data directory: the index, and the store on the filesystem backend.
     pub data_dir: PathBuf,
     /// The configuration it runs with.
     pub config: Config,
@@ -48,19 +56,22 @@ impl TestRegistry {
         TestRegistry::with_config(|_| {}).await
     }
 
-    /// The embedded default, edited by `edit`.
+    /// The embedded default on the run's backend, edited by `edit` (which may choose the storage).
     pub async fn with_config(edit: impl FnOnce(&mut Config)) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::embedded_default(dir.path());
+        config.storage = run_storage(config.storage).await;
         edit(&mut config);
         TestRegistry::launch(config, dir).await
     }
 
-    /// A registry running the TOML configuration `text`, with its data in a temp dir.
+    /// A registry running the TOML configuration `text`, with its data in a temp dir. A text that
+    /// names no backend runs on the run's backend.
     pub async fn with_config_text(text: &str) -> TestRegistry {
         let dir = tempfile::tempdir().expect("temp dir");
         let overrides = portcullis::config::Overrides { data_dir: Some(dir.path().to_owned()), ..Default::default() };
-        let config = Config::parse(text, "test config", &overrides).expect("valid test config");
+        let mut config = Config::parse(text, "test config", &overrides).expect("valid test config");
+        config.storage = run_storage(config.storage).await;
         TestRegistry::launch(config, dir).await
     }
 
@@ -107,6 +118,59 @@ impl TestRegistry {
         RegistryClient { base_url: self.api.base_url.clone(), client }
     }
 
+    /// The running registry (for what has no HTTP API, such as the upload janitor).
+    pub fn registry(&self) -> &Arc<portcullis::registry::Registry> {
+        &self.running.as_ref().expect("the registry is running").registry
+    }
+
+    /// The object store the registry runs on: its own while it runs, else opened anew.
+    pub async fn store(&self) -> Arc<dyn storage::BlobStore> {
+        match &self.running {
+            Some(running) => running.registry.metadata.store().clone(),
+            None => portcullis::server::open_store(&self.config).await.expect("open the store"),
+        }
+    }
+
+    /// Every key in the store below `prefix` (empty, or ending in `/`), relative to it, in order:
+    /// what the registry stored, on either backend. Staged uploads are not keys.
+    pub async fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        let store = self.store().await;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let page = store.list(prefix, keys.last().map(String::as_str), 1000, false).await.expect("list the store");
+            keys.extend(page.entries);
+            if !page.truncated {
+                return keys;
+            }
+        }
+    }
+
+    /// Whether the store holds an object under `key`.
+    pub async fn has_object(&self, key: &str) -> bool {
+        self.store().await.stat(key).await.expect("stat in the store").is_some()
+    }
+
+    /// The ids of the staged uploads the store holds (bytes of open or abandoned sessions).
+    pub async fn staged_uploads(&self) -> Vec<String> {
+        let mut ids = self.store().await.stale_stages(Duration::ZERO).await.expect("list staged uploads");
+        ids.sort();
+        ids
+    }
+}
+
+/// The storage of a test registry: on the S3 backend (`PORTCULLIS_TEST_BACKEND=s3`) a fresh
+/// bucket in place of the filesystem default; a configuration that chose S3 itself keeps it.
+async fn run_storage(configured: StorageConfig) -> StorageConfig {
+    match (s3::backend(), configured) {
+        (s3::Backend::S3, StorageConfig::Fs { .. }) => StorageConfig::S3(s3::TestS3::required().fresh_storage().await),
+        (_, configured) => configured,
+    }
+}
+
+/// The store key of a blob's bytes: `blobs/sha256/<2 hex>/<hex>`.
+pub fn blob_key(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    format!("blobs/sha256/{}/{hex}", &hex[..2])
 }
 
 impl RegistryClient {
