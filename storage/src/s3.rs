@@ -499,6 +499,18 @@ fn total_of_content_range(content_range: &str) -> Option<u64> {
     content_range.rsplit_once('/')?.1.parse().ok()
 }
 
+/// `body` with its first non-empty chunk already read (and put back in front), or `None` when
+/// it has no bytes at all.
+async fn first_chunk(mut body: ByteStream) -> Result<Option<ByteStream>> {
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if !chunk.is_empty() {
+            return Ok(Some(Box::pin(futures::stream::once(async { Ok(chunk) }).chain(body))));
+        }
+    }
+    Ok(None)
+}
+
 fn body_stream(body: aws_sdk_s3::primitives::ByteStream) -> ByteStream {
     Box::pin(futures::stream::try_unfold(body, |mut body| async move {
         match body.try_next().await {
@@ -1146,8 +1158,22 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn stage_append(&self, id: &str, offset: u64, mut body: ByteStream) -> Result<u64> {
+    async fn stage_append(&self, id: &str, offset: u64, body: ByteStream) -> Result<u64> {
         let dir = self.stage_dir(id)?;
+        // An empty body changes nothing, so it is not refused while a commit is pending: a client
+        // that retries `PUT ?digest=` after a failed commit sends an empty last chunk, and the
+        // commit that follows takes over the pending one.
+        let Some(first) = first_chunk(body).await? else {
+            let size = self.read_state(&dir).await?.map(|(state, _)| state.size());
+            return match size {
+                None => Err(BlobStoreError::NotFound(id.to_owned())),
+                Some(size) if size != offset => {
+                    Err(BlobStoreError::PreconditionFailed(format!("{id} holds {size} bytes, not {offset}")))
+                }
+                Some(_) => Ok(offset),
+            };
+        };
+        let mut body = first;
         let Some((state, state_etag)) = self.read_state(&dir).await? else {
             return Err(BlobStoreError::NotFound(id.to_owned()));
         };

@@ -246,7 +246,8 @@ async fn failed_append_removes_its_parts() {
 }
 
 /// A commit that died after starting its multipart upload leaves the upload in the state; the
-/// stage refuses appends, and a new commit or an abort cleans the upload up.
+/// stage refuses appends (empty ones change nothing and pass), and a new commit or an abort
+/// cleans the upload up.
 #[tokio::test]
 async fn interrupted_commit_is_recovered() {
     let Some(s3) = common::TestS3::from_env() else { return };
@@ -272,6 +273,10 @@ async fn interrupted_commit_is_recovered() {
             store.stage_append(id, content.len() as u64, chunked(b"more", 4)).await,
             BlobStoreError::PreconditionFailed(_)
         );
+        // An empty append changes nothing, so it passes: it is what a client's retried
+        // `PUT ?digest=` sends after a failed commit, before committing again.
+        assert_eq!(store.stage_append(id, content.len() as u64, byte_stream(Vec::new())).await.unwrap(), content.len() as u64);
+        assert_err!(store.stage_append(id, 0, byte_stream(Vec::new())).await, BlobStoreError::PreconditionFailed(_));
         if finish_by_commit {
             store.stage_commit(id, &format!("blobs/{id}")).await.unwrap();
             assert!(read(&store, &format!("blobs/{id}")).await == content);
