@@ -1,0 +1,653 @@
+//! The registry on S3, where it differs from the filesystem: several processes over one bucket,
+//! an S3 server that goes away in the middle of a push, and blob downloads redirected to the bucket.
+//! (The whole API, client and tag-rule suites also run on S3: `PORTCULLIS_TEST_BACKEND=s3`.)
+//!
+//! Every test returns early without `PORTCULLIS_TEST_S3_ENDPOINT`, and fails instead under `CI` or
+//! `PORTCULLIS_REQUIRE_S3` (see `tests/common/s3.rs`). Each test has a bucket of its own.
+//!
+//! The fault test puts [`FaultProxy`], a TCP proxy written here, between the registry and the S3
+//! server: "the S3 server stops" is the proxy dropping every connection and every new one, while
+//! the server keeps its data, as a network partition or a restarting load balancer would.
+//! Large bodies come from a generator ([`generated`]) and are never held whole in memory.
+
+mod common;
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::clients::Clients;
+use common::s3::{multipart_uploads, raw_keys, storage_toml, TestS3};
+use common::{error_code, images, sha256, tiny_manifest, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
+use futures::{Stream, StreamExt};
+use portcullis::config::StorageConfig;
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: u64 = 1 << 20;
+
+const NAMESPACES: &str = r#"
+[[namespaces]]
+pattern = "once/**"
+tags = "write-once"
+
+[[namespaces]]
+pattern = "**"
+tags = "mutable"
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Two processes over one bucket
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_one_bucket() {
+    let Some(s3) = TestS3::from_env() else { return };
+    let storage = s3.fresh_storage().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // One bucket and prefix, one index per process: two replicas behind a load balancer.
+    let nodes: Vec<ServerProcess> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let text = format!(
+                "[storage]\nbackend = \"s3\"\ndata_dir = {:?}\n{}{NAMESPACES}",
+                dir.path().join(name),
+                storage_toml(&storage)
+            );
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(&path, text).expect("write config");
+            ServerProcess::spawn(&path)
+        })
+        .collect();
+    let (a, b) = (RegistryClient::new(&nodes[0].base_url), RegistryClient::new(&nodes[1].base_url));
+
+    // Pushed through A, pulled through B: the manifest by tag, and every blob, byte for byte.
+    let repo = "build/app";
+    let (manifest_digest, manifest) = a.push_tiny_image(repo, "v1", "two nodes").await;
+    let big = patterned(12 * MIB as usize, 1);
+    let big_digest = push_chunked(&a, repo, &big, 5 * MIB as usize).await;
+    let res = get(&b, &format!("/v2/{repo}/manifests/v1")).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["docker-content-digest"], manifest_digest.as_str());
+    assert_eq!(res.bytes().await.expect("manifest body"), manifest);
+    for (digest, bytes) in [(big_digest.clone(), big.clone()), (sha256(b"layer of two nodes"), b"layer of two nodes".to_vec())] {
+        let res = get(&b, &format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(res.status(), 200, "{digest} through B");
+        assert_eq!(res.headers()["docker-content-digest"], digest.as_str());
+        let served = res.bytes().await.expect("blob body");
+        assert!(served == bytes, "B serves other bytes for {digest}");
+    }
+
+    // A chunked upload started on A (POST + PATCH) and finished on B (PATCH + PUT ?digest=): B
+    // has no running hash and rebuilds it from the bytes staged in the bucket.
+    let data = patterned(11 * MIB as usize + 123, 2);
+    let digest = sha256(&data);
+    let location = start_upload(&a, repo).await;
+    let first = 6 * MIB as usize;
+    let location = patch(&a, &location, 0, data[..first].to_vec()).await;
+    let second = 10 * MIB as usize;
+    let location = patch(&b, &location, first as u64, data[first..second].to_vec()).await;
+    let res = b
+        .client
+        .put(b.url(&with_query(&location, &format!("digest={digest}"))))
+        .header("content-range", format!("{second}-{}", data.len() - 1))
+        .body(data[second..].to_vec())
+        .send()
+        .await
+        .expect("PUT through B");
+    assert_eq!(res.status(), 201, "finish on B: {}", res.text().await.unwrap_or_default());
+    for node in [&a, &b] {
+        let res = get(node, &format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(res.status(), 200);
+        assert!(res.bytes().await.expect("blob body") == data, "the blob finished on B differs");
+    }
+
+    // 16 create-only writes of one write-once tag, half through A and half through B, each with
+    // other content: exactly one wins, and both nodes serve the winner.
+    let race_repo = "once/race";
+    let manifests = distinct_manifests(&a, race_repo, 16).await;
+    let tasks: Vec<_> = manifests
+        .iter()
+        .enumerate()
+        .map(|(i, manifest)| {
+            let node = [&a, &b][i % 2];
+            let request = node
+                .client
+                .put(node.url(&format!("/v2/{race_repo}/manifests/v1")))
+                .header("content-type", OCI_MANIFEST)
+                .body(manifest.clone());
+            tokio::spawn(async move { request.send().await.expect("racing PUT").status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("racing task"));
+    }
+    let winners: Vec<usize> = (0..statuses.len()).filter(|&i| statuses[i] == 201).collect();
+    assert_eq!(winners.len(), 1, "statuses: {statuses:?}");
+    assert!(statuses.iter().all(|status| *status == 201 || *status == 403), "statuses: {statuses:?}");
+    let winner = &manifests[winners[0]];
+    for node in [&a, &b] {
+        let res = get(node, &format!("/v2/{race_repo}/manifests/v1")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["docker-content-digest"], sha256(winner).as_str());
+        assert!(res.bytes().await.expect("manifest body") == *winner);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The S3 server goes away in the middle of a push
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_survives_the_s3_server_going_away() {
+    let Some(s3) = TestS3::from_env() else { return };
+    let mut storage = s3.fresh_storage().await;
+    let (bucket, prefix) = (storage.bucket.clone(), format!("{}/", storage.prefix));
+    let upstream: SocketAddr = s3.endpoint.strip_prefix("http://").and_then(|addr| addr.parse().ok()).expect("an http://IP:PORT endpoint");
+    let proxy = FaultProxy::start(upstream).await;
+    // Through the proxy, failing fast once it is cut.
+    storage.endpoint = Some(proxy.endpoint());
+    storage.timeout_secs = 5;
+    storage.max_retries = 1;
+    let registry = TestRegistry::with_config(|config| config.storage = StorageConfig::S3(storage)).await;
+    let behind = s3.client().await;
+
+    const SIZE: u64 = 200 * MIB;
+    const CHUNK: u64 = 20 * MIB;
+    const SEED: u64 = 200;
+    let repo = "build/big";
+    let digest = generated_digest(SEED, SIZE).await;
+    let config_blob = br#"{"architecture":"amd64","os":"linux"}"#;
+    let config_digest = registry.push_blob(repo, config_blob).await;
+    let manifest = tiny_manifest(&config_digest, config_blob.len(), &digest, SIZE as usize, None);
+    let blob_path = format!("/v2/{repo}/blobs/{digest}");
+
+    // Attempt 1: chunked, and the S3 server goes away after 100 MiB have reached it.
+    let failed_location = start_upload(&registry, repo).await;
+    let failed_id = failed_location.rsplit('/').next().expect("upload id").to_owned();
+    proxy.cut_after_bytes(100 * MIB);
+    let (mut offset, mut location) = (0, failed_location.clone());
+    let failure = loop {
+        assert!(offset < SIZE, "the whole push went through although the S3 server went away");
+        let end = (offset + CHUNK).min(SIZE);
+        match try_patch(&registry, &location, offset..end, SEED).await {
+            Ok(next) => (offset, location) = (end, next),
+            Err(failure) => break failure,
+        }
+    };
+    assert!(!proxy.is_up(), "the push failed before the S3 server went away: {failure:?}");
+    assert!(offset >= 80 * MIB, "failed at {offset}, before the cut: {failure:?}");
+    failure.assert_unavailable("the PATCH in flight");
+
+    // While S3 is away, the registry says so: 503 UNAVAILABLE, for uploads and reads alike.
+    let res = registry.client.post(registry.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.expect("POST");
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(res).await, "UNAVAILABLE");
+    let res = registry.client.get(registry.url(&blob_path)).send().await.expect("GET blob");
+    assert_eq!(res.status(), 503);
+    assert_eq!(error_code(res).await, "UNAVAILABLE");
+
+    // Back again: nothing of the failed attempt is visible, and no tag points anywhere.
+    proxy.restore();
+    let res = registry.client.head(registry.url(&blob_path)).send().await.expect("HEAD blob");
+    assert_eq!(res.status(), 404, "a partial blob is visible");
+    let res = registry.client.head(registry.url(&format!("/v2/{repo}/manifests/v1"))).send().await.expect("HEAD tag");
+    assert_eq!(res.status(), 404, "a tag dangles");
+    let failed_staging = format!("{prefix}~staging/{failed_id}/");
+    assert!(!raw_keys(&behind, &bucket, &failed_staging).await.is_empty(), "the failed attempt left nothing for the janitor");
+
+    // Attempt 2, from scratch. Its commit (a multipart copy in the bucket) is cut as well, at
+    // its first part copy; retrying the PUT finishes the same upload.
+    let mut location = start_upload(&registry, repo).await;
+    let mut offset = 0;
+    while offset < SIZE {
+        let end = (offset + CHUNK).min(SIZE);
+        location = try_patch(&registry, &location, offset..end, SEED).await.unwrap_or_else(|failure| panic!("PATCH {offset}: {failure:?}"));
+        offset = end;
+    }
+    let finish = with_query(&location, &format!("digest={digest}"));
+    proxy.cut_on(b"x-id=UploadPartCopy");
+    let failure = try_request(registry.client.put(registry.url(&finish))).await.expect_err("the commit went through a cut");
+    assert!(!proxy.is_up(), "the commit failed before the S3 server went away: {failure:?}");
+    failure.assert_unavailable("the commit");
+    proxy.restore();
+    let res = registry.client.head(registry.url(&blob_path)).send().await.expect("HEAD blob");
+    assert_eq!(res.status(), 404, "a blob whose commit failed is visible");
+    let res = registry.client.put(registry.url(&finish)).send().await.expect("PUT again");
+    assert_eq!(res.status(), 201, "the retried commit: {}", res.text().await.unwrap_or_default());
+    let res = registry.put_manifest(repo, "v1", OCI_MANIFEST, manifest.as_bytes()).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap_or_default());
+
+    // The pull: the tag, and the blob's bytes hash to its digest.
+    let res = registry.client.head(registry.url(&format!("/v2/{repo}/manifests/v1"))).send().await.expect("HEAD tag");
+    assert_eq!(res.headers()["docker-content-digest"], sha256(manifest.as_bytes()).as_str());
+    let res = registry.client.get(registry.url(&blob_path)).send().await.expect("GET blob");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], SIZE.to_string().as_str());
+    let (n_bytes, pulled) = hash_stream(res.bytes_stream()).await;
+    assert_eq!((n_bytes, pulled), (SIZE, digest.clone()), "the pulled blob");
+
+    // The janitor (with every session overdue) removes what the failed attempt left in the bucket.
+    let mut config = (*registry.registry().config()).clone();
+    config.registry.upload_timeout = Duration::ZERO;
+    registry.reload(config).expect("reload with upload_timeout 0");
+    let n_expired = registry.registry().expire_uploads().await.expect("janitor");
+    assert!(n_expired >= 1, "the janitor found nothing to remove");
+    assert_eq!(raw_keys(&behind, &bucket, &format!("{prefix}~staging/")).await, Vec::<String>::new(), "staging objects left");
+    assert_eq!(multipart_uploads(&behind, &bucket, &prefix).await, Vec::<String>::new(), "multipart uploads left");
+    assert_eq!(registry.stored_keys("uploads/").await, Vec::<String>::new(), "upload sessions left");
+    let mut blobs = registry.stored_keys("blobs/").await;
+    blobs.sort();
+    let mut expected: Vec<String> = [&config_digest, &digest, &sha256(manifest.as_bytes())]
+        .iter()
+        .map(|digest| common::blob_key(digest).trim_start_matches("blobs/").to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(blobs, expected, "stored blobs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Blob downloads redirected to the bucket
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_get_redirects_to_a_presigned_url() {
+    let Some(s3) = TestS3::from_env() else { return };
+    let mut storage = s3.fresh_storage().await;
+    storage.redirect_blobs = true;
+    let registry = TestRegistry::with_config(|config| config.storage = StorageConfig::S3(storage)).await;
+    let repo = "build/app";
+    let bytes = patterned(3 * MIB as usize + 7, 3);
+    let digest = registry.push_blob(repo, &bytes).await;
+    let path = format!("/v2/{repo}/blobs/{digest}");
+
+    // The registry's client follows no redirects: the 307 itself, then the URL by hand.
+    let res = get(&registry, &path).await;
+    assert_eq!(res.status(), 307);
+    assert_eq!(res.headers()["docker-content-digest"], digest.as_str());
+    let location = res.headers()["location"].to_str().expect("ASCII Location").to_owned();
+    assert!(location.starts_with(&format!("{}/", s3.endpoint)), "Location {location} is not on the S3 server");
+    assert!(location.contains("X-Amz-Signature="), "Location {location} is not presigned");
+    let fetched = reqwest::Client::new().get(&location).send().await.expect("GET the presigned URL");
+    assert_eq!(fetched.status(), 200);
+    assert!(fetched.bytes().await.expect("presigned body") == bytes, "the presigned URL serves other bytes");
+
+    // HEAD is answered by the registry; unknown blobs are not redirected.
+    let res = registry.client.head(registry.url(&path)).send().await.expect("HEAD");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-length"], bytes.len().to_string().as_str());
+    let res = get(&registry, &format!("/v2/{repo}/blobs/{}", sha256(b"never pushed"))).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(error_code(res).await, "BLOB_UNKNOWN");
+    let res = get(&registry, &format!("/v2/build/other/blobs/{digest}")).await;
+    assert_eq!(res.status(), 404, "a blob of another repository is redirected");
+
+    // skopeo pulls an image through the redirects: every blob it fetched came from the bucket.
+    let clients = Clients::new();
+    let image = images::multi_layer_image(&clients.path("image"), "v1", 3, 21);
+    let remote = format!("docker://{}/build/skopeo:v1", registry.host);
+    clients.skopeo("copy", &["--preserve-digests", "--dest-tls-verify=false", &image.oci_ref(), &remote]).await.ok();
+    let before = blob_gets(&registry).await;
+    let pulled = clients.path("pulled");
+    let pulled_ref = format!("oci:{}:v1", pulled.display());
+    clients.skopeo("copy", &["--preserve-digests", "--src-tls-verify=false", &remote, &pulled_ref]).await.ok();
+    let after = blob_gets(&registry).await;
+    assert_eq!(images::index_json_digest(&pulled, "v1"), image.manifest_digest);
+    let pulled_blobs: Vec<String> = images::blob_paths(&pulled).iter().map(|path| images::sha256_file(path)).collect();
+    let mut expected = image.blob_digests.clone();
+    expected.sort();
+    assert_eq!(pulled_blobs, expected, "blobs after the round trip");
+    // Config and three layers: four blob GETs, all answered with a redirect.
+    assert!(after.redirected - before.redirected >= 4, "blob GETs: before {before:?}, after {after:?}");
+    assert_eq!(after.served, before.served, "the registry served blob bytes itself: before {before:?}, after {after:?}");
+}
+
+/// Blob GETs the registry answered so far, from its metrics.
+#[derive(Debug, Clone, Copy)]
+struct BlobGets {
+    redirected: u64,
+    served: u64,
+}
+
+async fn blob_gets(registry: &TestRegistry) -> BlobGets {
+    let text = get(registry, "/metrics").await.text().await.expect("metrics");
+    let count = |status: &str| {
+        let sample = format!("portcullis_http_requests_total{{endpoint=\"get_blob\",method=\"GET\",status=\"{status}\"}} ");
+        text.lines().find_map(|line| line.strip_prefix(&sample)?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    BlobGets { redirected: count("307"), served: count("200") + count("206") }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A TCP proxy that can be cut
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream`. Cut, it drops every open connection and
+/// closes every new one as soon as it is accepted, until restored. It can cut itself: after a
+/// number of bytes sent upstream, or when a byte pattern passes upstream (the bytes that trigger
+/// the cut are not forwarded). At most [`MAX_CONNECTIONS`] connections at once, each with two
+/// fixed buffers.
+struct FaultProxy {
+    addr: SocketAddr,
+    shared: Arc<ProxyShared>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+const MAX_CONNECTIONS: usize = 64;
+const PROXY_BUFFER: usize = 64 << 10;
+
+struct ProxyShared {
+    upstream: SocketAddr,
+    up: AtomicBool,
+    /// Bumped by every cut; connections end when it changes.
+    cuts: tokio::sync::watch::Sender<u64>,
+    /// Bytes forwarded upstream so far.
+    forwarded: AtomicU64,
+    trigger: Mutex<Option<Trigger>>,
+    connections: Arc<tokio::sync::Semaphore>,
+}
+
+#[derive(Debug, Clone)]
+enum Trigger {
+    /// Cut when the bytes forwarded upstream would exceed this total.
+    AfterBytes(u64),
+    /// Cut when this pattern passes upstream.
+    Pattern(&'static [u8]),
+}
+
+impl FaultProxy {
+    async fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let shared = Arc::new(ProxyShared {
+            upstream,
+            up: AtomicBool::new(true),
+            cuts: tokio::sync::watch::Sender::new(0),
+            forwarded: AtomicU64::new(0),
+            trigger: Mutex::new(None),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        });
+        let accepting = shared.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else { continue };
+                if !accepting.up.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let Ok(permit) = accepting.connections.clone().try_acquire_owned() else { continue };
+                tokio::spawn(relay(accepting.clone(), socket, permit));
+            }
+        });
+        FaultProxy { addr, shared, accept }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn is_up(&self) -> bool {
+        self.shared.up.load(Ordering::SeqCst)
+    }
+
+    fn restore(&self) {
+        *self.shared.trigger.lock().expect("trigger lock") = None;
+        self.shared.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Cuts once `bytes` more have gone upstream.
+    fn cut_after_bytes(&self, bytes: u64) {
+        let at = self.shared.forwarded.load(Ordering::SeqCst) + bytes;
+        *self.shared.trigger.lock().expect("trigger lock") = Some(Trigger::AfterBytes(at));
+    }
+
+    /// Cuts when `pattern` goes upstream.
+    fn cut_on(&self, pattern: &'static [u8]) {
+        *self.shared.trigger.lock().expect("trigger lock") = Some(Trigger::Pattern(pattern));
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.shared.cut();
+    }
+}
+
+impl ProxyShared {
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Whether `chunk`, about to go upstream after `seen` (the connection's last bytes), trips
+    /// the trigger; counts it as forwarded when not.
+    fn trips(&self, seen: &[u8], chunk: &[u8]) -> bool {
+        let trigger = self.trigger.lock().expect("trigger lock").clone();
+        let tripped = match trigger {
+            None => false,
+            Some(Trigger::AfterBytes(at)) => self.forwarded.load(Ordering::SeqCst) + chunk.len() as u64 > at,
+            Some(Trigger::Pattern(pattern)) => {
+                let mut window = seen.to_vec();
+                window.extend_from_slice(chunk);
+                window.windows(pattern.len()).any(|candidate| candidate == pattern)
+            }
+        };
+        if !tripped {
+            self.forwarded.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        tripped
+    }
+}
+
+/// Relays one connection until either side closes it or the proxy is cut.
+async fn relay(shared: Arc<ProxyShared>, client: tokio::net::TcpStream, _permit: tokio::sync::OwnedSemaphorePermit) {
+    let mut cuts = shared.cuts.subscribe();
+    // A cut between the accept and the subscription above would go unnoticed otherwise.
+    if !shared.up.load(Ordering::SeqCst) {
+        return;
+    }
+    let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(shared.upstream));
+    let Ok(Ok(server)) = connect.await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upward = async {
+        let mut buffer = vec![0u8; PROXY_BUFFER];
+        // The last bytes sent, so that a pattern split between two reads is still found.
+        let mut seen: Vec<u8> = Vec::new();
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if shared.trips(&seen, &buffer[..n]) {
+                shared.cut();
+                break;
+            }
+            if server_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+            seen = buffer[n.saturating_sub(64)..n].to_vec();
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let downward = async {
+        let mut buffer = vec![0u8; PROXY_BUFFER];
+        loop {
+            let n = match server_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_write.shutdown().await;
+    };
+    tokio::select! {
+        _ = async { tokio::join!(upward, downward) } => {}
+        _ = cuts.changed() => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+async fn get(registry: &RegistryClient, path: &str) -> reqwest::Response {
+    registry.client.get(registry.url(path)).send().await.unwrap_or_else(|err| panic!("GET {path}: {err}"))
+}
+
+/// Opens an upload session; returns its `Location` (a path).
+async fn start_upload(registry: &RegistryClient, repo: &str) -> String {
+    let res = registry.client.post(registry.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.expect("POST upload");
+    assert_eq!(res.status(), 202, "POST upload: {}", res.text().await.unwrap_or_default());
+    location_path(registry, &res)
+}
+
+fn location_path(registry: &RegistryClient, res: &reqwest::Response) -> String {
+    let location = res.headers()["location"].to_str().expect("ASCII Location");
+    location.strip_prefix(&registry.base_url).unwrap_or(location).to_owned()
+}
+
+fn with_query(location: &str, param: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}{param}")
+}
+
+/// PATCHes `chunk` at `offset`; returns the next `Location`.
+async fn patch(registry: &RegistryClient, location: &str, offset: u64, chunk: Vec<u8>) -> String {
+    let end = offset + chunk.len() as u64 - 1;
+    let res = registry
+        .client
+        .patch(registry.url(location))
+        .header("content-range", format!("{offset}-{end}"))
+        .body(chunk)
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(res.status(), 202, "PATCH {offset}-{end}: {}", res.text().await.unwrap_or_default());
+    location_path(registry, &res)
+}
+
+/// How a request failed: an error response, or no response at all.
+#[derive(Debug)]
+enum Failure {
+    Status { status: u16, body: String },
+    Transport(String),
+}
+
+impl Failure {
+    /// A failure because the store is away: 503 `UNAVAILABLE` where the registry could answer,
+    /// or a connection the registry closed while the request body was still on its way.
+    fn assert_unavailable(&self, what: &str) {
+        match self {
+            Failure::Status { status: 503, body } => {
+                let body: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{what}: 503 body {body:?}"));
+                assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{what}: {body}");
+            }
+            Failure::Transport(err) => eprintln!("{what}: the registry closed the connection mid-body ({err})"),
+            other => panic!("{what}: expected 503 UNAVAILABLE, got {other:?}"),
+        }
+    }
+}
+
+async fn try_request(request: reqwest::RequestBuilder) -> Result<reqwest::Response, Failure> {
+    match request.send().await {
+        Ok(res) if res.status().is_success() => Ok(res),
+        Ok(res) => Err(Failure::Status { status: res.status().as_u16(), body: res.text().await.unwrap_or_default() }),
+        Err(err) => Err(Failure::Transport(format!("{err:?}"))),
+    }
+}
+
+/// PATCHes bytes `range` of the generated content `seed`, streamed; returns the next `Location`.
+async fn try_patch(registry: &RegistryClient, location: &str, range: Range<u64>, seed: u64) -> Result<String, Failure> {
+    let request = registry
+        .client
+        .patch(registry.url(location))
+        .header("content-range", format!("{}-{}", range.start, range.end - 1))
+        .body(reqwest::Body::wrap_stream(generated(seed, range)));
+    let res = try_request(request).await?;
+    assert_eq!(res.status(), 202);
+    Ok(location_path(registry, &res))
+}
+
+/// Pushes `data` in chunks of `chunk_size` (POST, PATCHes, PUT); returns its digest.
+async fn push_chunked(registry: &RegistryClient, repo: &str, data: &[u8], chunk_size: usize) -> String {
+    let digest = sha256(data);
+    let mut location = start_upload(registry, repo).await;
+    for (n, chunk) in data.chunks(chunk_size).enumerate() {
+        location = patch(registry, &location, (n * chunk_size) as u64, chunk.to_vec()).await;
+    }
+    let res = registry.client.put(registry.url(&with_query(&location, &format!("digest={digest}")))).send().await.expect("PUT");
+    assert_eq!(res.status(), 201, "PUT ?digest=: {}", res.text().await.unwrap_or_default());
+    digest
+}
+
+/// Pushes `n` different tiny images (untagged) to `repo`; returns their manifests.
+async fn distinct_manifests(registry: &RegistryClient, repo: &str, n: usize) -> Vec<Vec<u8>> {
+    let layer_digest = registry.push_blob(repo, b"shared layer").await;
+    let mut manifests = Vec::new();
+    for i in 0..n {
+        let config = format!(r#"{{"seed":{i}}}"#);
+        let config_digest = registry.push_blob(repo, config.as_bytes()).await;
+        let manifest = tiny_manifest(&config_digest, config.len(), &layer_digest, 12, None);
+        let res = registry.put_manifest(repo, &sha256(manifest.as_bytes()), OCI_MANIFEST, manifest.as_bytes()).await;
+        assert_eq!(res.status(), 201);
+        manifests.push(manifest.into_bytes());
+    }
+    manifests
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated content
+
+/// Size of the blocks the generator makes its bytes in.
+const BLOCK: u64 = 64 << 10;
+
+/// Bytes `range` of the generated content `seed`, one block at a time. Block `i` depends on
+/// `seed` and `i` only, so any range can be produced without the bytes before it.
+fn generated(seed: u64, range: Range<u64>) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let first_block = range.start / BLOCK;
+    let last_block = range.end.div_ceil(BLOCK);
+    futures::stream::iter(first_block..last_block).map(move |index| {
+        let block = block(seed, index);
+        let start = range.start.max(index * BLOCK) - index * BLOCK;
+        let end = range.end.min((index + 1) * BLOCK) - index * BLOCK;
+        Ok(Bytes::from(block).slice(start as usize..end as usize))
+    })
+}
+
+fn block(seed: u64, index: u64) -> Vec<u8> {
+    let mut state = (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9)) | 1;
+    let mut bytes = Vec::with_capacity(BLOCK as usize);
+    while bytes.len() < BLOCK as usize {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes
+}
+
+/// `sha256:<hex>` of the first `size` generated bytes of `seed`.
+async fn generated_digest(seed: u64, size: u64) -> String {
+    hash_stream(generated(seed, 0..size)).await.1
+}
+
+/// Bytes in `stream` and their digest.
+async fn hash_stream<E: std::fmt::Debug>(stream: impl Stream<Item = Result<Bytes, E>>) -> (u64, String) {
+    let mut stream = std::pin::pin!(stream);
+    let mut hasher = sha2::Sha256::new();
+    let mut n_bytes = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.expect("a chunk of the stream");
+        n_bytes += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    (n_bytes, format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// `len` bytes of generated content `seed`, in memory (for small blobs).
+fn patterned(len: usize, seed: u64) -> Vec<u8> {
+    (0..(len as u64).div_ceil(BLOCK)).flat_map(|index| block(seed, index)).take(len).collect()
+}
