@@ -1,0 +1,99 @@
+//! Closed-loop request load: `concurrency` workers, each with its own keep-alive HTTP/1.1
+//! connection (hyper's client connection, no pool), each sending the next request as soon as the
+//! previous response has been read to its end. Requests that start during the warm-up are not
+//! counted; every counted latency is kept, so p50 and p99 are exact.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+
+/// One request, sent again and again.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// `GET` or `HEAD`.
+    pub(crate) method: http::Method,
+    /// Path and query.
+    pub(crate) path: String,
+    /// `Accept` header.
+    pub(crate) accept: String,
+}
+
+/// What a load run measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// Completed requests per second in the measured window.
+    pub(crate) requests_per_s: f64,
+    /// Median latency, milliseconds.
+    pub(crate) p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub(crate) p99_ms: f64,
+}
+
+/// Runs `spec` against `addr` with `concurrency` workers for `warmup + duration`.
+pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmup: Duration, duration: Duration) -> anyhow::Result<Outcome> {
+    let spec = Arc::new(spec.clone());
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let deadline = measure_from + duration;
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let spec = spec.clone();
+        workers.push(tokio::spawn(async move { worker(addr, &spec, measure_from, deadline).await }));
+    }
+    let mut latencies_us: Vec<u32> = Vec::new();
+    for worker in workers {
+        latencies_us.extend(worker.await.context("load worker panicked")??);
+    }
+    anyhow::ensure!(!latencies_us.is_empty(), "no request completed in {duration:?}");
+    latencies_us.sort_unstable();
+    Ok(Outcome {
+        requests_per_s: latencies_us.len() as f64 / duration.as_secs_f64(),
+        p50_ms: percentile(&latencies_us, 0.50),
+        p99_ms: percentile(&latencies_us, 0.99),
+    })
+}
+
+/// The `q` quantile of sorted microseconds, in milliseconds (nearest rank).
+fn percentile(sorted_us: &[u32], q: f64) -> f64 {
+    let rank = ((q * sorted_us.len() as f64).ceil() as usize).clamp(1, sorted_us.len());
+    f64::from(sorted_us[rank - 1]) / 1000.0
+}
+
+/// One connection's loop; returns the latencies of requests that started in the measured window.
+async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<Vec<u32>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(connection);
+    let host = addr.to_string();
+    let mut latencies = Vec::new();
+    loop {
+        let started = Instant::now();
+        if started >= deadline {
+            break;
+        }
+        let request = http::Request::builder()
+            .method(spec.method.clone())
+            .uri(spec.path.as_str())
+            .header(http::header::HOST, host.as_str())
+            .header(http::header::ACCEPT, spec.accept.as_str())
+            .body(Empty::new())?;
+        sender.ready().await.context("connection closed")?;
+        let response = sender.send_request(request).await.with_context(|| format!("{} {}", spec.method, spec.path))?;
+        let status = response.status();
+        // Read the body to its end: the request is done when the client has the manifest.
+        response.into_body().collect().await?;
+        anyhow::ensure!(status == http::StatusCode::OK, "{} {} answered {status}", spec.method, spec.path);
+        if started >= measure_from {
+            latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+        }
+    }
+    drop(sender);
+    let _ = connection.await;
+    Ok(latencies)
+}

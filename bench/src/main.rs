@@ -1,0 +1,63 @@
+//! portcullis-bench: the load driver behind `scripts/bench`.
+//!
+//! `scripts/bench` installs the tools, builds release binaries, and for each run starts portcullis
+//! and the CNCF Distribution registry on loopback with fresh temp dirs. This binary then drives the
+//! same workloads against both (`measure`, one JSON file per run) and turns the runs into one
+//! markdown table of medians (`report`). It starts and stops no server itself: it is handed their
+//! URLs and process ids, and reads their memory from `/proc`.
+//!
+//! It measures, and asserts nothing about the numbers: a workload that gets a wrong answer (a 403,
+//! a short download) fails the run, because a fast wrong answer is not a result.
+
+mod ceilings;
+mod content;
+mod evidence;
+mod gates;
+mod images;
+mod load;
+mod memory;
+mod registry;
+mod report;
+mod results;
+mod workloads;
+
+use std::path::PathBuf;
+
+use clap::Parser as _;
+
+#[derive(clap::Parser)]
+#[command(name = "portcullis-bench", about = "Benchmarks portcullis side by side with the CNCF Distribution registry")]
+enum Command {
+    /// Writes a cosign-format key pair into DIR: `cosign.key` (PKCS#8 PEM) and `cosign.pub`.
+    Keygen {
+        /// Directory to write the key pair into.
+        dir: PathBuf,
+    },
+    /// Runs every workload once against both servers and writes the measurements as JSON.
+    Measure(workloads::MeasureArgs),
+    /// Prints the markdown tables (medians over the runs, targets) from the runs' JSON files.
+    Report {
+        /// JSON files written by `measure`, one per run.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Command::parse() {
+        Command::Keygen { dir } => evidence::keygen(&dir),
+        Command::Measure(args) => {
+            // One thread drives the load, so the driver takes at most one core from the servers,
+            // the same for each of them.
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(workloads::measure(args))
+        }
+        Command::Report { files } => {
+            let runs = files.iter().map(|path| results::RunResults::load(path)).collect::<anyhow::Result<Vec<_>>>()?;
+            let text = report::render(&runs)?;
+            use std::io::Write as _;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
+    }
+}

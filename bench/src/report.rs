@@ -1,0 +1,182 @@
+//! The markdown `scripts/bench` prints: the machine's ceilings, one table of medians over the
+//! runs with the ratio portcullis / Distribution, and the targets of BENCHMARKS.md, each met or
+//! missed by these numbers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::results::{RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED};
+
+/// Renders the report of `runs` (at least one, all of the same kind).
+pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
+    let first = runs.first().ok_or_else(|| anyhow::anyhow!("no runs to report"))?;
+    anyhow::ensure!(
+        runs.iter().all(|r| r.storage == first.storage && r.smoke == first.smoke),
+        "the runs differ in storage or smoke mode; report them separately"
+    );
+    let medians = Medians::of(runs);
+    let mut out = String::new();
+    let mode = if first.smoke { ", smoke sizes (these numbers mean nothing)" } else { "" };
+    writeln!(out, "Medians over {} run(s), storage `{}`{mode}.", runs.len(), first.storage)?;
+    writeln!(out, "Sizes: {}.", first.sizes.join("; "))?;
+    writeln!(out)?;
+
+    writeln!(out, "| machine ceiling | MiB/s |")?;
+    writeln!(out, "|---|---:|")?;
+    for ceiling in &first.ceilings {
+        writeln!(out, "| {} | {} |", ceiling.label, number(medians.ceiling(&ceiling.key).unwrap_or(f64::NAN)))?;
+    }
+    writeln!(out)?;
+
+    writeln!(out, "| workload | portcullis | portcullis, gated | Distribution | portcullis / Distribution | gated / Distribution |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for metric in &first.metrics {
+        let value = |server: &str| medians.metric(&metric.key, server);
+        let ratio = |server: &str| match (value(server), value(DISTRIBUTION)) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}", ours / theirs),
+            _ => String::new(),
+        };
+        let cell = |server: &str| value(server).map(number).unwrap_or_default();
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            metric.label,
+            cell(PORTCULLIS),
+            cell(PORTCULLIS_GATED),
+            cell(DISTRIBUTION),
+            ratio(PORTCULLIS),
+            ratio(PORTCULLIS_GATED)
+        )?;
+    }
+    writeln!(out)?;
+
+    writeln!(out, "| target | measured | |")?;
+    writeln!(out, "|---|---|---|")?;
+    for target in targets(&medians) {
+        let verdict = match target.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "not measured",
+        };
+        writeln!(out, "| {} | {} | {verdict} |", target.what, target.measured)?;
+    }
+    Ok(out)
+}
+
+/// Medians per (metric, server) and per ceiling.
+struct Medians {
+    metrics: BTreeMap<(String, String), f64>,
+    ceilings: BTreeMap<String, f64>,
+}
+
+impl Medians {
+    fn of(runs: &[RunResults]) -> Medians {
+        let mut metric_samples: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+        let mut ceiling_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for run in runs {
+            for metric in &run.metrics {
+                for (server, value) in &metric.values {
+                    metric_samples.entry((metric.key.clone(), server.clone())).or_default().push(*value);
+                }
+            }
+            for ceiling in &run.ceilings {
+                ceiling_samples.entry(ceiling.key.clone()).or_default().push(ceiling.mib_per_s);
+            }
+        }
+        Medians {
+            metrics: metric_samples.into_iter().map(|(key, samples)| (key, median(samples))).collect(),
+            ceilings: ceiling_samples.into_iter().map(|(key, samples)| (key, median(samples))).collect(),
+        }
+    }
+
+    fn metric(&self, key: &str, server: &str) -> Option<f64> {
+        self.metrics.get(&(key.to_owned(), server.to_owned())).copied()
+    }
+
+    fn ceiling(&self, key: &str) -> Option<f64> {
+        self.ceilings.get(key).copied()
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let mid = samples.len() / 2;
+    if samples.len() % 2 == 1 {
+        samples[mid]
+    } else {
+        (samples[mid - 1] + samples[mid]) / 2.0
+    }
+}
+
+/// Three significant digits or so: 12345, 123, 12.3, 1.23, 0.123.
+fn number(value: f64) -> String {
+    let magnitude = value.abs();
+    if magnitude >= 100.0 {
+        format!("{value:.0}")
+    } else if magnitude >= 10.0 {
+        format!("{value:.1}")
+    } else if magnitude >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
+    }
+}
+
+struct Target {
+    what: String,
+    measured: String,
+    met: Option<bool>,
+}
+
+/// The targets BENCHMARKS.md states, checked against the medians.
+fn targets(medians: &Medians) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let ceiling = match (medians.ceiling("sha256_openssl"), medians.ceiling("page_cache_write")) {
+        (Some(sha), Some(write)) => Some(sha.min(write)),
+        _ => None,
+    };
+    for (key, what) in [("upload_mono", "monolithic"), ("upload_chunked", "chunked")] {
+        let value = medians.metric(key, PORTCULLIS);
+        let (measured, met) = match (value, ceiling) {
+            (Some(value), Some(ceiling)) => (format!("{} MiB/s = {:.0}% of {}", number(value), 100.0 * value / ceiling, number(ceiling)), Some(value >= 0.8 * ceiling)),
+            _ => (String::new(), None),
+        };
+        targets.push(Target { what: format!("blob upload ({what}) >= 80% of min(sha256, page-cache write)"), measured, met });
+    }
+
+    let download = medians.metric("download", PORTCULLIS);
+    let (measured, met) = match (download, medians.metric("download", DISTRIBUTION)) {
+        (Some(ours), Some(theirs)) => {
+            let loopback = medians.ceiling("loopback").map(|l| format!(", {:.0}% of loopback", 100.0 * ours / l)).unwrap_or_default();
+            (format!("{:.2}x Distribution{loopback}", ours / theirs), Some(ours >= 2.0 * theirs))
+        }
+        _ => (String::new(), None),
+    };
+    targets.push(Target { what: "blob download >= 2x Distribution, near the loopback ceiling".to_owned(), measured, met });
+
+    for method in ["get", "head"] {
+        for by in ["tag", "digest"] {
+            let key = format!("manifest_{method}_{by}_c64_rps");
+            let (measured, met) = match (medians.metric(&key, PORTCULLIS_GATED), medians.metric(&key, DISTRIBUTION)) {
+                (Some(ours), Some(theirs)) => (format!("{:.2}x ({} vs {} req/s)", ours / theirs, number(ours), number(theirs)), Some(ours >= 5.0 * theirs)),
+                _ => (String::new(), None),
+            };
+            let what = format!("manifest {} by {by}, c=64, gated: >= 5x Distribution req/s", method.to_uppercase());
+            targets.push(Target { what, measured, met });
+        }
+    }
+
+    let below = |key: &str, server: &str, limit: f64, unit: &str, what: &str| {
+        let value = medians.metric(key, server);
+        Target {
+            what: what.to_owned(),
+            measured: value.map(|v| format!("{} {unit}", number(v))).unwrap_or_default(),
+            met: value.map(|v| v < limit),
+        }
+    };
+    targets.push(below("verdict_cold_p99", PORTCULLIS, 20.0, "ms", "cold verdict p99 < 20 ms"));
+    targets.push(below("promotion_p99", PORTCULLIS, 100.0, "ms", "promotion of 20 layers (p99) < 100 ms on the filesystem"));
+    targets.push(below("rss_idle", PORTCULLIS, 64.0, "MiB", "idle memory < 64 MiB"));
+    targets.push(below("rss_peak_parallel_uploads", PORTCULLIS, 256.0, "MiB", "peak memory with 64 concurrent uploads < 256 MiB"));
+    targets
+}

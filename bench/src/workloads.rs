@@ -1,0 +1,343 @@
+//! One run of every workload against both registries (`portcullis-bench measure`).
+//!
+//! Each workload runs against both servers in turn (which one goes first alternates with the run
+//! number), with fresh pseudo-random content for every push so no cache or deduplication helps.
+//! Both servers' peak memory is reset before a workload and read after it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+
+use crate::evidence::Key;
+use crate::gates;
+use crate::images::{self, Skopeo};
+use crate::load;
+use crate::memory;
+use crate::registry::{Registry, MANIFEST_ACCEPT};
+use crate::results::{Better, RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED};
+
+/// `portcullis-bench measure` arguments; `scripts/bench` passes them.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MeasureArgs {
+    /// Run number (from 1): seeds content and picks which server goes first.
+    #[arg(long, default_value_t = 1)]
+    run: u32,
+    /// portcullis's base URL, `http://127.0.0.1:PORT`.
+    #[arg(long)]
+    portcullis: String,
+    /// portcullis's process id.
+    #[arg(long)]
+    portcullis_pid: u32,
+    /// Distribution's base URL.
+    #[arg(long)]
+    distribution: String,
+    /// Distribution's process id.
+    #[arg(long)]
+    distribution_pid: u32,
+    /// The cosign key portcullis's configuration trusts as `ci` (from `keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// Directory for image layouts, pulls and ceiling files.
+    #[arg(long)]
+    scratch: PathBuf,
+    /// Where to write the run's JSON.
+    #[arg(long)]
+    out: PathBuf,
+    /// `fs` or `s3`, for the table's caption.
+    #[arg(long, default_value = "fs")]
+    storage: String,
+    /// Tiny sizes and short load windows: checks that everything works, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
+    /// fit on disk at once; `scripts/bench` lowers it when they would not).
+    #[arg(long, default_value_t = 1024)]
+    parallel_upload_mib: usize,
+}
+
+/// Sizes and durations of one run.
+struct Sizes {
+    blob: usize,
+    chunk: usize,
+    small_layers: usize,
+    small_layer: usize,
+    big_layer: usize,
+    parallel_uploads: usize,
+    parallel_upload: usize,
+    concurrencies: Vec<usize>,
+    warmup: Duration,
+    window: Duration,
+    cold_verdicts: usize,
+    promotions: usize,
+    promotion_layers: usize,
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+const GIB: usize = 1 << 30;
+
+impl Sizes {
+    fn new(args: &MeasureArgs) -> Sizes {
+        if args.smoke {
+            return Sizes {
+                blob: 8 * MIB,
+                chunk: MIB,
+                small_layers: 3,
+                small_layer: 256 * KIB,
+                big_layer: 4 * MIB,
+                parallel_uploads: 4,
+                parallel_upload: MIB,
+                concurrencies: vec![1, 16, 64],
+                warmup: Duration::from_millis(20),
+                window: Duration::from_millis(100),
+                cold_verdicts: 3,
+                promotions: 3,
+                promotion_layers: 20,
+            };
+        }
+        Sizes {
+            blob: GIB,
+            chunk: 16 * MIB,
+            small_layers: 20,
+            small_layer: 5 * MIB,
+            big_layer: GIB,
+            parallel_uploads: 64,
+            parallel_upload: args.parallel_upload_mib * MIB,
+            concurrencies: vec![1, 16, 64],
+            warmup: Duration::from_millis(300),
+            window: Duration::from_secs(2),
+            cold_verdicts: 100,
+            promotions: 20,
+            promotion_layers: 20,
+        }
+    }
+
+    fn describe(&self) -> Vec<String> {
+        vec![
+            format!("blobs {}, chunks {}", human(self.blob), human(self.chunk)),
+            format!("skopeo images {}x{} and 1x{}", self.small_layers, human(self.small_layer), human(self.big_layer)),
+            format!("manifest load {:?} per cell after {:?} warm-up", self.window, self.warmup),
+            format!("{} cold verdicts, {} promotions of {} layers", self.cold_verdicts, self.promotions, self.promotion_layers),
+            format!("{} concurrent uploads of {}", self.parallel_uploads, human(self.parallel_upload)),
+        ]
+    }
+}
+
+/// `1 GiB`, `16 MiB`, `256 KiB`.
+fn human(bytes: usize) -> String {
+    if bytes >= GIB && bytes % GIB == 0 {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else {
+        format!("{} KiB", bytes / KIB)
+    }
+}
+
+fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
+}
+
+/// Runs every workload once and writes the run's JSON.
+pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
+    let sizes = Sizes::new(&args);
+    let run = args.run;
+    let portcullis = Registry::new(PORTCULLIS, &args.portcullis, args.portcullis_pid)?;
+    let distribution = Registry::new(DISTRIBUTION, &args.distribution, args.distribution_pid)?;
+    let key = Key::load(&args.key)?;
+    std::fs::create_dir_all(&args.scratch)?;
+    for registry in [&portcullis, &distribution] {
+        registry.wait_ready(Duration::from_secs(30)).await?;
+    }
+    // Alternate who goes first, so neither always meets the page cache the other left behind.
+    let both: Vec<&Registry> = if run % 2 == 1 { vec![&portcullis, &distribution] } else { vec![&distribution, &portcullis] };
+    let mut results = RunResults::new(run, args.smoke, &args.storage);
+    results.sizes = sizes.describe();
+
+    progress(run, "idle memory");
+    tokio::time::sleep(Duration::from_millis(if args.smoke { 100 } else { 1000 })).await;
+    for registry in &both {
+        results.record("rss_idle", "idle memory after start (MiB)", Better::Lower, registry.name, memory::rss_mib(registry.pid)?);
+    }
+
+    progress(run, "machine ceilings");
+    let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 9, 0));
+    results.ceilings = crate::ceilings::measure(&data, &args.scratch)?;
+    drop(data);
+
+    blob_workloads(&sizes, run, &both, &mut results).await?;
+    skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
+    manifest_workloads(&sizes, run, &portcullis, &distribution, &key, &mut results).await?;
+
+    progress(run, "cold verdicts");
+    reset_peaks(&[&portcullis])?;
+    let cold = gates::cold_verdicts(&portcullis, &key, run, sizes.cold_verdicts).await?;
+    results.record("verdict_cold_p50", "cold verdict, signature + scan attestation verified: p50 (ms)", Better::Lower, PORTCULLIS, cold.p50_ms);
+    results.record("verdict_cold_p99", "cold verdict, signature + scan attestation verified: p99 (ms)", Better::Lower, PORTCULLIS, cold.p99_ms);
+    record_peaks(&mut results, "cold_verdicts", "cold verdicts", &[&portcullis])?;
+
+    progress(run, "promotions");
+    reset_peaks(&[&portcullis])?;
+    let promotions = gates::promotions(&portcullis, &key, run, sizes.promotions, sizes.promotion_layers).await?;
+    let label = format!("promotion of a {}-layer image", sizes.promotion_layers);
+    results.record("promotion_p50", &format!("{label}: p50 (ms)"), Better::Lower, PORTCULLIS, promotions.p50_ms);
+    results.record("promotion_p99", &format!("{label}: p99 (ms)"), Better::Lower, PORTCULLIS, promotions.p99_ms);
+    record_peaks(&mut results, "promotions", "promotions", &[&portcullis])?;
+
+    parallel_uploads(&sizes, run, &both, &mut results).await?;
+
+    results.save(&args.out)?;
+    progress(run, &format!("done: {}", args.out.display()));
+    Ok(())
+}
+
+fn progress(run: u32, what: &str) {
+    eprintln!("==> run {run}: {what}");
+}
+
+fn reset_peaks(registries: &[&Registry]) -> anyhow::Result<()> {
+    for registry in registries {
+        memory::reset_peak(registry.pid)?;
+    }
+    Ok(())
+}
+
+fn record_peaks(results: &mut RunResults, key: &str, what: &str, registries: &[&Registry]) -> anyhow::Result<()> {
+    for registry in registries {
+        let label = format!("peak memory: {what} (MiB)");
+        results.record(&format!("rss_peak_{key}"), &label, Better::Lower, registry.name, memory::peak_mib(registry.pid)?);
+    }
+    Ok(())
+}
+
+/// Monolithic and chunked uploads, and a download of the uploaded blob.
+async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], results: &mut RunResults) -> anyhow::Result<()> {
+    let size = human(sizes.blob);
+    for (index, &registry) in both.iter().enumerate() {
+        let repo = format!("bench/blobs-{run}");
+        progress(run, &format!("{}: upload {size} monolithic", registry.name));
+        let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 10, index));
+        let digest = crate::content::sha256(&data);
+        reset_peaks(&[registry])?;
+        let elapsed = registry.upload_monolithic(&repo, data, &digest).await?;
+        results.record("upload_mono", &format!("blob upload, {size} monolithic (MiB/s)"), Better::Higher, registry.name, mib_per_s(sizes.blob, elapsed));
+        record_peaks(results, "upload_mono", &format!("blob upload {size} monolithic"), &[registry])?;
+
+        progress(run, &format!("{}: download {size}", registry.name));
+        reset_peaks(&[registry])?;
+        let elapsed = registry.download(&repo, &digest, sizes.blob as u64).await?;
+        results.record("download", &format!("blob download, {size} (MiB/s)"), Better::Higher, registry.name, mib_per_s(sizes.blob, elapsed));
+        record_peaks(results, "download", &format!("blob download {size}"), &[registry])?;
+
+        progress(run, &format!("{}: upload {size} in {} chunks", registry.name, human(sizes.chunk)));
+        let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 11, index));
+        let digest = crate::content::sha256(&data);
+        reset_peaks(&[registry])?;
+        let elapsed = registry.upload_chunked(&repo, data, &digest, sizes.chunk).await?;
+        let label = format!("blob upload, {size} in {} PATCH chunks (MiB/s)", human(sizes.chunk));
+        results.record("upload_chunked", &label, Better::Higher, registry.name, mib_per_s(sizes.blob, elapsed));
+        record_peaks(results, "upload_chunked", &format!("blob upload {size} chunked"), &[registry])?;
+    }
+    Ok(())
+}
+
+/// skopeo pushes and pulls of a many-layer image and a one-big-layer image.
+async fn skopeo_workloads(sizes: &Sizes, run: u32, both: &[&Registry], scratch: &std::path::Path, results: &mut RunResults) -> anyhow::Result<()> {
+    let skopeo = Skopeo::new(scratch)?;
+    let images = [
+        ("many", sizes.small_layers, sizes.small_layer, format!("{}x{}", sizes.small_layers, human(sizes.small_layer))),
+        ("big", 1, sizes.big_layer, format!("1x{}", human(sizes.big_layer))),
+    ];
+    for (name, n_layers, layer_size, words) in images {
+        progress(run, &format!("skopeo: writing a {words} image layout"));
+        let layout = scratch.join(format!("layout-{name}"));
+        let _ = std::fs::remove_dir_all(&layout);
+        images::write_layout(&layout, "v1", n_layers, layer_size, gates::seed(run, 20, n_layers))?;
+        let source = format!("oci:{}:v1", layout.display());
+        for &registry in both {
+            let remote = format!("docker://{}/bench/skopeo-{name}-{run}:v1", registry.host());
+            progress(run, &format!("{}: skopeo push {words}", registry.name));
+            reset_peaks(&[registry])?;
+            let elapsed = skopeo.copy(&source, &remote).await?;
+            results.record(&format!("skopeo_push_{name}"), &format!("skopeo push, {words} layers (s)"), Better::Lower, registry.name, elapsed.as_secs_f64());
+            record_peaks(results, &format!("skopeo_push_{name}"), &format!("skopeo push {words}"), &[registry])?;
+
+            progress(run, &format!("{}: skopeo pull {words}", registry.name));
+            let pulled = scratch.join(format!("pulled-{name}"));
+            let _ = std::fs::remove_dir_all(&pulled);
+            reset_peaks(&[registry])?;
+            let elapsed = skopeo.copy(&remote, &format!("oci:{}:v1", pulled.display())).await?;
+            results.record(&format!("skopeo_pull_{name}"), &format!("skopeo pull, {words} layers (s)"), Better::Lower, registry.name, elapsed.as_secs_f64());
+            record_peaks(results, &format!("skopeo_pull_{name}"), &format!("skopeo pull {words}"), &[registry])?;
+            std::fs::remove_dir_all(&pulled).with_context(|| format!("remove {}", pulled.display()))?;
+        }
+        std::fs::remove_dir_all(&layout)?;
+    }
+    Ok(())
+}
+
+/// Manifest GET and HEAD, by tag and by digest, at each concurrency: portcullis on an open
+/// namespace, portcullis on a gated namespace with a cached passing verdict, and Distribution.
+async fn manifest_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, distribution: &Registry, key: &Key, results: &mut RunResults) -> anyhow::Result<()> {
+    progress(run, "manifests: pushing the image (and its evidence in the gated namespace)");
+    // The same image everywhere, so every server answers with the same bytes.
+    let seed = gates::seed(run, 30, 0);
+    let digest = portcullis.push_image("bench/app", "v1", 5, 1024, seed).await?;
+    anyhow::ensure!(distribution.push_image("bench/app", "v1", 5, 1024, seed).await? == digest, "the two registries stored different manifests");
+    anyhow::ensure!(gates::signed_image(portcullis, key, "gated/app", "v1", 5, seed).await? == digest, "the gated image differs");
+    let targets = [(portcullis, PORTCULLIS, "bench/app"), (portcullis, PORTCULLIS_GATED, "gated/app"), (distribution, DISTRIBUTION, "bench/app")];
+    // Warm: the gated verdict is computed and cached here, before anything is measured.
+    for (registry, _, repo) in &targets {
+        let res = registry.client().get(registry.url(&format!("/v2/{repo}/manifests/v1"))).header("accept", MANIFEST_ACCEPT).send().await?;
+        anyhow::ensure!(res.status() == 200, "{}: GET {repo}:v1 answered {}", registry.name, res.status());
+    }
+    reset_peaks(&[portcullis, distribution])?;
+    for method in [http::Method::GET, http::Method::HEAD] {
+        for (by, reference) in [("tag", "v1"), ("digest", digest.as_str())] {
+            for &concurrency in &sizes.concurrencies {
+                progress(run, &format!("manifests: {method} by {by}, concurrency {concurrency}"));
+                let row = format!("manifest_{}_{by}_c{concurrency}", method.as_str().to_lowercase());
+                let what = format!("manifest {method} by {by}, c={concurrency}");
+                for (registry, column, repo) in &targets {
+                    let spec = load::Spec { method: method.clone(), path: format!("/v2/{repo}/manifests/{reference}"), accept: MANIFEST_ACCEPT.to_owned() };
+                    let outcome = load::run(registry.addr, &spec, concurrency, sizes.warmup, sizes.window)
+                        .await
+                        .with_context(|| format!("{column}: {what}"))?;
+                    results.record(&format!("{row}_rps"), &format!("{what} (req/s)"), Better::Higher, column, outcome.requests_per_s);
+                    results.record(&format!("{row}_p50"), &format!("{what}: p50 (ms)"), Better::Lower, column, outcome.p50_ms);
+                    results.record(&format!("{row}_p99"), &format!("{what}: p99 (ms)"), Better::Lower, column, outcome.p99_ms);
+                }
+            }
+        }
+    }
+    record_peaks(results, "manifests", "manifest load", &[portcullis, distribution])
+}
+
+/// Many uploads in flight at once, each one `PATCH` of the whole size; the sessions are cancelled
+/// afterwards, so the disk holds them only while they run.
+async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: &mut RunResults) -> anyhow::Result<()> {
+    let words = format!("{} concurrent uploads of {}", sizes.parallel_uploads, human(sizes.parallel_upload));
+    let body = crate::content::random_bytes(sizes.parallel_upload, gates::seed(run, 40, 0));
+    for &registry in both {
+        progress(run, &format!("{}: {words}", registry.name));
+        let repo = format!("bench/parallel-{run}");
+        let mut locations = Vec::with_capacity(sizes.parallel_uploads);
+        for _ in 0..sizes.parallel_uploads {
+            locations.push(registry.start_upload(&repo).await?);
+        }
+        reset_peaks(&[registry])?;
+        let started = std::time::Instant::now();
+        let patches = locations.iter().map(|location| registry.patch(location, Bytes::clone(&body), 0));
+        let next_locations = futures::future::try_join_all(patches).await?;
+        let elapsed = started.elapsed();
+        record_peaks(results, "parallel_uploads", &words, &[registry])?;
+        let total = sizes.parallel_uploads * sizes.parallel_upload;
+        results.record("parallel_uploads", &format!("{words}, aggregate (MiB/s)"), Better::Higher, registry.name, mib_per_s(total, elapsed));
+        for location in next_locations {
+            registry.cancel_upload(&location).await?;
+        }
+    }
+    Ok(())
+}
