@@ -15,22 +15,36 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
         "the runs differ in storage or smoke mode; report them separately"
     );
     let medians = Medians::of(runs);
+    // A run is measured in several files (one per workload group); rows keep the order in
+    // which they first appear.
+    let mut run_numbers: Vec<u32> = runs.iter().map(|r| r.run).collect();
+    run_numbers.sort_unstable();
+    run_numbers.dedup();
+    let mut sizes: Vec<&String> = Vec::new();
+    let mut ceilings: Vec<&crate::results::Ceiling> = Vec::new();
+    let mut metrics: Vec<&crate::results::Metric> = Vec::new();
+    for run in runs {
+        sizes.extend(run.sizes.iter().filter(|s| !sizes.contains(s)).collect::<Vec<_>>());
+        ceilings.extend(run.ceilings.iter().filter(|c| !ceilings.iter().any(|seen| seen.key == c.key)).collect::<Vec<_>>());
+        metrics.extend(run.metrics.iter().filter(|m| !metrics.iter().any(|seen| seen.key == m.key)).collect::<Vec<_>>());
+    }
     let mut out = String::new();
     let mode = if first.smoke { ", smoke sizes (these numbers mean nothing)" } else { "" };
-    writeln!(out, "Medians over {} run(s), storage `{}`{mode}.", runs.len(), first.storage)?;
-    writeln!(out, "Sizes: {}.", first.sizes.join("; "))?;
+    writeln!(out, "Medians over {} run(s), storage `{}`{mode}.", run_numbers.len(), first.storage)?;
+    let sizes: Vec<&str> = sizes.iter().map(|s| s.as_str()).collect();
+    writeln!(out, "Sizes: {}.", sizes.join("; "))?;
     writeln!(out)?;
 
     writeln!(out, "| machine ceiling | MiB/s |")?;
     writeln!(out, "|---|---:|")?;
-    for ceiling in &first.ceilings {
+    for ceiling in &ceilings {
         writeln!(out, "| {} | {} |", ceiling.label, number(medians.ceiling(&ceiling.key).unwrap_or(f64::NAN)))?;
     }
     writeln!(out)?;
 
     writeln!(out, "| workload | portcullis | portcullis, gated | Distribution | portcullis / Distribution | gated / Distribution |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
-    for metric in &first.metrics {
+    for metric in &metrics {
         let value = |server: &str| medians.metric(&metric.key, server);
         let ratio = |server: &str| match (value(server), value(DISTRIBUTION)) {
             (Some(ours), Some(theirs)) if theirs > 0.0 => format!("{:.2}", ours / theirs),

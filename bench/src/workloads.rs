@@ -51,10 +51,28 @@ pub(crate) struct MeasureArgs {
     /// Tiny sizes and short load windows: checks that everything works, measures nothing.
     #[arg(long)]
     smoke: bool,
+    /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
+    /// `manifests` (with cold verdicts and promotions), `parallel`. `scripts/bench` runs each
+    /// group on freshly started servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel")]
+    groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
     #[arg(long, default_value_t = 1024)]
     parallel_upload_mib: usize,
+}
+
+/// A group of workloads that runs on one start of the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Group {
+    /// Machine ceilings, blob uploads and the download.
+    Blobs,
+    /// skopeo pushes and pulls.
+    Skopeo,
+    /// Manifest load, cold verdicts, promotions.
+    Manifests,
+    /// Concurrent uploads, for memory.
+    Parallel,
 }
 
 /// Sizes and durations of one run.
@@ -106,22 +124,28 @@ impl Sizes {
             parallel_uploads: 64,
             parallel_upload: args.parallel_upload_mib * MIB,
             concurrencies: vec![1, 16, 64],
-            warmup: Duration::from_millis(300),
-            window: Duration::from_secs(2),
+            warmup: Duration::from_millis(250),
+            window: Duration::from_millis(1500),
             cold_verdicts: 100,
             promotions: 20,
             promotion_layers: 20,
         }
     }
 
-    fn describe(&self) -> Vec<String> {
-        vec![
-            format!("blobs {}, chunks {}", human(self.blob), human(self.chunk)),
-            format!("skopeo images {}x{} and 1x{}", self.small_layers, human(self.small_layer), human(self.big_layer)),
-            format!("manifest load {:?} per cell after {:?} warm-up", self.window, self.warmup),
-            format!("{} cold verdicts, {} promotions of {} layers", self.cold_verdicts, self.promotions, self.promotion_layers),
-            format!("{} concurrent uploads of {}", self.parallel_uploads, human(self.parallel_upload)),
-        ]
+    fn describe(&self, groups: &[Group]) -> Vec<String> {
+        let mut words = Vec::new();
+        for group in groups {
+            match group {
+                Group::Blobs => words.push(format!("blobs {}, chunks {}", human(self.blob), human(self.chunk))),
+                Group::Skopeo => words.push(format!("skopeo images {}x{} and 1x{}", self.small_layers, human(self.small_layer), human(self.big_layer))),
+                Group::Manifests => {
+                    words.push(format!("manifest load {:?} per cell after {:?} warm-up", self.window, self.warmup));
+                    words.push(format!("{} cold verdicts, {} promotions of {} layers", self.cold_verdicts, self.promotions, self.promotion_layers));
+                }
+                Group::Parallel => words.push(format!("{} concurrent uploads of {}", self.parallel_uploads, human(self.parallel_upload))),
+            }
+        }
+        words
     }
 }
 
@@ -154,7 +178,7 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     // Alternate who goes first, so neither always meets the page cache the other left behind.
     let both: Vec<&Registry> = if run % 2 == 1 { vec![&portcullis, &distribution] } else { vec![&distribution, &portcullis] };
     let mut results = RunResults::new(run, args.smoke, &args.storage);
-    results.sizes = sizes.describe();
+    results.sizes = sizes.describe(&args.groups);
 
     progress(run, "idle memory");
     tokio::time::sleep(Duration::from_millis(if args.smoke { 100 } else { 1000 })).await;
@@ -162,31 +186,37 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         results.record("rss_idle", "idle memory after start (MiB)", Better::Lower, registry.name, memory::rss_mib(registry.pid)?);
     }
 
-    progress(run, "machine ceilings");
-    let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 9, 0));
-    results.ceilings = crate::ceilings::measure(&data, &args.scratch)?;
-    drop(data);
+    if args.groups.contains(&Group::Blobs) {
+        progress(run, "machine ceilings");
+        let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 9, 0));
+        results.ceilings = crate::ceilings::measure(&data, &args.scratch)?;
+        drop(data);
+        blob_workloads(&sizes, run, &both, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Skopeo) {
+        skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Manifests) {
+        manifest_workloads(&sizes, run, &portcullis, &distribution, &key, &mut results).await?;
 
-    blob_workloads(&sizes, run, &both, &mut results).await?;
-    skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
-    manifest_workloads(&sizes, run, &portcullis, &distribution, &key, &mut results).await?;
+        progress(run, "cold verdicts");
+        reset_peaks(&[&portcullis])?;
+        let cold = gates::cold_verdicts(&portcullis, &key, run, sizes.cold_verdicts).await?;
+        results.record("verdict_cold_p50", "cold verdict, signature + scan attestation verified: p50 (ms)", Better::Lower, PORTCULLIS, cold.p50_ms);
+        results.record("verdict_cold_p99", "cold verdict, signature + scan attestation verified: p99 (ms)", Better::Lower, PORTCULLIS, cold.p99_ms);
+        record_peaks(&mut results, "cold_verdicts", "cold verdicts", &[&portcullis])?;
 
-    progress(run, "cold verdicts");
-    reset_peaks(&[&portcullis])?;
-    let cold = gates::cold_verdicts(&portcullis, &key, run, sizes.cold_verdicts).await?;
-    results.record("verdict_cold_p50", "cold verdict, signature + scan attestation verified: p50 (ms)", Better::Lower, PORTCULLIS, cold.p50_ms);
-    results.record("verdict_cold_p99", "cold verdict, signature + scan attestation verified: p99 (ms)", Better::Lower, PORTCULLIS, cold.p99_ms);
-    record_peaks(&mut results, "cold_verdicts", "cold verdicts", &[&portcullis])?;
-
-    progress(run, "promotions");
-    reset_peaks(&[&portcullis])?;
-    let promotions = gates::promotions(&portcullis, &key, run, sizes.promotions, sizes.promotion_layers).await?;
-    let label = format!("promotion of a {}-layer image", sizes.promotion_layers);
-    results.record("promotion_p50", &format!("{label}: p50 (ms)"), Better::Lower, PORTCULLIS, promotions.p50_ms);
-    results.record("promotion_p99", &format!("{label}: p99 (ms)"), Better::Lower, PORTCULLIS, promotions.p99_ms);
-    record_peaks(&mut results, "promotions", "promotions", &[&portcullis])?;
-
-    parallel_uploads(&sizes, run, &both, &mut results).await?;
+        progress(run, "promotions");
+        reset_peaks(&[&portcullis])?;
+        let promotions = gates::promotions(&portcullis, &key, run, sizes.promotions, sizes.promotion_layers).await?;
+        let label = format!("promotion of a {}-layer image", sizes.promotion_layers);
+        results.record("promotion_p50", &format!("{label}: p50 (ms)"), Better::Lower, PORTCULLIS, promotions.p50_ms);
+        results.record("promotion_p99", &format!("{label}: p99 (ms)"), Better::Lower, PORTCULLIS, promotions.p99_ms);
+        record_peaks(&mut results, "promotions", "promotions", &[&portcullis])?;
+    }
+    if args.groups.contains(&Group::Parallel) {
+        parallel_uploads(&sizes, run, &both, &mut results).await?;
+    }
 
     results.save(&args.out)?;
     progress(run, &format!("done: {}", args.out.display()));
