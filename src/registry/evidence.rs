@@ -67,6 +67,14 @@ pub struct EvidenceSet {
     pub unreadable: Vec<(String, String)>,
 }
 
+/// The id of a set of evidence manifests: sha256 over their sorted digests. Evidence manifests
+/// are content-addressed, so the same id means the same evidence bytes.
+pub fn evidence_set_id(manifests: &[(String, Digest)]) -> String {
+    let mut ids: Vec<String> = manifests.iter().map(|(_, digest)| digest.to_string()).collect();
+    ids.sort();
+    hex::encode(sha2::Sha256::digest(ids.join("\n").as_bytes()))
+}
+
 impl Registry {
     /// The manifests that carry evidence about `subject` in `repo`: referrers and legacy tags.
     pub async fn evidence_manifests(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<(String, Digest)>> {
@@ -91,16 +99,19 @@ impl Registry {
     /// Reads every piece of evidence about `subject` in `repo`.
     pub async fn evidence(&self, repo: &RepoName, subject: &Digest) -> Result<EvidenceSet> {
         let manifests = self.evidence_manifests(repo, subject).await?;
-        let mut ids: Vec<String> = manifests.iter().map(|(_, digest)| digest.to_string()).collect();
-        ids.sort();
-        let id = hex::encode(sha2::Sha256::digest(ids.join("\n").as_bytes()));
+        let id = evidence_set_id(&manifests);
+        Ok(self.read_evidence(repo, manifests, id).await)
+    }
+
+    /// Reads the evidence in `manifests` (from [`Registry::evidence_manifests`]), whose set id is `id`.
+    pub async fn read_evidence(&self, repo: &RepoName, manifests: Vec<(String, Digest)>, id: String) -> EvidenceSet {
         let mut set = EvidenceSet { found: Vec::new(), id, unreadable: Vec::new() };
         for (source, digest) in manifests {
             if let Err(reason) = self.read_evidence_manifest(repo, &source, &digest, &mut set).await {
                 set.unreadable.push((source, reason));
             }
         }
-        Ok(set)
+        set
     }
 
     async fn read_evidence_manifest(&self, repo: &RepoName, source: &str, digest: &Digest, set: &mut EvidenceSet) -> Result<(), String> {

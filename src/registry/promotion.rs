@@ -94,13 +94,18 @@ impl Registry {
             }
             let stored = self.manifest(from, &Reference::Digest(current.clone())).await?;
             let parsed = manifest::parse(Some(&stored.media_type), &stored.bytes).map_err(RegistryError::ManifestInvalid)?;
-            for blob in &parsed.blobs {
+            // The links are independent of each other, so they are written concurrently: their
+            // fsyncs then share journal commits instead of queueing one behind the other. All of
+            // them are durable before the manifest that needs them is stored below.
+            let links = parsed.blobs.iter().map(|blob| async move {
                 // Non-distributable layers may be absent; everything required is linked in `from`.
-                if self.metadata.blob_linked(from, blob).await? {
-                    self.metadata.link_blob(to, blob).await?;
-                    n_blobs += 1;
+                if !self.metadata.blob_linked(from, blob).await? {
+                    return Ok::<usize, RegistryError>(0);
                 }
-            }
+                self.metadata.link_blob(to, blob).await?;
+                Ok(1)
+            });
+            n_blobs += futures::future::try_join_all(links).await?.into_iter().sum::<usize>();
             self.store_manifest(to, &parsed, &current, stored.bytes).await?;
             n_manifests += 1;
             subjects.push(current);

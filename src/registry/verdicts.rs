@@ -146,15 +146,19 @@ impl Registry {
     async fn own_verdict(&self, config: &Config, gated: &RepoName, evidence_repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
         let Some(ns) = config.namespace(gated.as_str()) else { return Ok(None) };
         let Some(gate) = &ns.gate else { return Ok(None) };
-        let set = self.evidence(evidence_repo, digest).await?;
+        // The set of evidence manifests is enough for the cache key; their layers are read only
+        // on a miss, so a pull with a cached verdict reads two tags and a listing, not the evidence.
+        let manifests = self.evidence_manifests(evidence_repo, digest).await?;
+        let set_id = super::evidence::evidence_set_id(&manifests);
         let repo = gated;
         let now = now_secs();
-        let key = (digest.clone(), format!("{}/{gated}", config.revision), set.id.clone());
+        let key = (digest.clone(), format!("{}/{gated}", config.revision), set_id.clone());
         if let Some(cached) = self.caches.verdicts.lock().expect("cache lock is never poisoned").get(&key) {
             if cached.fresh_at(now) {
                 return Ok(Some(cached.clone()));
             }
         }
+        let set = self.read_evidence(evidence_repo, manifests, set_id).await;
         let trust = self.trust();
         let mut facts = Vec::new();
         let mut rejected: Vec<Rejected> = set.unreadable.into_iter().map(|(source, reason)| Rejected { source, reason }).collect();
@@ -172,6 +176,9 @@ impl Registry {
     /// Whether `digest` may leave the registry through a pull in `repo`. Evidence manifests are
     /// always served (clients verify them); in audit mode a failing verdict is recorded, not enforced.
     pub async fn check_pull(&self, repo: &RepoName, digest: &Digest, actor: &str) -> Result<()> {
+        if self.config().namespace(repo.as_str()).is_none_or(|ns| ns.gate.is_none()) {
+            return Ok(());
+        }
         if self.summary(digest).await?.evidence {
             return Ok(());
         }
