@@ -26,10 +26,17 @@ pub(crate) fn measure(data: &Bytes, scratch: &Path) -> anyhow::Result<Vec<Ceilin
         ceilings.push(Ceiling { key: key.to_owned(), label: label.to_owned(), mib_per_s: size / elapsed.as_secs_f64() });
     };
 
+    // Twice, keeping the faster: the first write of a run may also pay for the kernel reclaiming
+    // pages, which is the machine's state rather than its ceiling.
     let file = scratch.join("ceiling-write");
-    let started = Instant::now();
-    write_file(&file, data, false)?;
-    push("page_cache_write", "page-cache write of new data (new file, no fsync)", started.elapsed());
+    let mut best = Duration::MAX;
+    for _ in 0..2 {
+        let _ = std::fs::remove_file(&file);
+        let started = Instant::now();
+        write_file(&file, data, false)?;
+        best = best.min(started.elapsed());
+    }
+    push("page_cache_write", "page-cache write of new data (new file, no fsync; best of 2)", best);
 
     // The file just written is in the page cache: openssl reads it from memory.
     let started = Instant::now();

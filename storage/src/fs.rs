@@ -32,8 +32,7 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// instead of the whole blob (for 1 GiB that was about as long as receiving and hashing it).
 const WRITEBACK_STEP: u64 = 64 << 20;
 /// Chunk size of streamed reads: each chunk is one trip to the blocking pool and one frame for
-/// hyper, so larger chunks cost fewer wake-ups per byte (1 MiB doubled download throughput over
-/// 256 KiB in scripts/bench), at 1 MiB of buffer per blob being read.
+/// hyper, so larger chunks cost fewer wake-ups per byte, at 1 MiB of buffer per chunk in flight.
 const READ_CHUNK: usize = 1 << 20;
 /// Chunks read ahead of the one being sent.
 const READ_AHEAD: usize = 2;
