@@ -46,13 +46,17 @@ pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmu
         workers.push(tokio::spawn(async move { worker(addr, &spec, measure_from, deadline).await }));
     }
     let mut latencies_us: Vec<u32> = Vec::new();
+    let mut finished = deadline;
     for worker in workers {
-        latencies_us.extend(worker.await.context("load worker panicked")??);
+        let (latencies, worker_finished) = worker.await.context("load worker panicked")??;
+        latencies_us.extend(latencies);
+        finished = finished.max(worker_finished);
     }
-    anyhow::ensure!(!latencies_us.is_empty(), "no request completed in {duration:?}");
     latencies_us.sort_unstable();
+    // Workers finish the request they are in at the deadline, so the window ends with the last one.
+    let window = finished.duration_since(measure_from);
     Ok(Outcome {
-        requests_per_s: latencies_us.len() as f64 / duration.as_secs_f64(),
+        requests_per_s: latencies_us.len() as f64 / window.as_secs_f64(),
         p50_ms: percentile(&latencies_us, 0.50),
         p99_ms: percentile(&latencies_us, 0.99),
     })
@@ -65,7 +69,9 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
 }
 
 /// One connection's loop; returns the latencies of requests that started in the measured window.
-async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<Vec<u32>> {
+/// A worker measures at least one request, however slow the server: with a slow store (moto) a
+/// request may take longer than the whole window. Returns when its last request finished.
+async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<(Vec<u32>, Instant)> {
     let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
@@ -74,7 +80,7 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
     let mut latencies = Vec::new();
     loop {
         let started = Instant::now();
-        if started >= deadline {
+        if started >= deadline && !latencies.is_empty() {
             break;
         }
         let request = http::Request::builder()
@@ -89,11 +95,12 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
         // Read the body to its end: the request is done when the client has the manifest.
         response.into_body().collect().await?;
         anyhow::ensure!(status == http::StatusCode::OK, "{} {} answered {status}", spec.method, spec.path);
-        if started >= measure_from {
+        if started >= measure_from || Instant::now() >= deadline {
             latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
         }
     }
+    let finished = Instant::now();
     drop(sender);
     let _ = connection.await;
-    Ok(latencies)
+    Ok((latencies, finished))
 }
