@@ -9,7 +9,7 @@ use std::io;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::Digest as _;
 
@@ -126,14 +126,17 @@ impl Hasher {
         *self.state.lock().expect("hasher lock is never poisoned") = state;
     }
 
-    /// Wraps `body` so that every chunk passing through is fed to this hasher.
+    /// Wraps `body` so that every byte passing through is fed to this hasher.
+    ///
+    /// Bytes pass through in batches of about [`BATCH`] (small chunks are gathered into one
+    /// buffer, large ones pass as they are), and each batch is hashed on the blocking pool while
+    /// the next one is received and the consumer writes this one: hashing is the most expensive
+    /// step of an upload, and it no longer runs between receiving and writing. The hasher's state
+    /// changes only when the stream ends: an append that fails part way leaves it as it was,
+    /// unless the body was read to its end.
     pub fn tap(&self, body: ByteStream) -> ByteStream {
-        let hasher = self.clone();
-        Box::pin(body.inspect(move |chunk: &io::Result<Bytes>| {
-            if let Ok(bytes) = chunk {
-                hasher.update(bytes);
-            }
-        }))
+        let tap = Tap { body, home: self.clone(), state: TapState::Idle(self.snapshot()), buffer: BytesMut::new() };
+        Box::pin(futures::stream::unfold(tap, Tap::next))
     }
 
     /// Feeds a whole stream, for rebuilding the state of an upload from its staged bytes.
@@ -142,6 +145,92 @@ impl Hasher {
             self.update(&chunk?);
         }
         Ok(())
+    }
+}
+
+/// Bytes per batch of a tapped stream: each is one trip to the blocking pool for hashing (which
+/// takes about half a millisecond per MiB, so the trip costs little) and one write downstream.
+/// Small enough to bound what an upload holds: about three batches.
+pub const BATCH: usize = 1 << 20;
+
+/// The stream state behind [`Hasher::tap`].
+struct Tap {
+    body: ByteStream,
+    home: Hasher,
+    state: TapState,
+    /// Small chunks gathered into the next batch.
+    buffer: BytesMut,
+}
+
+enum TapState {
+    /// No batch is being hashed; the state has seen every batch passed on so far.
+    Idle(sha2::Sha256),
+    /// A batch is being hashed on the blocking pool; the task returns the state.
+    Hashing(tokio::task::JoinHandle<sha2::Sha256>),
+    /// The stream ended or failed.
+    Done,
+}
+
+impl Tap {
+    async fn next(mut self) -> Option<(io::Result<Bytes>, Tap)> {
+        loop {
+            if matches!(self.state, TapState::Done) {
+                return None;
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) if self.buffer.is_empty() && chunk.len() >= BATCH => return self.pass(chunk).await,
+                Some(Ok(chunk)) => {
+                    self.buffer.reserve(BATCH.saturating_sub(self.buffer.len()).max(chunk.len()));
+                    self.buffer.extend_from_slice(&chunk);
+                    if self.buffer.len() >= BATCH {
+                        let batch = self.buffer.split().freeze();
+                        return self.pass(batch).await;
+                    }
+                }
+                Some(Err(err)) => return self.fail(err),
+                None if !self.buffer.is_empty() => {
+                    let batch = self.buffer.split().freeze();
+                    return self.pass(batch).await;
+                }
+                None => {
+                    match self.idle_state().await {
+                        Ok(state) => self.home.restore(state),
+                        Err(err) => return self.fail(err),
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Starts hashing `batch` once the previous batch is hashed, and passes it on.
+    async fn pass(mut self, batch: Bytes) -> Option<(io::Result<Bytes>, Tap)> {
+        let mut state = match self.idle_state().await {
+            Ok(state) => state,
+            Err(err) => return self.fail(err),
+        };
+        let hashed = batch.clone();
+        self.state = TapState::Hashing(tokio::task::spawn_blocking(move || {
+            state.update(&hashed);
+            state
+        }));
+        Some((Ok(batch), self))
+    }
+
+    /// Waits for the batch being hashed, if any, and returns the state (leaving `Done` behind).
+    async fn idle_state(&mut self) -> io::Result<sha2::Sha256> {
+        match std::mem::replace(&mut self.state, TapState::Done) {
+            TapState::Idle(state) => Ok(state),
+            TapState::Hashing(task) => task.await.map_err(io::Error::other),
+            TapState::Done => Err(io::Error::other("hashing stream used after it ended")),
+        }
+    }
+
+    /// Passes an error on and ends the stream; the hasher keeps its state from before.
+    fn fail(mut self, err: io::Error) -> Option<(io::Result<Bytes>, Tap)> {
+        self.state = TapState::Done;
+        self.buffer = BytesMut::new();
+        Some((Err(err), self))
     }
 }
 
@@ -194,5 +283,38 @@ mod tests {
         assert_eq!(hasher.digest(), Digest::of(b"ab"));
         hasher.restore(before);
         assert_eq!(hasher.digest(), Digest::of(b""));
+    }
+
+    #[tokio::test]
+    async fn tap_hashes_in_batches_and_changes_state_only_at_the_end() {
+        let data: Vec<u8> = (0..3 * BATCH + 12_345).map(|i| (i * 7 % 251) as u8).collect();
+        let chunks: Vec<io::Result<Bytes>> = data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        let hasher = Hasher::new();
+        let mut tapped = hasher.tap(Box::pin(futures::stream::iter(chunks)));
+        let mut passed = Vec::new();
+        while let Some(chunk) = tapped.next().await {
+            passed.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(passed, data, "chunks pass through unchanged and in order");
+        assert_eq!(hasher.digest(), Digest::of(&data));
+
+        // Small chunks are gathered into batches; a large one passes as it is when no small
+        // ones are waiting.
+        let sizes = [1, 4096, BATCH - 4097, 2 * BATCH, 10, 3 * BATCH, 7];
+        let chunks: Vec<io::Result<Bytes>> = sizes.iter().enumerate().map(|(i, n)| Ok(Bytes::from(vec![i as u8; *n]))).collect();
+        let expected: Vec<u8> = data.iter().copied().chain(sizes.iter().enumerate().flat_map(|(i, n)| std::iter::repeat_n(i as u8, *n))).collect();
+        let batches: Vec<usize> = hasher.tap(Box::pin(futures::stream::iter(chunks))).map(|b| b.unwrap().len()).collect().await;
+        assert_eq!(batches, [BATCH, 2 * BATCH, 3 * BATCH + 10, 7]);
+        assert_eq!(hasher.digest(), Digest::of(&expected));
+
+        // A body that breaks after more than a batch leaves the state as it was, and nothing
+        // after the error is read.
+        let failing = vec![Ok(Bytes::from(vec![1u8; 2 * BATCH])), Err(io::Error::other("gone")), Ok(Bytes::from_static(b"never"))];
+        let mut tapped = hasher.tap(Box::pin(futures::stream::iter(failing)));
+        assert!(tapped.next().await.unwrap().is_ok());
+        assert!(tapped.next().await.unwrap().is_err());
+        assert!(tapped.next().await.is_none());
+        drop(tapped);
+        assert_eq!(hasher.digest(), Digest::of(&expected));
     }
 }
