@@ -179,7 +179,7 @@ pub async fn list(registry: &Registry, target: &RepoName, limit: usize) -> Resul
             records.push(record);
         }
     }
-    records.sort_by(|a, b| b.time.cmp(&a.time));
+    records.sort_by_key(|record| std::cmp::Reverse(record.time));
     records.truncate(limit);
     Ok(records)
 }

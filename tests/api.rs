@@ -1046,7 +1046,7 @@ async fn referrers_list_filter_and_delete() {
     assert!(reply.opt_header("oci-filters-applied").is_none(), "no filter asked, none reported");
 
     let (reply, listed) = referrers(&reg, repo, &image, "?artifactType=application/vnd.example.sbom").await;
-    assert_eq!(listed, [sbom_entry.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&sbom_entry));
     assert_eq!(reply.header("oci-filters-applied"), "artifactType");
     let (reply, listed) = referrers(&reg, repo, &image, &format!("?artifactType={}", sig_type.replace('/', "%2F").replace('+', "%2B"))).await;
     assert_eq!(listed, [sig_entry]);

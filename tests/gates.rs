@@ -150,7 +150,9 @@ async fn scan_rules_decide() {
     assert_eq!(common::images::index_json_digest(pulled.path(), "v1"), clean, "the pulled digest is the pushed one");
     assert_eq!(pull_status(&registry, "gated/clean", &clean).await, 200);
 
-    let cases: [(&str, Vec<cosign::Finding<'_>>, u64, Result<&str, &str>); 5] = [
+    // (repository, findings, scan age in seconds, expected pass detail or failing CVE)
+    type Case<'a> = (&'a str, Vec<cosign::Finding<'a>>, u64, Result<&'a str, &'a str>);
+    let cases: [Case<'_>; 5] = [
         ("gated/critical-fix", vec![("CVE-2026-0004", "CRITICAL", Some("3.0.13"))], 3600, Err("CVE-2026-0004")),
         ("gated/allowlisted", vec![("CVE-2026-0002", "CRITICAL", Some("3.0.13"))], 3600, Ok("allowlisted until")),
         ("gated/allow-expired", vec![("CVE-2026-0003", "CRITICAL", Some("3.0.13"))], 3600, Err("CVE-2026-0003")),

@@ -160,7 +160,7 @@ fn check_one_winner(statuses: &[u16], manifests: &[Vec<u8>], bound: Option<Strin
 async fn write_once_race_in_one_process_has_one_winner() {
     let registry = TestRegistry::with_config_text(RULES).await;
     let manifests = distinct_manifests(&registry, "once/race", 32).await;
-    let statuses = race(&registry.client, &[registry.base_url.clone()], "once/race", "v1", &manifests).await;
+    let statuses = race(&registry.client, std::slice::from_ref(&registry.base_url), "once/race", "v1", &manifests).await;
     check_one_winner(&statuses, &manifests, tag_digest(&registry, "once/race", "v1").await);
 }
 

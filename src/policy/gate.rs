@@ -100,7 +100,7 @@ pub struct Verdict {
 const SBOM_PREDICATE_PREFIXES: &[&str] = &["https://spdx.dev/Document", "https://cyclonedx.org/bom"];
 
 fn signed_by_any(fact: &Fact, signers: &[String]) -> bool {
-    signers.is_empty() || signers.iter().any(|signer| *signer == fact.trust_entry)
+    signers.is_empty() || signers.contains(&fact.trust_entry)
 }
 
 fn names(signers: &[String]) -> String {

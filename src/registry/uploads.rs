@@ -42,7 +42,7 @@ impl Sessions {
     }
 
     /// Number of sessions this process holds state for.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.open.lock().expect("sessions lock is never poisoned").len()
     }
 }
@@ -75,7 +75,7 @@ impl Registry {
         let record = UploadRecord { repo: repo.to_string(), started: now_secs() };
         self.metadata.put_upload(&upload_id, &record).await?;
         self.sessions.insert(&upload_id, Session { offset: 0, hasher: Some(Hasher::new()) });
-        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(upload_id)
     }
 
@@ -94,7 +94,7 @@ impl Registry {
         }
         let offset = self.store().stage_size(upload_id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let session = self.sessions.insert(upload_id, Session { offset, hasher: None });
-        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(session)
     }
 
@@ -195,7 +195,7 @@ impl Registry {
         self.store().stage_abort(upload_id).await?;
         self.metadata.delete_upload(upload_id).await?;
         self.sessions.remove(upload_id);
-        self.metrics.upload_sessions.set(self.sessions.len() as i64);
+        self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(())
     }
 
