@@ -42,7 +42,15 @@ const READ_AHEAD: usize = 2;
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     root: PathBuf,
+    /// Writebacks still running after the append that started them answered, by staging id. The
+    /// next append or the commit of that upload waits for one and fails if it failed, so a chunked
+    /// upload does not wait at the end of every chunk for a flush of what came before. (Another
+    /// process sharing the directory does not see them: its commit's own fsync is then the check.)
+    writebacks: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Task>>>,
 }
+
+/// A blocking write or flush in flight.
+type Task = tokio::task::JoinHandle<io::Result<()>>;
 
 impl FsBlobStore {
     /// Opens (creating when needed) a store rooted at `root`.
@@ -51,7 +59,7 @@ impl FsBlobStore {
         for dir in ["objects", "staging", "tmp", "locks"] {
             tokio::fs::create_dir_all(root.join(dir)).await?;
         }
-        Ok(FsBlobStore { root })
+        Ok(FsBlobStore { root, writebacks: Default::default() })
     }
 
     fn object_path(&self, key: &str) -> Result<PathBuf> {
@@ -78,6 +86,11 @@ impl FsBlobStore {
 
     fn temp_path(&self) -> PathBuf {
         self.root.join("tmp").join(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The writeback an earlier append of upload `id` left running, if any.
+    fn take_writeback(&self, id: &str) -> Option<Task> {
+        self.writebacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(id)
     }
 
     /// Runs `f` holding the exclusive lock that guards `key`.
@@ -248,18 +261,19 @@ struct Appender {
     /// Offset after the last byte handed to a write.
     end: u64,
     next_writeback: u64,
-    writing: Option<tokio::task::JoinHandle<io::Result<()>>>,
-    writeback: Option<tokio::task::JoinHandle<io::Result<()>>>,
+    writing: Option<Task>,
+    writeback: Option<Task>,
 }
 
 impl Appender {
-    fn new(file: std::fs::File, offset: u64) -> Appender {
+    /// An appender at `offset`, taking over the writeback an earlier append left running.
+    fn new(file: std::fs::File, offset: u64, writeback: Option<Task>) -> Appender {
         Appender {
             file: std::sync::Arc::new(file),
             end: offset,
             next_writeback: (offset / WRITEBACK_STEP + 1) * WRITEBACK_STEP,
             writing: None,
-            writeback: None,
+            writeback,
         }
     }
 
@@ -285,32 +299,25 @@ impl Appender {
 
     /// Hands a batch to the blocking pool once the previous write is done.
     async fn write(&mut self, batch: Vec<Bytes>, len: usize) -> io::Result<()> {
-        if let Some(task) = self.writing.take() {
-            task.await.map_err(io::Error::other)??;
-        }
+        join(self.writing.take()).await?;
         let file = self.file.clone();
         self.writing = Some(tokio::task::spawn_blocking(move || write_all_vectored(&file, &batch)));
         self.end += len as u64;
         if self.end >= self.next_writeback && self.writeback.as_ref().is_none_or(|task| task.is_finished()) {
-            if let Some(task) = self.writeback.take() {
-                task.await.map_err(io::Error::other)??;
-            }
+            join(self.writeback.take()).await?;
             self.next_writeback = self.end / WRITEBACK_STEP * WRITEBACK_STEP + WRITEBACK_STEP;
             let file = self.file.clone();
             self.writeback = Some(tokio::task::spawn_blocking(move || file.sync_data()));
         }
         Ok(())
     }
+}
 
-    /// Waits for the write and the writeback in flight. A failed writeback fails the append: the
-    /// fsync at commit opens the file anew and might not be told about an error reported here.
-    async fn settle(&mut self) -> io::Result<()> {
-        let mut result = Ok(());
-        for task in [self.writing.take(), self.writeback.take()].into_iter().flatten() {
-            let outcome = task.await.map_err(io::Error::other).and_then(|res| res);
-            result = result.and(outcome);
-        }
-        result
+/// Waits for a blocking write or flush, if there is one.
+async fn join(task: Option<Task>) -> io::Result<()> {
+    match task {
+        Some(task) => task.await.map_err(io::Error::other)?,
+        None => Ok(()),
     }
 }
 
@@ -467,10 +474,15 @@ impl BlobStore for FsBlobStore {
             return Err(BlobStoreError::PreconditionFailed(format!("{id} holds {size} bytes, not {offset}")));
         }
         io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
-        let mut appender = Appender::new(file, offset);
+        let mut appender = Appender::new(file, offset, self.take_writeback(id));
         let appended = appender.append(body).await;
-        let settled = appender.settle().await;
-        match appended.and(settled) {
+        let written = join(appender.writing.take()).await;
+        // The writeback goes on past this request either way: it may cover bytes of earlier
+        // appends, so its failure must still reach the next append or the commit.
+        if let Some(task) = appender.writeback.take() {
+            self.writebacks.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(id.to_owned(), task);
+        }
+        match appended.and(written) {
             Ok(()) => Ok(appender.end),
             Err(err) => {
                 // Undo the partial append so the upload can be resumed from `offset`.
@@ -498,6 +510,7 @@ impl BlobStore for FsBlobStore {
     async fn stage_commit(&self, id: &str, key: &str) -> Result<()> {
         let from = self.stage_path(id)?;
         let to = self.object_path(key)?;
+        join(self.take_writeback(id)).await?;
         tokio::task::spawn_blocking(move || {
             let Some(file) = absent_is_none(std::fs::File::open(&from))? else {
                 return Err(BlobStoreError::NotFound(from.display().to_string()));
@@ -512,6 +525,8 @@ impl BlobStore for FsBlobStore {
 
     async fn stage_abort(&self, id: &str) -> Result<()> {
         let path = self.stage_path(id)?;
+        // A writeback still running finishes on its own; nobody needs its answer.
+        drop(self.take_writeback(id));
         absent_is_none(tokio::fs::remove_file(&path).await)?;
         Ok(())
     }
@@ -582,4 +597,34 @@ fn walk(dir: &Path, rel: &str, start_after: &str, want: usize, out: &mut Vec<Str
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(bytes: Vec<u8>) -> ByteStream {
+        Box::pin(futures::stream::iter(bytes.chunks(300_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>()))
+    }
+
+    /// Appends crossing writeback steps leave their flush running for the next append or the
+    /// commit, which wait for it; the bytes come out whole and in order.
+    #[tokio::test]
+    async fn writeback_outlives_the_append_until_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).await.unwrap();
+        store.stage_create("up").await.unwrap();
+        let step = WRITEBACK_STEP as usize;
+        let parts: Vec<Vec<u8>> = [step + 5, step, 17].iter().enumerate().map(|(i, n)| vec![i as u8 + 1; *n]).collect();
+        let mut offset = 0;
+        for part in &parts {
+            offset = store.stage_append("up", offset, body_of(part.clone())).await.unwrap();
+        }
+        assert_eq!(offset as usize, parts.iter().map(Vec::len).sum::<usize>());
+        assert!(store.writebacks.lock().unwrap().contains_key("up"), "the last flush was left running");
+        store.stage_commit("up", "blob").await.unwrap();
+        assert!(store.writebacks.lock().unwrap().is_empty(), "the commit waited for it");
+        let stored = std::fs::read(dir.path().join("objects/blob")).unwrap();
+        assert_eq!(stored, parts.concat());
+    }
 }
