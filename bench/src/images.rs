@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use sha2::Digest as _;
 
-use crate::registry::{OCI_CONFIG, OCI_MANIFEST};
+use crate::registry::{image_manifest, OCI_MANIFEST};
 
 const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const WRITE_CHUNK: usize = 1 << 20;
@@ -34,12 +34,7 @@ pub(crate) fn write_layout(dir: &Path, tag: &str, n_layers: usize, layer_size: u
         "rootfs": { "type": "layers", "diff_ids": diff_ids },
     }))?;
     let config_digest = write_blob(&blobs, &config)?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
-        "layers": layers,
-    }))?;
+    let manifest = image_manifest(&config_digest, config.len(), layers)?;
     let manifest_digest = write_blob(&blobs, &manifest)?;
     let index = serde_json::json!({
         "schemaVersion": 2,

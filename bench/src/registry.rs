@@ -16,6 +16,16 @@ use http::header;
 pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// OCI image config media type.
 pub(crate) const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+/// An OCI image manifest of a config and layer descriptors.
+pub(crate) fn image_manifest(config_digest: &str, config_len: usize, layers: Vec<serde_json::Value>) -> anyhow::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config_len },
+        "layers": layers,
+    }))?)
+}
 /// What containerd and skopeo send as `Accept` for manifests.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -196,12 +206,7 @@ impl Registry {
             "history": [{ "created_by": format!("portcullis-bench seed {seed}") }],
         }))?;
         let config_digest = self.push_blob(repo, &config).await?;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
-            "layers": layers,
-        }))?;
+        let manifest = image_manifest(&config_digest, config.len(), layers)?;
         self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await
     }
 }
