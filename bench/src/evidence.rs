@@ -14,7 +14,7 @@ use base64::Engine as _;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 
-use crate::registry::{Registry, OCI_CONFIG, OCI_MANIFEST};
+use crate::registry::{image_manifest, Registry, OCI_MANIFEST};
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -97,12 +97,7 @@ pub(crate) async fn sign_and_attest(registry: &Registry, repo: &str, digest: &st
 async fn push_evidence(registry: &Registry, repo: &str, digest: &str, suffix: &str, layer: serde_json::Value) -> anyhow::Result<()> {
     let config = br#"{"architecture":"","config":{},"os":"","rootfs":{"type":"layers","diff_ids":[]}}"#;
     let config_digest = registry.push_blob(repo, config).await?;
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": { "mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len() },
-        "layers": [layer],
-    }))?;
+    let manifest = image_manifest(&config_digest, config.len(), vec![layer])?;
     let tag = format!("sha256-{}.{suffix}", digest.trim_start_matches("sha256:"));
     registry.put_manifest(repo, &tag, OCI_MANIFEST, &manifest).await?;
     Ok(())

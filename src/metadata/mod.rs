@@ -293,21 +293,33 @@ impl Metadata {
     pub async fn referrers(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<serde_json::Value>> {
         let prefix = referrers_prefix(repo, subject);
         let mut descriptors = Vec::new();
+        for name in self.referrer_names(&prefix, limit).await? {
+            // A link deleted between listing and reading is skipped, not an error.
+            if let Some(descriptor) = self.read(&format!("{prefix}{name}")).await? {
+                descriptors.push(descriptor);
+            }
+        }
+        Ok(descriptors)
+    }
+
+    /// Digests of the manifests in `repo` whose subject is `subject`, at most `limit`, without
+    /// reading their descriptors (a gated pull asks this on every request).
+    pub async fn referrer_digests(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<Digest>> {
+        let names = self.referrer_names(&referrers_prefix(repo, subject), limit).await?;
+        Ok(names.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect())
+    }
+
+    /// Names (digest hex) of the referrer links below `prefix`, at most `limit`.
+    async fn referrer_names(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
+        let mut names = Vec::new();
         let mut last: Option<String> = None;
         loop {
-            let page = self.store.list(&prefix, last.as_deref(), 1000, true).await?;
-            for name in &page.entries {
-                if descriptors.len() >= limit {
-                    return Ok(descriptors);
-                }
-                // A link deleted between listing and reading is skipped, not an error.
-                if let Some(descriptor) = self.read(&format!("{prefix}{name}")).await? {
-                    descriptors.push(descriptor);
-                }
-            }
-            match (page.truncated, page.entries.last()) {
-                (true, Some(name)) => last = Some(name.clone()),
-                _ => return Ok(descriptors),
+            let page = self.store.list(prefix, last.as_deref(), 1000, true).await?;
+            let truncated = page.truncated;
+            last = page.entries.last().cloned();
+            names.extend(page.entries.into_iter().take(limit - names.len()));
+            if names.len() >= limit || !truncated || last.is_none() {
+                return Ok(names);
             }
         }
     }

@@ -79,10 +79,8 @@ impl Registry {
     /// The manifests that carry evidence about `subject` in `repo`: referrers and legacy tags.
     pub async fn evidence_manifests(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<(String, Digest)>> {
         let mut manifests = Vec::new();
-        for descriptor in self.metadata.referrers(repo, subject, MAX_EVIDENCE_MANIFESTS).await? {
-            if let Some(digest) = descriptor["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
-                manifests.push((format!("referrer {digest}"), digest));
-            }
+        for digest in self.metadata.referrer_digests(repo, subject, MAX_EVIDENCE_MANIFESTS).await? {
+            manifests.push((format!("referrer {digest}"), digest));
         }
         for suffix in ["sig", "att"] {
             let tag: Tag = format!("sha256-{}.{suffix}", subject.hex()).parse().expect("a digest tag is a valid tag");
