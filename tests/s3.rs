@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::clients::Clients;
-use common::s3::{multipart_uploads, raw_keys, storage_toml, TestS3};
+use common::s3::{fresh_storage, storage_toml};
+use storage::test_s3::{multipart_uploads, raw_keys, TestS3};
 use common::{error_code, images, sha256, tiny_manifest, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
 use futures::{Stream, StreamExt};
 use portcullis::config::StorageConfig;
@@ -46,7 +47,7 @@ tags = "mutable"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_share_one_bucket() {
     let Some(s3) = TestS3::from_env() else { return };
-    let storage = s3.fresh_storage().await;
+    let storage = fresh_storage(&s3).await;
     let dir = tempfile::tempdir().expect("temp dir");
     // One bucket and prefix, one index per process: two replicas behind a load balancer.
     let nodes: Vec<ServerProcess> = ["a", "b"]
@@ -144,7 +145,7 @@ async fn two_processes_share_one_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_survives_the_s3_server_going_away() {
     let Some(s3) = TestS3::from_env() else { return };
-    let mut storage = s3.fresh_storage().await;
+    let mut storage = fresh_storage(&s3).await;
     let (bucket, prefix) = (storage.bucket.clone(), format!("{}/", storage.prefix));
     let upstream: SocketAddr = s3.endpoint.strip_prefix("http://").and_then(|addr| addr.parse().ok()).expect("an http://IP:PORT endpoint");
     let proxy = FaultProxy::start(upstream).await;
@@ -255,7 +256,7 @@ async fn push_survives_the_s3_server_going_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_get_redirects_to_a_presigned_url() {
     let Some(s3) = TestS3::from_env() else { return };
-    let mut storage = s3.fresh_storage().await;
+    let mut storage = fresh_storage(&s3).await;
     storage.redirect_blobs = true;
     let registry = TestRegistry::with_config(|config| config.storage = StorageConfig::S3(storage)).await;
     let repo = "build/app";

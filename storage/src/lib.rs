@@ -20,6 +20,8 @@ pub mod digest;
 pub mod fs;
 #[cfg(feature = "s3")]
 pub mod s3;
+#[cfg(feature = "test-support")]
+pub mod test_s3;
 
 use std::io;
 use std::ops::Range;

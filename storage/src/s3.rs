@@ -360,7 +360,7 @@ fn invalid_config(message: String) -> BlobStoreError {
     BlobStoreError::Io(io::Error::new(io::ErrorKind::InvalidInput, message))
 }
 
-async fn build_client(config: &S3Config) -> Result<aws_sdk_s3::Client> {
+pub(crate) async fn build_client(config: &S3Config) -> Result<aws_sdk_s3::Client> {
     use aws_sdk_s3::config::{retry::RetryConfig, timeout::TimeoutConfig};
     use aws_smithy_http_client::tls;
 

@@ -162,7 +162,7 @@ impl TestRegistry {
 /// bucket in place of the filesystem default; a configuration that chose S3 itself keeps it.
 async fn run_storage(configured: StorageConfig) -> StorageConfig {
     match (s3::backend(), configured) {
-        (s3::Backend::S3, StorageConfig::Fs { .. }) => StorageConfig::S3(s3::TestS3::required().fresh_storage().await),
+        (s3::Backend::S3, StorageConfig::Fs { .. }) => StorageConfig::S3(s3::fresh_storage(&s3::TestS3::required()).await),
         (_, configured) => configured,
     }
 }
