@@ -109,7 +109,7 @@ async fn two_processes_share_one_bucket() {
     // 16 create-only writes of one write-once tag, half through A and half through B, each with
     // other content: exactly one wins, and both nodes serve the winner.
     let race_repo = "once/race";
-    let manifests = distinct_manifests(&a, race_repo, 16).await;
+    let manifests = a.push_distinct_manifests(race_repo, 16).await;
     let tasks: Vec<_> = manifests
         .iter()
         .enumerate()
@@ -584,20 +584,6 @@ async fn push_chunked(registry: &RegistryClient, repo: &str, data: &[u8], chunk_
     digest
 }
 
-/// Pushes `n` different tiny images (untagged) to `repo`; returns their manifests.
-async fn distinct_manifests(registry: &RegistryClient, repo: &str, n: usize) -> Vec<Vec<u8>> {
-    let layer_digest = registry.push_blob(repo, b"shared layer").await;
-    let mut manifests = Vec::new();
-    for i in 0..n {
-        let config = format!(r#"{{"seed":{i}}}"#);
-        let config_digest = registry.push_blob(repo, config.as_bytes()).await;
-        let manifest = tiny_manifest(&config_digest, config.len(), &layer_digest, 12, None);
-        let res = registry.put_manifest(repo, &sha256(manifest.as_bytes()), OCI_MANIFEST, manifest.as_bytes()).await;
-        assert_eq!(res.status(), 201);
-        manifests.push(manifest.into_bytes());
-    }
-    manifests
-}
 
 // ---------------------------------------------------------------------------------------------
 // Generated content

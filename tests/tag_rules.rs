@@ -115,20 +115,6 @@ async fn write_once_tag_is_burned_after_delete() {
     assert_eq!(tag_digest(&registry, repo, "v1").await.as_deref(), Some(digest_a.as_str()));
 }
 
-/// Pushes `n` different tiny images (untagged) and returns their manifests.
-async fn distinct_manifests(registry: &RegistryClient, repo: &str, n: usize) -> Vec<Vec<u8>> {
-    let layer_digest = registry.push_blob(repo, b"shared layer").await;
-    let mut manifests = Vec::new();
-    for i in 0..n {
-        let config = format!(r#"{{"seed":{i}}}"#);
-        let config_digest = registry.push_blob(repo, config.as_bytes()).await;
-        let manifest = common::tiny_manifest(&config_digest, config.len(), &layer_digest, 12, None);
-        let digest = sha256(manifest.as_bytes());
-        assert_eq!(registry.put_manifest(repo, &digest, OCI_MANIFEST, manifest.as_bytes()).await.status(), 201);
-        manifests.push(manifest.into_bytes());
-    }
-    manifests
-}
 
 /// PUTs every manifest to `repo:tag` at once through the given base URLs (round robin); returns
 /// the statuses and which manifest won.
@@ -159,7 +145,7 @@ fn check_one_winner(statuses: &[u16], manifests: &[Vec<u8>], bound: Option<Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_once_race_in_one_process_has_one_winner() {
     let registry = TestRegistry::with_config_text(RULES).await;
-    let manifests = distinct_manifests(&registry, "once/race", 32).await;
+    let manifests = registry.push_distinct_manifests("once/race", 32).await;
     let statuses = race(&registry.client, std::slice::from_ref(&registry.base_url), "once/race", "v1", &manifests).await;
     check_one_winner(&statuses, &manifests, tag_digest(&registry, "once/race", "v1").await);
 }
@@ -190,7 +176,7 @@ async fn write_once_race_across_two_processes_has_one_winner() {
     let base_urls: Vec<String> = children.iter().map(|c| c.base_url.clone()).collect();
 
     // Content pushed through A is served by B.
-    let manifests = distinct_manifests(&RegistryClient::new(&base_urls[0]), "once/race", 32).await;
+    let manifests = RegistryClient::new(&base_urls[0]).push_distinct_manifests("once/race", 32).await;
     let statuses = race(&client, &base_urls, "once/race", "v1", &manifests).await;
     let res = client.head(format!("{}/v2/once/race/manifests/v1", base_urls[1])).send().await.unwrap();
     let bound = res.headers().get("docker-content-digest").map(|v| v.to_str().unwrap().to_owned());

@@ -222,6 +222,22 @@ impl RegistryClient {
         assert_eq!(res.status(), 201, "push manifest: {}", res.text().await.unwrap_or_default());
         (sha256(manifest.as_bytes()), manifest.into_bytes())
     }
+
+    /// Pushes `n` different tiny images (untagged, sharing one layer) to `repo`; returns their
+    /// manifests.
+    pub async fn push_distinct_manifests(&self, repo: &str, n: usize) -> Vec<Vec<u8>> {
+        let layer_digest = self.push_blob(repo, b"shared layer").await;
+        let mut manifests = Vec::new();
+        for i in 0..n {
+            let config = format!(r#"{{"seed":{i}}}"#);
+            let config_digest = self.push_blob(repo, config.as_bytes()).await;
+            let manifest = tiny_manifest(&config_digest, config.len(), &layer_digest, 12, None);
+            let res = self.put_manifest(repo, &sha256(manifest.as_bytes()), OCI_MANIFEST, manifest.as_bytes()).await;
+            assert_eq!(res.status(), 201);
+            manifests.push(manifest.into_bytes());
+        }
+        manifests
+    }
 }
 
 /// A `portcullis serve` child process on an ephemeral port, for tests where separate processes
