@@ -153,7 +153,7 @@ pub struct RegistryConfig {
 pub struct Namespace {
     /// The glob as written in the config.
     pub pattern: String,
-    matcher: globset::GlobMatcher,
+    matcher: NamePattern,
     /// How tags behave, unless a tag rule says otherwise.
     pub tags: TagMode,
     /// Exceptions by tag name; the first match applies.
@@ -167,11 +167,47 @@ pub struct Namespace {
 /// An exception inside a namespace: tags matching a glob behave differently.
 #[derive(Debug, Clone)]
 pub struct TagRule {
-    /// The glob on tag names as written.
+    /// The pattern on tag names as written.
     pub pattern: String,
-    matcher: globset::GlobMatcher,
+    matcher: NamePattern,
     /// How matching tags behave.
     pub tags: TagMode,
+}
+
+/// A pattern on repository or tag names: a glob (`*` stays within one path component, `**` spans
+/// several, and `X/**` also matches `X` itself, so that a namespace covers its own root), or
+/// `regex:<expression>`, which must match the whole name.
+#[derive(Debug, Clone)]
+struct NamePattern {
+    matcher: NameMatcher,
+    /// The `X` of a glob `X/**`.
+    root: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum NameMatcher {
+    Glob(globset::GlobMatcher),
+    Regex(regex::Regex),
+}
+
+impl NamePattern {
+    fn parse(pattern: &str) -> Result<NamePattern, String> {
+        if let Some(expression) = pattern.strip_prefix("regex:") {
+            let regex = regex::Regex::new(&format!("^(?:{expression})$")).map_err(|err| err.to_string())?;
+            return Ok(NamePattern { matcher: NameMatcher::Regex(regex), root: None });
+        }
+        let glob = globset::GlobBuilder::new(pattern).literal_separator(true).build().map_err(|err| err.to_string())?;
+        let root = pattern.strip_suffix("/**").map(str::to_owned);
+        Ok(NamePattern { matcher: NameMatcher::Glob(glob.compile_matcher()), root })
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        self.root.as_deref() == Some(name)
+            || match &self.matcher {
+                NameMatcher::Glob(glob) => glob.is_match(name),
+                NameMatcher::Regex(regex) => regex.is_match(name),
+            }
+    }
 }
 
 /// How tags behave in a namespace.
@@ -415,13 +451,7 @@ impl Config {
         if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
             return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
         }
-        let glob = |pattern: &str, what: &str| {
-            globset::GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .build()
-                .map(|glob| glob.compile_matcher())
-                .map_err(|err| invalid(format!("{what} {pattern:?}: {err}")))
-        };
+        let name_pattern = |pattern: &str, what: &str| NamePattern::parse(pattern).map_err(|err| invalid(format!("{what} {pattern:?}: {err}")));
         let mut files = gate::Files::new(base, text);
         let trust = file.trust.load(&mut files).map_err(invalid)?;
         let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
@@ -436,12 +466,12 @@ impl Config {
                     .tag_rules
                     .into_iter()
                     .map(|rule| {
-                        let matcher = glob(&rule.pattern, "namespaces.tag_rules.pattern")?;
+                        let matcher = name_pattern(&rule.pattern, "namespaces.tag_rules.pattern")?;
                         Ok(TagRule { matcher, pattern: rule.pattern, tags: rule.tags })
                     })
                     .collect::<Result<Vec<_>, ConfigError>>()?;
                 Ok(Namespace {
-                    matcher: glob(&ns.pattern, "namespaces.pattern")?,
+                    matcher: name_pattern(&ns.pattern, "namespaces.pattern")?,
                     pattern: ns.pattern,
                     tags: ns.tags,
                     tag_rules,
@@ -518,6 +548,7 @@ mod tests {
         check("build/app", "build/**", false);
         check("build/team/app", "build/**", false);
         check("prod/app", "prod/**", true);
+        check("prod", "prod/**", true);
         check("production/app", "**", false);
         check("app", "**", false);
         assert_eq!(config.storage, StorageConfig::Fs { root: PathBuf::from("/tmp/x/store") });

@@ -2,12 +2,15 @@
 //! (`prod/...`) only if the target namespace's gate passes on the source's evidence.
 //!
 //! Order of work, so that a failure at any point leaves no target tag and a retry completes:
-//! 1. resolve the source once (the record keeps reference and digest);
+//! 1. resolve the source once (the record keeps reference and digest), and read it under the
+//!    source's gate exactly as a pull by the caller would: promotion is a way of reading;
 //! 2. evaluate the target's gate; refuse with the verdict (nothing written);
 //! 3. check the target tags can be bound (409 before anything is linked);
 //! 4. link blobs, child manifests, the manifest and every evidence manifest with its blobs into
 //!    the target (links only: no byte is copied), with referrer links and cosign's legacy tags;
-//! 5. sign a verification summary (SLSA VSA) and attach it as a referrer;
+//!    a runnable referrer is left behind and named in the record;
+//! 5. sign a verification summary (SLSA VSA) of the verdict and attach it as a referrer (an
+//!    ungated target evaluates no policy, so nothing is signed and the record says so);
 //! 6. bind the tags, last; store the promotion record; append to the audit log.
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +36,8 @@ pub struct Request {
     pub dry_run: bool,
     /// Who asks.
     pub actor: String,
+    /// Whether the caller may read the source without its gate (`auth::Principal::may_skip_gate`).
+    pub skip_source_gate: bool,
 }
 
 /// A promotion as recorded (and returned by the API).
@@ -56,8 +61,23 @@ pub struct Record {
     pub verdict: Option<serde_json::Value>,
     /// Digest of the attached verification summary manifest.
     pub vsa: Option<String>,
+    /// Why no verification summary was signed, when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsa_skipped: Option<String>,
     /// How many blobs, manifests and evidence manifests were linked.
     pub linked: Linked,
+    /// Runnable manifests among the source's referrers, which did not travel with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_behind: Vec<LeftBehind>,
+}
+
+/// A referrer of the source that a runtime could run, so it is not evidence and stays behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftBehind {
+    /// Its digest.
+    pub digest: String,
+    /// How it was found: `referrer sha256:…` or `tag sha256-….sig`.
+    pub found_as: String,
 }
 
 /// Counts of what a promotion linked.
@@ -80,6 +100,9 @@ pub enum PromotionError {
     /// A target tag is bound to other content: 409.
     #[error("{0}")]
     TagConflict(String),
+    /// The request asks for something a promotion never does: 400.
+    #[error("{0}")]
+    InvalidRequest(String),
     /// Anything else.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -104,9 +127,19 @@ fn record_key(target: &RepoName, digest: &Digest) -> String {
 
 /// Runs a promotion.
 pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, PromotionError> {
+    // cosign's tags name another digest's evidence; only the registry binds them, while linking
+    // that digest's evidence.
+    if let Some(tag) = request.tags.iter().find(|tag| tag.cosign_subject().is_some()) {
+        return Err(PromotionError::InvalidRequest(format!(
+            "tag {tag} is a cosign evidence tag; promotions bind those themselves, with the evidence of the digest it names"
+        )));
+    }
     let source_repo = &request.source.repo;
     let digest = registry.resolve(source_repo, &request.source.reference).await?;
     registry.manifest(source_repo, &Reference::Digest(digest.clone())).await?;
+    if !request.skip_source_gate {
+        registry.check_pull(source_repo, &digest, &request.actor).await?;
+    }
     let tags: Vec<&Tag> = request.tags.iter().collect();
 
     let verdict = registry.verdict_for(&request.target, source_repo, &digest).await?;
@@ -125,7 +158,9 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         time: now_secs(),
         verdict: verdict_json.clone(),
         vsa: None,
+        vsa_skipped: None,
         linked: Linked::default(),
+        left_behind: Vec::new(),
     };
     if request.dry_run {
         registry.record_audit("promotion_dry_run", &request.actor, &request.target, &digest, serde_json::to_value(&record).unwrap_or_default()).await;
@@ -138,8 +173,13 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         }
     }
 
-    record.linked = registry.link_closure(source_repo, &request.target, &digest).await?;
-    record.vsa = Some(registry.attach_vsa(&request.target, &digest, verdict.as_ref()).await?.to_string());
+    (record.linked, record.left_behind) = registry.link_closure(source_repo, &request.target, &digest).await?;
+    match &verdict {
+        Some(verdict) => record.vsa = Some(registry.attach_vsa(&request.target, &digest, verdict).await?.to_string()),
+        None => {
+            record.vsa_skipped = Some(format!("{} is not gated: no policy was evaluated, so no verification summary was signed", request.target));
+        }
+    }
     fail::fail_point!("promotion-before-tags", |_| Err(PromotionError::Registry(RegistryError::Unavailable("injected failure before tags".to_owned()))));
     registry.bind_promoted_tags(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
     record.result = "promoted".to_owned();

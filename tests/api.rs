@@ -837,24 +837,68 @@ async fn manifest_tags_query_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promotion_only_namespace_refuses_manifest_pushes() {
+async fn promotion_only_namespace_refuses_pushes() {
     let reg = TestRegistry::start().await;
-    let repo = "prod/app";
     let (config, layer) = (br#"{"os":"linux"}"#.as_slice(), b"prod layer".as_slice());
-    // Blob uploads are allowed (promotion needs the blobs there).
-    reg.push_blob(repo, config).await;
-    reg.push_blob(repo, layer).await;
-    let _session = start_upload(&reg, repo).await;
+    reg.push_blob("build/app", config).await;
+    reg.push_blob("build/app", layer).await;
     let manifest = oci_image(config, layer);
     let digest = sha256(manifest.as_bytes());
-    for reference in ["v1".to_owned(), format!("{digest}?tag=v1")] {
-        let req = Req::new("PUT", format!("/v2/{repo}/manifests/{reference}")).header("content-type", OCI_MANIFEST).body(manifest.clone());
-        let reply = check(&reg, req, 403, &["DENIED"]).await;
-        let message = reply.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
-        assert!(message.contains("promotion"), "message does not mention promotion: {message}");
+    // Regression: #13 (4). `prod/**` covers the repository `prod` itself.
+    for repo in ["prod/app", "prod"] {
+        for reference in ["v1".to_owned(), format!("{digest}?tag=v1")] {
+            let req = Req::new("PUT", format!("/v2/{repo}/manifests/{reference}")).header("content-type", OCI_MANIFEST).body(manifest.clone());
+            let reply = check(&reg, req, 403, &["DENIED"]).await;
+            let message = reply.json()["errors"][0]["message"].as_str().unwrap_or_default().to_owned();
+            assert!(message.contains("promotion"), "message does not mention promotion: {message}");
+        }
+        // Regression: #13 (4). Blobs arrive only through promotion too: no upload, no mount.
+        let layer_digest = sha256(layer);
+        let uploads = [
+            Req::new("POST", format!("/v2/{repo}/blobs/uploads/?digest={layer_digest}")).body(layer.to_vec()),
+            Req::new("POST", format!("/v2/{repo}/blobs/uploads/")),
+            Req::new("POST", format!("/v2/{repo}/blobs/uploads/?mount={layer_digest}&from=build/app")),
+        ];
+        for req in uploads {
+            check(&reg, req, 403, &["DENIED"]).await;
+        }
+        check(&reg, get(format!("/v2/{repo}/manifests/v1")), 404, &["MANIFEST_UNKNOWN"]).await;
+        check(&reg, get(format!("/v2/{repo}/manifests/{digest}")), 404, &["MANIFEST_UNKNOWN"]).await;
+        check(&reg, head(format!("/v2/{repo}/blobs/{layer_digest}")), 404, &["BLOB_UNKNOWN"]).await;
+        assert!(reg.stored_keys(&format!("repositories/{repo}/")).await.is_empty(), "{repo}: nothing is linked");
     }
+}
+
+// Regression: #13 (9). Descriptor sizes are checked against what they name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_sizes_must_match_the_content() {
+    let reg = TestRegistry::start().await;
+    let repo = "sizes/app";
+    let (config, layer) = (br#"{"os":"linux"}"#.as_slice(), b"sized layer".as_slice());
+    reg.push_blob(repo, config).await;
+    reg.push_blob(repo, layer).await;
+    let wrong_layer = tiny_manifest(&sha256(config), config.len(), &sha256(layer), layer.len() + 1, None);
+    let wrong_config = tiny_manifest(&sha256(config), config.len() - 1, &sha256(layer), layer.len(), None);
+    for manifest in [wrong_layer, wrong_config] {
+        let req = Req::new("PUT", format!("/v2/{repo}/manifests/v1")).header("content-type", OCI_MANIFEST).body(manifest);
+        check(&reg, req, 400, &["SIZE_INVALID"]).await;
+    }
+    let child = oci_image(config, layer);
+    let req = Req::new("PUT", format!("/v2/{repo}/manifests/child")).header("content-type", OCI_MANIFEST).body(child.clone());
+    check(&reg, req, 201, &[]).await;
+    let index = |size: usize, media_type: &str| {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{media_type}","digest":"{}","size":{size}}}]}}"#,
+            sha256(child.as_bytes())
+        )
+    };
+    for body in [index(child.len() + 7, OCI_MANIFEST), index(child.len(), DOCKER_MANIFEST)] {
+        let req = Req::new("PUT", format!("/v2/{repo}/manifests/list")).header("content-type", OCI_INDEX).body(body);
+        check(&reg, req, 400, &["MANIFEST_INVALID"]).await;
+    }
+    let req = Req::new("PUT", format!("/v2/{repo}/manifests/list")).header("content-type", OCI_INDEX).body(index(child.len(), OCI_MANIFEST));
+    check(&reg, req, 201, &[]).await;
     check(&reg, get(format!("/v2/{repo}/manifests/v1")), 404, &["MANIFEST_UNKNOWN"]).await;
-    check(&reg, get(format!("/v2/{repo}/manifests/{digest}")), 404, &["MANIFEST_UNKNOWN"]).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ pub(super) async fn get(
 }
 
 /// end-10: `DELETE /v2/<name>/blobs/<digest>`.
-pub(super) async fn delete(registry: &Registry, name: &RepoName, digest: &Digest) -> Result<http::Response<Body>, ApiError> {
-    registry.delete_blob(name, digest).await?;
+pub(super) async fn delete(registry: &Registry, name: &RepoName, digest: &Digest, actor: &str) -> Result<http::Response<Body>, ApiError> {
+    registry.delete_blob(name, digest, actor).await?;
     Ok(empty_response(StatusCode::ACCEPTED, &[(DOCKER_CONTENT_DIGEST, digest.to_string())]))
 }
 

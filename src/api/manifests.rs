@@ -21,7 +21,7 @@ pub(super) async fn get(
     let manifest = registry.manifest(name, reference).await?;
     // The gate is enforced where the bytes leave, for GET and HEAD alike. It is for consumers:
     // whoever may push here (docker HEADs what it pushed) or scan reads without it.
-    if !principal.may_skip_gate(name.as_str()) {
+    if !principal.may_skip_gate(name.as_str(), registry.promotion_only(name)) {
         registry.check_pull(name, &manifest.digest, principal.name()).await?;
     }
     if !accepts(headers, &manifest.media_type) {
@@ -93,8 +93,13 @@ pub(super) async fn put(
 }
 
 /// end-9: `DELETE /v2/<name>/manifests/<reference>`.
-pub(super) async fn delete(registry: &Registry, name: &RepoName, reference: &Reference) -> Result<http::Response<Body>, ApiError> {
-    registry.delete_manifest(name, reference).await?;
+pub(super) async fn delete(
+    registry: &Registry,
+    name: &RepoName,
+    reference: &Reference,
+    actor: &str,
+) -> Result<http::Response<Body>, ApiError> {
+    registry.delete_manifest(name, reference, actor).await?;
     Ok(empty_response(StatusCode::ACCEPTED, &[]))
 }
 

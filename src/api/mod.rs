@@ -132,7 +132,7 @@ async fn dispatch(
             Ok(response)
         }
         Endpoint::GetBlob { name, digest, head } => blobs::get(registry, &name, &digest, head, headers).await,
-        Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest).await,
+        Endpoint::DeleteBlob { name, digest } => blobs::delete(registry, &name, &digest, caller.principal.name()).await,
         Endpoint::StartUpload { name, digest, mount, from } => {
             uploads::start(registry, &name, digest.as_ref(), mount.as_ref(), from.as_ref(), body).await
         }
@@ -148,7 +148,9 @@ async fn dispatch(
         Endpoint::PutManifest { name, reference, tags } => {
             manifests::put(registry, &name, &reference, &tags, headers, body).await
         }
-        Endpoint::DeleteManifest { name, reference } => manifests::delete(registry, &name, &reference).await,
+        Endpoint::DeleteManifest { name, reference } => {
+            manifests::delete(registry, &name, &reference, caller.principal.name()).await
+        }
         Endpoint::ListTags { name, n, last } => tags::list(registry, &name, n, last.as_deref()).await,
         Endpoint::Catalog { n, last } => tags::catalog(registry, &caller.principal, n, last.as_ref()).await,
         Endpoint::Token { scopes, form } => auth::token(registry, form, &scopes, headers, body, &caller.connection).await,

@@ -36,8 +36,10 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
         .ok_or_else(|| ApiError::BadRequest(format!("body exceeds {MAX_REQUEST} bytes")))?;
     let request: PromotionBody = serde_json::from_slice(&bytes).map_err(|err| ApiError::BadRequest(err.to_string()))?;
     let bad = |what: &str, err: crate::registry::names::NameError| ApiError::BadRequest(format!("{what}: {err}"));
+    let source = request.source.parse::<ImageRef>().map_err(|err| bad("source", err))?;
     let request = promote::Request {
-        source: request.source.parse::<ImageRef>().map_err(|err| bad("source", err))?,
+        skip_source_gate: principal.may_skip_gate(source.repo.as_str(), registry.promotion_only(&source.repo)),
+        source,
         target: request.target.parse::<RepoName>().map_err(|err| bad("target", err))?,
         tags: request.tags.iter().map(|t| t.parse::<Tag>()).collect::<Result<_, _>>().map_err(|err| bad("tags", err))?,
         dry_run: request.dry_run,
@@ -56,6 +58,7 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
         }
         Err(PromotionError::Denied(verdict)) => Err(ApiError::PromotionDenied(verdict)),
         Err(PromotionError::TagConflict(message)) => Err(ApiError::Conflict(message)),
+        Err(PromotionError::InvalidRequest(message)) => Err(ApiError::BadRequest(message)),
         Err(PromotionError::Registry(err)) => Err(err.into()),
     }
 }

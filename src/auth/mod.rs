@@ -118,14 +118,15 @@ impl Principal {
     }
 
     /// Whether the caller may read gated manifests of `repo` without the gate: an authenticated
-    /// caller holding `push` there (its own builds) or `scanner` (it scans what the gate waits
-    /// for). Never for anonymous callers, nor for anyone when auth is off, where `may` says yes to
-    /// everything and gates must still hold.
-    pub fn may_skip_gate(&self, repo: &str) -> bool {
+    /// caller holding `push` there (clients HEAD what they push) or `scanner` (it scans what the
+    /// gate waits for). In a promotion-only namespace nobody pushes, so there only `scanner`
+    /// counts. Never for anonymous callers, nor for anyone when auth is off, where `may` says yes
+    /// to everything and gates must still hold.
+    pub fn may_skip_gate(&self, repo: &str, promotion_only: bool) -> bool {
         match self.kind {
             PrincipalKind::Open | PrincipalKind::Anonymous => false,
             PrincipalKind::User | PrincipalKind::Oidc | PrincipalKind::Certificate => {
-                self.may(Action::Push, repo) || self.may(Action::Scanner, repo)
+                (!promotion_only && self.may(Action::Push, repo)) || self.may(Action::Scanner, repo)
             }
         }
     }
@@ -456,7 +457,7 @@ mod tests {
         for action in Action::ALL {
             assert!(open.may(action, "prod/app"));
         }
-        assert!(!open.may_skip_gate("prod/app"), "without auth, gates hold for everyone");
+        assert!(!open.may_skip_gate("prod/app", false), "without auth, gates hold for everyone");
     }
 
     #[tokio::test]
@@ -464,12 +465,14 @@ mod tests {
         let auth = auth();
         let here: IpAddr = "127.0.0.1".parse().unwrap();
         let alice = auth.login("alice", "pw", here).await.unwrap();
-        assert!(alice.may_skip_gate("build/app"), "push holder");
-        assert!(!alice.may_skip_gate("public/base"), "pull only");
+        assert!(alice.may_skip_gate("build/app", false), "push holder");
+        // Regression: #13 (7). Where nobody pushes, pushing is no reason to skip the gate.
+        assert!(!alice.may_skip_gate("build/app", true), "push holder in a promotion-only namespace");
+        assert!(!alice.may_skip_gate("public/base", false), "pull only");
         let bob = auth.login("bob", "pw", here).await.unwrap();
-        assert!(bob.may_skip_gate("prod/app"), "admin implies push and scanner");
-        assert!(!auth.anonymous().may_skip_gate("public/base"));
+        assert!(bob.may_skip_gate("prod/app", true), "admin implies scanner");
+        assert!(!auth.anonymous().may_skip_gate("public/base", false));
         let pull_token = auth.verify_token(&auth.issue(&alice, &[Scope::parse("repository:build/app:pull").unwrap()]).token).unwrap();
-        assert!(!pull_token.may_skip_gate("build/app"), "a pull-only token does not carry push");
+        assert!(!pull_token.may_skip_gate("build/app", false), "a pull-only token does not carry push");
     }
 }

@@ -8,7 +8,9 @@ use storage::Digest;
 
 use super::{ManifestSummary, MetadataError, Result};
 
-const SCHEMA_VERSION: &[u8] = b"2";
+/// Bumped whenever [`ManifestSummary`] changes meaning; a mismatch empties the index, which is then
+/// rebuilt from the store. 3: `runnable` replaced `evidence`.
+const SCHEMA_VERSION: &[u8] = b"3";
 
 #[derive(Clone)]
 pub(super) struct Index {

@@ -14,6 +14,8 @@
 //!   byte order of names (`a` < `a-b` < `a/b`, which `/`-separated keys would not), the segments
 //!   keep file names short, and the final `-` sorts before any hex digit so a name comes before
 //!   the longer names it prefixes.
+//! - `types/sha256/<hex>`: JSON [`ManifestType`], the media type a manifest digest was first
+//!   stored with, written create-only: one digest is one type, in every repository, forever.
 //! - `uploads/<id>`: an upload session, JSON [`UploadRecord`].
 //!
 //! Repository components never start with `_` (see `registry::names`), so these keys cannot
@@ -80,9 +82,18 @@ pub struct ManifestSummary {
     pub manifests: Vec<String>,
     /// Digests of the blobs an image manifest references (config and layers).
     pub blobs: Vec<String>,
-    /// Whether it carries evidence (signatures, attestations, SBOMs, sigstore bundles) rather than
-    /// a runnable image: evidence stays pullable in gated namespaces so clients can verify it.
-    pub evidence: bool,
+    /// Whether a container runtime could run it (the evidence rule of ARCHITECTURE.md). What is
+    /// not runnable (signatures, attestations, SBOMs) stays pullable in gated namespaces so that
+    /// clients can verify it; everything runnable there needs a passing verdict.
+    pub runnable: bool,
+}
+
+/// The media type a manifest digest is stored as, everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestType {
+    /// The media type of its first push.
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
 }
 
 /// An upload session as kept in the store, so any node can continue it.
@@ -160,6 +171,10 @@ fn catalog_key(repo: &RepoName) -> String {
 fn catalog_name(entry: &str) -> Option<String> {
     let hex: String = entry.strip_suffix("/-")?.split('/').collect();
     String::from_utf8(hex::decode(hex).ok()?).ok()
+}
+
+fn manifest_type_key(digest: &Digest) -> String {
+    format!("types/sha256/{}", digest.hex())
 }
 
 fn upload_key(upload_id: &str) -> String {
@@ -362,6 +377,29 @@ impl Metadata {
         let page = self.store.list(CATALOG, start_after.as_deref(), limit, false).await?;
         let entries = page.entries.iter().filter_map(|entry| catalog_name(entry)).collect();
         Ok(ListPage { entries, truncated: page.truncated })
+    }
+
+    /// The media type `digest` was first stored with, recording `media_type` when there is none
+    /// yet. Of racing first pushes with different types exactly one type wins.
+    pub async fn settle_manifest_type(&self, digest: &Digest, media_type: &str) -> Result<ManifestType> {
+        let key = manifest_type_key(digest);
+        let wanted = ManifestType { media_type: media_type.to_owned() };
+        if let Some(settled) = self.read(&key).await? {
+            return Ok(settled);
+        }
+        match self.store.put_small(&key, encode(&wanted), PutCondition::IfAbsent).await {
+            Ok(_) => Ok(wanted),
+            Err(BlobStoreError::PreconditionFailed(_)) => {
+                let settled = self.read(&key).await?;
+                settled.ok_or_else(|| MetadataError::Corrupt { key, message: "created and then gone".to_owned() })
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The media type `digest` is stored as, if it was pushed since types are recorded.
+    pub async fn manifest_type(&self, digest: &Digest) -> Result<Option<ManifestType>> {
+        self.read(&manifest_type_key(digest)).await
     }
 
     /// Saves an upload session.

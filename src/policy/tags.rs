@@ -59,6 +59,9 @@ impl EffectiveRule {
     /// A paragraph for `portcullis policy explain`.
     pub fn explain(&self, repo: &str, tag: Option<&str>) -> String {
         let mut out = match (&self.namespace, self.namespace_index) {
+            (Some(ns), Some(index)) if ns.strip_suffix("/**") == Some(repo) => {
+                format!("repository {repo} matches namespace {ns:?} (rule {index}, the first that matches; a pattern X/** covers X itself)\n")
+            }
             (Some(ns), Some(index)) => format!("repository {repo} matches namespace {ns:?} (rule {index}, the first that matches)\n"),
             _ => format!("repository {repo} matches no namespace: tags are mutable, nothing is gated\n"),
         };
@@ -90,8 +93,10 @@ mod tests {
         let cases = [
             ("build/app", Some("v1"), TagMode::Mutable, "namespace \"build/**\""),
             ("prod/app", Some("v1"), TagMode::Immutable, "namespace \"prod/**\""),
-            ("prod/app", Some(digest_tag.as_str()), TagMode::Mutable, "namespace \"prod/**\", tag rule \"sha256-*.{sig,att,sbom}\""),
-            ("prod/team/app", Some("sha256-x.att"), TagMode::Mutable, "namespace \"prod/**\", tag rule \"sha256-*.{sig,att,sbom}\""),
+            ("prod/app", Some(digest_tag.as_str()), TagMode::Mutable, "namespace \"prod/**\", tag rule \"regex:sha256-[0-9a-f]{64}\\\\.(sig|att|sbom)\""),
+            // Regression: #13 (5). A look-alike of a cosign tag is an ordinary, immutable prod tag.
+            ("prod/team/app", Some("sha256-x.att"), TagMode::Immutable, "namespace \"prod/**\""),
+            ("prod", Some("v1"), TagMode::Immutable, "namespace \"prod/**\""),
             ("other", Some("v1"), TagMode::Mutable, "namespace \"**\""),
         ];
         for (repo, tag, mode, source) in cases {
@@ -102,5 +107,7 @@ mod tests {
         assert!(text.contains("matches namespace \"prod/**\" (rule 2"), "{text}");
         assert!(text.contains("tag v1: immutable"), "{text}");
         assert!(text.contains("only through promotion"), "{text}");
+        let text = rule_for(&config, "prod", None).explain("prod", None);
+        assert!(text.contains("covers X itself") && text.contains("only through promotion"), "{text}");
     }
 }

@@ -76,6 +76,9 @@ pub enum RegistryError {
     /// The manifest is malformed or inconsistent.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    /// A descriptor's size does not match the content it names.
+    #[error("size invalid: {0}")]
+    SizeInvalid(String),
     /// The manifest exceeds the configured limit.
     #[error("manifest exceeds the limit of {limit} bytes")]
     ManifestTooLarge {
@@ -169,6 +172,10 @@ pub struct Referrers {
 
 /// The most referrers listed for one subject.
 const MAX_REFERRERS: usize = 10_000;
+/// Blobs a manifest push checks at once (existence and size).
+const REFERENCE_CHECKS: usize = 16;
+/// The largest layer an inert manifest may have: the largest evidence `registry::evidence` reads.
+const MAX_INERT_LAYER_BYTES: usize = 4 << 20;
 
 impl Registry {
     /// A registry over `metadata` (and its store) with `config`: builds the trust and loads (or
@@ -299,17 +306,39 @@ impl Registry {
         Ok(self.store().presigned_get(&digest.blob_key(), expires).await?)
     }
 
-    /// Removes a blob from `repo`.
-    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    /// Removes a blob from `repo`, unless `repo` keeps its content (see [`Registry::protection`]).
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest, actor: &str) -> Result<()> {
         self.deletion_enabled()?;
+        if let Some(why) = self.protection(repo) {
+            return Err(RegistryError::Denied(format!(
+                "blobs of {repo} cannot be deleted: {why}, so its manifests stay pullable whole"
+            )));
+        }
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        Ok(self.metadata.unlink_blob(repo, digest).await?)
+        self.metadata.unlink_blob(repo, digest).await?;
+        self.record_audit("delete_blob", actor, repo, digest, serde_json::json!({})).await;
+        Ok(())
+    }
+
+    /// Why `repo` keeps its content, if it does: in a promotion-only namespace, or one whose tags
+    /// are immutable or write-once, no blob is deleted, nor evidence while its subject is there.
+    pub fn protection(&self, repo: &RepoName) -> Option<String> {
+        let config = self.config();
+        let ns = config.namespace(repo.as_str())?;
+        if ns.promotion_only {
+            Some(format!("namespace {:?} is promotion-only", ns.pattern))
+        } else if ns.tags != crate::config::TagMode::Mutable {
+            Some(format!("namespace {:?} has {} tags", ns.pattern, ns.tags))
+        } else {
+            None
+        }
     }
 
     /// Cross-repository mount: links the blob into `repo` when `from` has it. Returns whether it did.
     pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        self.refuse_if_promotion_only(repo, "blobs")?;
         if !self.metadata.blob_linked(from, digest).await? || self.store().stat(&digest.blob_key()).await?.is_none() {
             return Ok(false);
         }
@@ -334,12 +363,7 @@ impl Registry {
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PushedManifest> {
-        if let Some(ns) = self.config().namespace(repo.as_str()).filter(|ns| ns.promotion_only) {
-            return Err(RegistryError::Denied(format!(
-                "{repo} is in namespace {:?}, where content arrives only through promotion (POST /api/v1/promotions)",
-                ns.pattern
-            )));
-        }
+        self.refuse_if_promotion_only(repo, "manifests")?;
         if bytes.len() > self.config().registry.max_manifest_bytes {
             return Err(RegistryError::ManifestTooLarge { limit: self.config().registry.max_manifest_bytes });
         }
@@ -353,31 +377,84 @@ impl Registry {
             Reference::Digest(_) => {}
             Reference::Tag(tag) => tags.insert(0, tag),
         }
-        for blob in &parsed.required_blobs {
-            if !self.metadata.blob_linked(repo, blob).await? {
-                return Err(RegistryError::ManifestBlobUnknown(blob.clone()));
-            }
-        }
-        for child in &parsed.manifests {
-            if self.metadata.manifest_link(repo, child).await?.is_none() {
-                return Err(RegistryError::ManifestBlobUnknown(child.clone()));
-            }
-        }
-
+        self.check_references(repo, &parsed).await?;
         self.store_manifest(repo, &parsed, &digest, bytes).await?;
         self.bind_tags(repo, &tags, &digest).await?;
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
+    /// Whether content reaches `repo` only through promotion.
+    pub fn promotion_only(&self, repo: &RepoName) -> bool {
+        self.config().namespace(repo.as_str()).is_some_and(|ns| ns.promotion_only)
+    }
+
+    /// Refuses (with `Denied`) to take `what` into a promotion-only namespace from a client.
+    fn refuse_if_promotion_only(&self, repo: &RepoName, what: &str) -> Result<()> {
+        match self.config().namespace(repo.as_str()).filter(|ns| ns.promotion_only) {
+            Some(ns) => Err(RegistryError::Denied(format!(
+                "{repo} is in namespace {:?}, where {what} arrive only through promotion (POST /api/v1/promotions)",
+                ns.pattern
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every blob and child manifest that `parsed` references is in `repo` with the size (and,
+    /// for children, the media type) its descriptor gives: clients verify by size and digest
+    /// together, so a descriptor that lies would make the image unpullable.
+    async fn check_references(&self, repo: &RepoName, parsed: &manifest::ParsedManifest) -> Result<()> {
+        let required: Vec<&manifest::Descriptor> = parsed.required_blobs().collect();
+        for batch in required.chunks(REFERENCE_CHECKS) {
+            futures::future::try_join_all(batch.iter().map(|blob| self.check_blob_reference(repo, blob))).await?;
+        }
+        for child in &parsed.manifests {
+            let link = self.metadata.manifest_link(repo, &child.digest).await?;
+            let link = link.ok_or_else(|| RegistryError::ManifestBlobUnknown(child.digest.clone()))?;
+            if link.size != child.size || link.media_type != child.media_type {
+                return Err(RegistryError::ManifestInvalid(format!(
+                    "the descriptor of {} gives a {} of {} bytes, but the manifest is a {} of {} bytes",
+                    child.digest, child.media_type, child.size, link.media_type, link.size
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn check_blob_reference(&self, repo: &RepoName, blob: &manifest::Descriptor) -> Result<()> {
+        let stored = match self.metadata.blob_linked(repo, &blob.digest).await? {
+            true => self.store().stat(&blob.digest.blob_key()).await?,
+            false => None,
+        };
+        match stored {
+            None => Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
+            Some(meta) if meta.size != blob.size => Err(RegistryError::SizeInvalid(format!(
+                "the descriptor of {} gives {} bytes, but the blob has {}",
+                blob.digest, blob.size, meta.size
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Stores validated manifest bytes and links them into `repo` with their referrer and parent
     /// links. The content is durable before anything points at it; tags are the caller's, last.
+    /// A digest keeps the media type it was first stored with, everywhere.
     async fn store_manifest(&self, repo: &RepoName, parsed: &manifest::ParsedManifest, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let settled = self.metadata.settle_manifest_type(digest, parsed.media_type).await?;
+        let linked = self.metadata.manifest_link(repo, digest).await?;
+        let other_type = std::iter::once(settled.media_type).chain(linked.map(|link| link.media_type)).find(|t| t != parsed.media_type);
+        if let Some(stored_as) = other_type {
+            return Err(RegistryError::ManifestInvalid(format!(
+                "{digest} is stored as a {stored_as}; refusing to store the same bytes as a {}",
+                parsed.media_type
+            )));
+        }
         let blob_key = digest.blob_key();
         let size = bytes.len() as u64;
         if self.store().stat(&blob_key).await?.is_none() {
             self.store().put_small(&blob_key, bytes, PutCondition::Always).await?;
         }
-        self.metadata.put_summary(digest, &parsed.summary())?;
+        let runnable = self.runnable(parsed).await?;
+        self.metadata.put_summary(digest, &parsed.summary(runnable))?;
         let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
         self.metadata.link_manifest(repo, digest, &link).await?;
         if let Some(subject) = &parsed.subject {
@@ -385,9 +462,26 @@ impl Registry {
             self.metadata.add_referrer(repo, subject, digest, &descriptor).await?;
         }
         for child in &parsed.manifests {
-            self.metadata.add_parent(repo, child, digest).await?;
+            self.metadata.add_parent(repo, &child.digest, digest).await?;
         }
         Ok(())
+    }
+
+    /// Whether a container runtime could run the manifest. Layer types decide first (see
+    /// `manifest::ParsedManifest::inert_layers`); a manifest whose layer types are inert is inert
+    /// only if those layers hold JSON of bounded size, which no tar or gzip archive is, so that
+    /// a runtime that ignores layer types cannot be handed a filesystem under an evidence name.
+    async fn runnable(&self, parsed: &manifest::ParsedManifest) -> Result<bool> {
+        let Some(layers) = &parsed.inert_layers else { return Ok(true) };
+        let mut checked = std::collections::HashSet::new();
+        for layer in layers.iter().filter(|layer| checked.insert(*layer)) {
+            match self.store().get_small(&layer.blob_key(), MAX_INERT_LAYER_BYTES).await {
+                Ok(Some(object)) if serde_json::from_slice::<serde::de::IgnoredAny>(&object.bytes).is_ok() => {}
+                Ok(_) | Err(BlobStoreError::TooLarge { .. }) => return Ok(true),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(false)
     }
 
     /// Resolves a reference in `repo` to a manifest digest.
@@ -412,51 +506,79 @@ impl Registry {
         Ok(StoredManifest { digest, media_type: link.media_type, bytes })
     }
 
-    /// Deletes a tag, or a manifest revision with every tag pointing to it.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+    /// Deletes a tag, or a manifest revision with every tag pointing to it, as tag rules and the
+    /// namespace's protection allow; every delete is an audit record.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, actor: &str) -> Result<()> {
         self.deletion_enabled()?;
-        match reference {
-            Reference::Tag(tag) => self.delete_tag(repo, tag).await,
-            Reference::Digest(digest) => {
-                if self.metadata.manifest_link(repo, digest).await?.is_none() {
-                    return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
-                }
-                let tags = self.tags_pointing_to(repo, digest).await?;
-                if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::config::TagMode::Immutable) {
-                    return Err(RegistryError::Denied(format!(
-                        "{repo}@{digest} is tagged {tag}, which is immutable ({}); it cannot be deleted while tagged",
-                        self.tag_rule(repo, tag).source()
-                    )));
-                }
-                for tag in &tags {
-                    self.delete_tag(repo, tag).await?;
-                }
-                let summary = self.summary(digest).await?;
-                if let Some(subject) = summary.subject.as_deref().and_then(|s| s.parse::<Digest>().ok()) {
-                    self.metadata.remove_referrer(repo, &subject, digest).await?;
-                }
-                for child in summary.manifests.iter().filter_map(|c| c.parse::<Digest>().ok()) {
-                    self.metadata.remove_parent(repo, &child, digest).await?;
-                }
-                Ok(self.metadata.unlink_manifest(repo, digest).await?)
+        let digest = match reference {
+            Reference::Tag(tag) => {
+                let digest = self.delete_tag(repo, tag).await?;
+                self.record_audit("delete_tag", actor, repo, &digest, serde_json::json!({ "tag": tag.as_str() })).await;
+                return Ok(());
             }
+            Reference::Digest(digest) => digest,
+        };
+        if self.metadata.manifest_link(repo, digest).await?.is_none() {
+            return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
         }
+        let tags = self.tags_pointing_to(repo, digest).await?;
+        if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::config::TagMode::Immutable) {
+            return Err(RegistryError::Denied(format!(
+                "{repo}@{digest} is tagged {tag}, which is immutable ({}); it cannot be deleted while tagged",
+                self.tag_rule(repo, tag).source()
+            )));
+        }
+        let summary = self.summary(digest).await?;
+        let subject = summary.subject.as_deref().and_then(|s| s.parse::<Digest>().ok());
+        if let Some(subject) = subject.as_ref().filter(|_| !summary.runnable) {
+            self.refuse_evidence_delete(repo, subject, &format!("{repo}@{digest}")).await?;
+        }
+        for tag in &tags {
+            self.delete_tag(repo, tag).await?;
+        }
+        if let Some(subject) = &subject {
+            self.metadata.remove_referrer(repo, subject, digest).await?;
+        }
+        for child in summary.manifests.iter().filter_map(|c| c.parse::<Digest>().ok()) {
+            self.metadata.remove_parent(repo, &child, digest).await?;
+        }
+        self.metadata.unlink_manifest(repo, digest).await?;
+        let tags: Vec<&str> = tags.iter().map(Tag::as_str).collect();
+        self.record_audit("delete_manifest", actor, repo, digest, serde_json::json!({ "tags": tags })).await;
+        Ok(())
     }
 
-    /// The content summary of a stored manifest, from the index or computed from its bytes.
+    /// Refuses to delete `what`, evidence about `subject`, while `subject` is in a protected `repo`:
+    /// its gate would fail, or pass on less than what was promoted.
+    async fn refuse_evidence_delete(&self, repo: &RepoName, subject: &Digest, what: &str) -> Result<()> {
+        let Some(why) = self.protection(repo) else { return Ok(()) };
+        if self.metadata.manifest_link(repo, subject).await?.is_none() {
+            return Ok(());
+        }
+        Err(RegistryError::Denied(format!(
+            "{what} is evidence about {repo}@{subject}, which is still there; {why}, so evidence stays while its subject does"
+        )))
+    }
+
+    /// The content summary of a stored manifest, from the index or computed from its bytes and
+    /// the media type it is stored as.
     pub async fn summary(&self, digest: &Digest) -> Result<crate::metadata::ManifestSummary> {
         if let Some(summary) = self.metadata.summary(digest)? {
             return Ok(summary);
         }
         let object = self.store().get_small(&digest.blob_key(), self.config().registry.max_manifest_bytes).await?;
         let bytes = object.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?.bytes;
-        // The stored bytes passed validation when pushed; the media type is in the document or
-        // implied by its shape, so parse without a Content-Type.
-        let parsed = manifest::parse(None, &bytes)
-            .or_else(|_| manifest::parse(Some(manifest::OCI_MANIFEST), &bytes))
-            .or_else(|_| manifest::parse(Some(manifest::OCI_INDEX), &bytes))
-            .map_err(|err| RegistryError::Internal(format!("stored manifest {digest}: {err}")))?;
-        let summary = parsed.summary();
+        // Manifests stored before types were recorded name their type in the document or by their
+        // shape, which the parser checks is unambiguous.
+        let stored_type = self.metadata.manifest_type(digest).await?.map(|record| record.media_type);
+        let parsed = match stored_type {
+            Some(media_type) => manifest::parse(Some(&media_type), &bytes),
+            None => manifest::parse(None, &bytes)
+                .or_else(|_| manifest::parse(Some(manifest::OCI_MANIFEST), &bytes))
+                .or_else(|_| manifest::parse(Some(manifest::OCI_INDEX), &bytes)),
+        };
+        let parsed = parsed.map_err(|err| RegistryError::Internal(format!("stored manifest {digest}: {err}")))?;
+        let summary = parsed.summary(self.runnable(&parsed).await?);
         self.metadata.put_summary(digest, &summary)?;
         Ok(summary)
     }

@@ -110,10 +110,28 @@ impl FromStr for Tag {
     }
 }
 
+/// The kinds of evidence in cosign's tag scheme: `sha256-<hex>.sig`, `.att`, `.sbom`.
+pub const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
 impl Tag {
     /// The tag as written.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// cosign's tag for evidence about `subject`, `suffix` one of [`COSIGN_SUFFIXES`].
+    pub fn cosign(subject: &storage::Digest, suffix: &str) -> Tag {
+        Tag(format!("sha256-{}.{suffix}", subject.hex()))
+    }
+
+    /// The subject of a tag of cosign's scheme: exactly `sha256-<64 lowercase hex>.sig`, `.att`
+    /// or `.sbom`. Look-alikes (`sha256-x.sig`) are ordinary tags.
+    pub fn cosign_subject(&self) -> Option<storage::Digest> {
+        let (hex, suffix) = self.0.strip_prefix("sha256-")?.split_once('.')?;
+        if !COSIGN_SUFFIXES.contains(&suffix) {
+            return None;
+        }
+        format!("sha256:{hex}").parse().ok()
     }
 }
 
@@ -202,6 +220,27 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         assert!(matches!(digest.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!(matches!("sha256:zz".parse::<Reference>(), Err(NameError::Digest(_))));
+    }
+
+    #[test]
+    fn cosign_tags() {
+        let hex = "c".repeat(64);
+        let subject: storage::Digest = format!("sha256:{hex}").parse().unwrap();
+        assert_eq!(Tag::cosign(&subject, "att").as_str(), format!("sha256-{hex}.att"));
+        for (tag, cosign) in [
+            (format!("sha256-{hex}.sig"), true),
+            (format!("sha256-{hex}.sbom"), true),
+            ("sha256-x.sig".to_owned(), false),
+            (format!("sha256-{}.sig", "C".repeat(64)), false),
+            (format!("sha256-{hex}.sig.sig"), false),
+            (format!("sha256-{hex}.txt"), false),
+            (format!("sha512-{hex}.sig"), false),
+            ("v1".to_owned(), false),
+        ] {
+            let subject_of = tag.parse::<Tag>().unwrap().cosign_subject();
+            assert_eq!(subject_of.is_some(), cosign, "{tag}");
+        }
+        assert_eq!(Tag::cosign(&subject, "sig").cosign_subject(), Some(subject));
     }
 
     #[test]

@@ -7,16 +7,15 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use storage::{Digest, PutCondition};
 
-use super::manifest::{self, DSSE_ENVELOPE};
+use super::manifest::{self, DSSE_ENVELOPE, EMPTY_MEDIA_TYPE};
 use super::names::{Reference, RepoName, Tag};
 use super::{Registry, RegistryError, Result};
 use crate::policy::gate::Verdict;
-use crate::promote::{Linked, VSA_PREDICATE};
+use crate::promote::{LeftBehind, Linked, VSA_PREDICATE};
 use crate::signing::IN_TOTO_PAYLOAD_TYPE;
 
 /// The OCI empty descriptor's content, used as the config of artifact manifests.
 const EMPTY_JSON: &[u8] = b"{}";
-const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
 impl Registry {
     /// Refuses (with `Denied`) when a tag in `repo` cannot be bound to `digest` under its rule.
@@ -45,8 +44,12 @@ impl Registry {
 
     /// Links `digest` from `from` into `to`: its blobs, its child manifests and every evidence
     /// manifest about it or its children (with their blobs, referrer links and cosign tags).
-    pub async fn link_closure(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<Linked> {
+    /// Only what no runtime could run travels as evidence: a runnable referrer (an image with a
+    /// `subject`, an index) is left behind and listed, since it would reach the target without
+    /// passing the target's gate.
+    pub async fn link_closure(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<(Linked, Vec<LeftBehind>)> {
         let mut linked = Linked::default();
+        let mut left_behind = Vec::new();
         let mut seen = HashSet::new();
         let mut subjects = Vec::new();
         let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, digest, &mut seen, &mut subjects).await?;
@@ -55,6 +58,10 @@ impl Registry {
         // Evidence about the artifact and each child; evidence about evidence too (a signed SBOM).
         while let Some(subject) = subjects.pop() {
             for (source, evidence) in self.evidence_manifests(from, &subject).await? {
+                if self.summary(&evidence).await?.runnable {
+                    left_behind.push(LeftBehind { digest: evidence.to_string(), found_as: source });
+                    continue;
+                }
                 if !seen.contains(&evidence) {
                     let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, &evidence, &mut seen, &mut subjects).await?;
                     linked.blobs += n_blobs;
@@ -65,7 +72,7 @@ impl Registry {
                 }
             }
         }
-        Ok(linked)
+        Ok((linked, left_behind))
     }
 
     /// Links one manifest (children first) and its blobs, queueing each as a subject of evidence.
@@ -99,10 +106,10 @@ impl Registry {
             // them are durable before the manifest that needs them is stored below.
             let links = parsed.blobs.iter().map(|blob| async move {
                 // Non-distributable layers may be absent; everything required is linked in `from`.
-                if !self.metadata.blob_linked(from, blob).await? {
+                if !self.metadata.blob_linked(from, &blob.digest).await? {
                     return Ok::<usize, RegistryError>(0);
                 }
-                self.metadata.link_blob(to, blob).await?;
+                self.metadata.link_blob(to, &blob.digest).await?;
                 Ok(1)
             });
             n_blobs += futures::future::try_join_all(links).await?.into_iter().sum::<usize>();
@@ -116,16 +123,11 @@ impl Registry {
     /// Signs an in-toto SLSA verification summary of `verdict` for `digest` in `repo` and attaches
     /// it as an OCI 1.1 referrer, and as a layer of cosign's `.att` tag so that
     /// `cosign verify-attestation --key` finds it either way. Returns the referrer's digest.
-    /// An ungated target is summarised as passing a policy with no requirements.
-    pub async fn attach_vsa(&self, repo: &RepoName, digest: &Digest, verdict: Option<&Verdict>) -> Result<Digest> {
-        let (namespace, revision) = match verdict {
-            Some(verdict) => (verdict.namespace.clone(), verdict.policy_revision.clone()),
-            None => ("(ungated)".to_owned(), self.config().revision.clone()),
-        };
-        let passed = verdict.is_none_or(|v| v.passed);
+    /// Only a verdict the registry evaluated is summarised: it vouches for nothing it did not check.
+    pub async fn attach_vsa(&self, repo: &RepoName, digest: &Digest, verdict: &Verdict) -> Result<Digest> {
         let inputs: Vec<serde_json::Value> = verdict
-            .into_iter()
-            .flat_map(|v| v.requirements.iter())
+            .requirements
+            .iter()
             .flat_map(|r| r.evidence.iter())
             .map(|fact| serde_json::json!({
                 "uri": fact.source, "trustEntry": fact.trust_entry, "identity": fact.identity, "predicateType": fact.predicate_type,
@@ -140,8 +142,8 @@ impl Registry {
                 "verifier": { "id": "https://github.com/portcullis-registry/portcullis", "version": { "portcullis": env!("CARGO_PKG_VERSION") } },
                 "timeVerified": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
                 "resourceUri": format!("oci://{repo}@{digest}"),
-                "policy": { "uri": format!("portcullis:namespace/{namespace}"), "digest": { "sha256": revision } },
-                "verificationResult": if passed { "PASSED" } else { "FAILED" },
+                "policy": { "uri": format!("portcullis:namespace/{}", verdict.namespace), "digest": { "sha256": verdict.policy_revision } },
+                "verificationResult": if verdict.passed { "PASSED" } else { "FAILED" },
                 "verifiedLevels": [],
                 "inputAttestations": inputs,
             },
@@ -169,7 +171,7 @@ impl Registry {
         let referrer_digest = self.put_internal_manifest(repo, &referrer).await?;
 
         // cosign's tag scheme: the `.att` manifest gains the VSA layer next to what it held.
-        let att_tag: Tag = format!("sha256-{}.att", digest.hex()).parse().expect("a digest tag is a valid tag");
+        let att_tag = Tag::cosign(digest, "att");
         let mut layers = Vec::new();
         let mut config = serde_json::json!({ "mediaType": EMPTY_MEDIA_TYPE, "digest": empty_digest.to_string(), "size": EMPTY_JSON.len() });
         if let Some(current) = self.metadata.tag(repo, &att_tag).await? {

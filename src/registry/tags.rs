@@ -131,10 +131,19 @@ impl Registry {
     }
 
     /// Deletes a tag as its rule allows: mutable tags go, immutable ones stay, write-once ones
-    /// leave a tombstone.
-    pub(super) async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+    /// leave a tombstone; in a protected namespace a cosign evidence tag stays while its subject
+    /// does. Returns the digest the tag pointed to.
+    pub(super) async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Digest> {
         let current = self.metadata.tag(repo, tag).await?;
         let current = current.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{tag}")))?;
+        let digest: Digest = current
+            .record
+            .digest
+            .parse()
+            .map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", current.record.digest)))?;
+        if let Some(subject) = tag.cosign_subject() {
+            self.refuse_evidence_delete(repo, &subject, &format!("tag {repo}:{tag}")).await?;
+        }
         let rule = self.tag_rule(repo, tag);
         match rule.mode {
             TagMode::Mutable => {}
@@ -147,6 +156,7 @@ impl Registry {
             }
             TagMode::WriteOnce => self.metadata.put_tombstone(repo, tag, &current.record).await?,
         }
-        Ok(self.metadata.delete_tag(repo, tag).await?)
+        self.metadata.delete_tag(repo, tag).await?;
+        Ok(digest)
     }
 }

@@ -70,6 +70,7 @@ fn unknown_if_missing(err: BlobStoreError) -> RegistryError {
 impl Registry {
     /// Opens an upload session in `repo`; returns its id.
     pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        self.refuse_if_promotion_only(repo, "blobs")?;
         let upload_id = uuid::Uuid::new_v4().to_string();
         self.store().stage_create(&upload_id).await?;
         let record = UploadRecord { repo: repo.to_string(), started: now_secs() };
@@ -81,6 +82,8 @@ impl Registry {
 
     /// The session's lock, loading it from the store when this process does not hold it.
     async fn session(&self, repo: &RepoName, upload_id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+        // A session opened before a reload made the namespace promotion-only takes no more bytes.
+        self.refuse_if_promotion_only(repo, "blobs")?;
         // Ids we hand out are UUIDs; anything else cannot be a session and must not reach the store.
         if uuid::Uuid::parse_str(upload_id).is_err() {
             return Err(RegistryError::BlobUploadUnknown);

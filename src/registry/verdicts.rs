@@ -173,13 +173,15 @@ impl Registry {
         Ok(Some(verdict))
     }
 
-    /// Whether `digest` may leave the registry through a pull in `repo`. Evidence manifests are
-    /// always served (clients verify them); in audit mode a failing verdict is recorded, not enforced.
+    /// Whether `digest` may leave the registry through a pull in `repo`. What no runtime could run
+    /// (signatures, attestations, SBOMs) is always served, so that clients can verify it; anything
+    /// runnable needs a passing verdict of its own or of a parent index, `subject` or not. In
+    /// audit mode a failing verdict is recorded, not enforced.
     pub async fn check_pull(&self, repo: &RepoName, digest: &Digest, actor: &str) -> Result<()> {
         if self.config().namespace(repo.as_str()).is_none_or(|ns| ns.gate.is_none()) {
             return Ok(());
         }
-        if self.summary(digest).await?.evidence {
+        if !self.summary(digest).await?.runnable {
             return Ok(());
         }
         let Some(verdict) = self.verdict(repo, digest).await? else { return Ok(()) };
