@@ -50,11 +50,6 @@ const INERT_LAYERS: [&str; 8] = [
     "application/sarif+json",
 ];
 
-/// Whether a layer of this media type carries evidence that `policy::verify` reads.
-pub fn is_evidence_layer(media_type: &str) -> bool {
-    media_type == COSIGN_SIMPLE_SIGNING || media_type == DSSE_ENVELOPE || is_sigstore_bundle(media_type)
-}
-
 fn is_sigstore_bundle(media_type: &str) -> bool {
     media_type.starts_with("application/vnd.dev.sigstore.bundle") && media_type.ends_with("+json")
 }
