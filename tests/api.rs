@@ -779,7 +779,7 @@ async fn manifest_errors() {
             case("unknown tag, HEAD", head(format!("/v2/{repo}/manifests/nope")), 404, &["MANIFEST_UNKNOWN"]),
             case("unknown digest", get(format!("/v2/{repo}/manifests/{}", sha256(b"nope"))), 404, &["MANIFEST_UNKNOWN"]),
             case("unknown tag in an unknown repository", get("/v2/team/nothing/manifests/v1"), 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]),
-            case("malformed digest", get(format!("/v2/{repo}/manifests/sha256:zz")), 400, &["DIGEST_INVALID"]),
+            case("malformed digest", get(format!("/v2/{repo}/manifests/sha256:zz")), 404, &["MANIFEST_UNKNOWN"]),
         ],
     )
     .await;
@@ -791,6 +791,45 @@ async fn manifest_errors() {
     // None of them left a tag behind.
     check(&reg, get(format!("/v2/{repo}/manifests/t")), 404, &["MANIFEST_UNKNOWN"]).await;
     assert!(tags_of(&reg, repo).await.is_empty());
+}
+
+// Regression: #13 (item 12). The OCI conformance suite (v1.1.1, `setup.go`) reads the reference
+// `.INVALID_MANIFEST_NAME` and expects 404 from "HEAD request to nonexistent manifest" and from
+// "GET nonexistent manifest" (pull and push workflows), and 400 or 404 with an OCI body from a
+// GET of `sha256:totallywrong`; the new suite pushes `sha256:baddigeststring` and expects 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_that_cannot_exist_are_unknown_to_reads_and_malformed_to_pushes() {
+    let reg = TestRegistry::start().await;
+    let repo = "team/conformance";
+    let (manifest_digest, manifest) = reg.push_tiny_image(repo, "v1", "conformance").await;
+    let put = |reference: &str| {
+        Req::new("PUT", format!("/v2/{repo}/manifests/{reference}")).header("content-type", OCI_MANIFEST).body(manifest.clone())
+    };
+    check_all(
+        &reg,
+        vec![
+            case("conformance: HEAD nonexistent manifest", head(format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case("conformance: GET nonexistent manifest", get(format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case(
+                "conformance: 400 response body should contain OCI-conforming JSON message",
+                get(format!("/v2/{repo}/manifests/sha256:totallywrong")).header("content-type", OCI_MANIFEST).body(b"blablabla".to_vec()),
+                404,
+                &["MANIFEST_UNKNOWN"],
+            ),
+            case("nonexistent manifest in an unknown repository", get("/v2/team/nothing/manifests/.INVALID_MANIFEST_NAME"), 404, &["MANIFEST_UNKNOWN"]),
+            // Distribution answers 404 to a delete of a reference its router cannot match.
+            case("DELETE nonexistent manifest", Req::new("DELETE", format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case("DELETE malformed digest", Req::new("DELETE", format!("/v2/{repo}/manifests/sha256:zz")), 404, &["MANIFEST_UNKNOWN"]),
+            case("PUT to a reference that is not a tag", put(".INVALID_MANIFEST_NAME"), 400, &["MANIFEST_INVALID"]),
+            case("conformance: PUT to a bad digest", put("sha256:baddigeststring"), 400, &["DIGEST_INVALID"]),
+            case("GET of an unsupported digest algorithm", get(format!("/v2/{repo}/manifests/sha512:{}", "a".repeat(128))), 400, &["UNSUPPORTED"]),
+        ],
+    )
+    .await;
+    // None of them touched what is there.
+    assert_manifest(&reg, repo, "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(tags_of(&reg, repo).await, ["v1"]);
+    check(&reg, head(format!("/v2/{repo}/manifests/{manifest_digest}")), 200, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
