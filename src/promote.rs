@@ -121,7 +121,7 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn record_key(target: &RepoName, digest: &Digest) -> String {
+pub(crate) fn record_key(target: &RepoName, digest: &Digest) -> String {
     format!("promotions/{target}/_records/{}", digest.hex())
 }
 

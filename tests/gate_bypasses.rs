@@ -293,7 +293,7 @@ async fn cosign_tag_names_are_not_promotion_tags() {
     assert_eq!(status, 201, "{body}");
     let victim_sig = format!("sha256-{}.sig", victim.trim_start_matches("sha256:"));
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v2", "target": "prod/app", "tags": [victim_sig] })).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("INVALID_REQUEST")), "{body}");
     let res = registry.client.get(registry.url(&format!("/v2/prod/app/manifests/{victim_sig}"))).send().await.unwrap();
     let sig: serde_json::Value = res.json().await.unwrap();
     assert_eq!(sig["layers"].as_array().unwrap().len(), 1, "the victim's signature tag is unchanged: {sig}");
@@ -301,7 +301,7 @@ async fn cosign_tag_names_are_not_promotion_tags() {
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v2", "target": "prod/app", "tags": ["sha256-x.sig"] })).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v1", "target": "prod/app", "tags": ["sha256-x.sig"] })).await;
-    assert_eq!(status, 409, "a look-alike prod tag does not move: {body}");
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (409, Some("TAG_CONFLICT")), "a look-alike prod tag does not move: {body}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/sha256-x.sig")).send().await.unwrap();
     assert_eq!(res.headers()["docker-content-digest"], attacker.as_str());
 }

@@ -172,6 +172,7 @@ async fn refusals_conflicts_and_idempotence() {
 
     let (status, body) = setup.promote(serde_json::json!({"source": "build/app-b:v1", "target": "prod/app", "tags": ["v1"]})).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["errors"][0]["code"], "TAG_CONFLICT", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains(&digests[0]), "{body}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
     assert_eq!(res.headers()["docker-content-digest"], digests[0].as_str());
@@ -181,6 +182,43 @@ async fn refusals_conflicts_and_idempotence() {
     let res = registry.put_manifest("prod/direct", "v1", common::OCI_MANIFEST, &manifest).await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("only through promotion"));
+}
+
+// Regression: #13 (item 14). The registry's own API answered malformed requests with the OCI
+// code UNSUPPORTED ("the operation is unsupported"); they are INVALID_REQUEST now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_api_errors_have_their_own_codes() {
+    let registry = TestRegistry::start().await;
+    registry.push_tiny_image("build/app", "v1", "codes").await;
+    let promotion = |body: &str| registry.client.post(registry.url("/api/v1/promotions")).body(body.to_owned());
+    let get = |path: &str| registry.client.get(registry.url(path));
+    let huge = format!(r#"{{"source":"build/app:v1","target":"prod/app","tags":["{}"]}}"#, "v".repeat(64 << 10));
+    let cases = [
+        ("body is not JSON", promotion("{\"source\":"), 400, "INVALID_REQUEST"),
+        ("unknown field", promotion(r#"{"source":"build/app:v1","target":"prod/app","force":true}"#), 400, "INVALID_REQUEST"),
+        ("no target", promotion(r#"{"source":"build/app:v1"}"#), 400, "INVALID_REQUEST"),
+        ("bad source name", promotion(r#"{"source":"Build/App:v1","target":"prod/app"}"#), 400, "INVALID_REQUEST"),
+        ("bad target name", promotion(r#"{"source":"build/app:v1","target":"prod/_app"}"#), 400, "INVALID_REQUEST"),
+        ("bad tag", promotion(r#"{"source":"build/app:v1","target":"prod/app","tags":["-v1"]}"#), 400, "INVALID_REQUEST"),
+        ("body over 64 KiB", promotion(&huge), 400, "INVALID_REQUEST"),
+        ("source that is not there", promotion(r#"{"source":"build/app:v9","target":"prod/app"}"#), 404, "MANIFEST_UNKNOWN"),
+        ("listing without a repository", get("/api/v1/promotions"), 400, "INVALID_REQUEST"),
+        ("listing of a bad name", get("/api/v1/promotions?repository=Prod"), 400, "INVALID_REQUEST"),
+        ("verdict without an image", get("/api/v1/verdict"), 400, "INVALID_REQUEST"),
+        ("verdict of a bad image", get("/api/v1/verdict?image=build/app:-v1"), 400, "INVALID_REQUEST"),
+        ("verdict for a bad target", get("/api/v1/verdict?image=build/app:v1&target=Prod"), 400, "INVALID_REQUEST"),
+        ("audit page of a bad size", get("/api/v1/audit?limit=many"), 400, "INVALID_REQUEST"),
+        ("wrong method", registry.client.put(registry.url("/api/v1/promotions")), 405, "UNSUPPORTED"),
+    ];
+    for (what, request, status, code) in cases {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{what}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{what}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], code, "{what}: {body}");
+    }
+    let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(res.status(), 404, "nothing was promoted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 //! distribution-spec's endpoint table.
 
 use http::Method;
+use storage::digest::DigestError;
 use storage::Digest;
 
 use crate::auth::rules::Action;
@@ -94,6 +95,12 @@ pub enum RouteError {
     /// A query parameter is malformed.
     #[error("invalid query parameter {0}")]
     Query(String),
+    /// A manifest read or delete names a reference that is neither a tag nor a digest.
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(NameError),
+    /// A parameter of the registry's own API (`/api/v1/`) is missing or malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 impl Endpoint {
@@ -177,26 +184,8 @@ impl Endpoint {
                 };
             }
             "/v2" | "/v2/" => return only_get(method, Endpoint::Base),
-            "/api/v1/verdict" => {
-                let image = query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned()))?;
-                let target = query.one("target").map(str::parse).transpose()?;
-                return only_get(method, Endpoint::Verdict { image: image.parse()?, target });
-            }
-            "/api/v1/keys" => return only_get(method, Endpoint::Keys),
-            "/api/v1/promotions" if *method == Method::POST => return Ok(Endpoint::Promote),
-            "/api/v1/promotions" => {
-                let repository = query.one("repository").ok_or_else(|| RouteError::Query("repository is required".to_owned()))?;
-                return only_get(method, Endpoint::ListPromotions { repository: repository.parse()? });
-            }
-            "/api/v1/audit" => {
-                let after = query.count("after")?.unwrap_or(0) as u64;
-                let endpoint = Endpoint::Audit {
-                    kind: query.one("kind").map(str::to_owned),
-                    repository: query.one("repository").map(str::to_owned),
-                    after,
-                    limit: query.count("limit")?,
-                };
-                return only_get(method, endpoint);
+            "/api/v1/verdict" | "/api/v1/keys" | "/api/v1/promotions" | "/api/v1/audit" => {
+                return api_endpoint(method, path, &query);
             }
             "/v2/_catalog" => {
                 let last = query.one("last").map(|l| l.parse()).transpose()?;
@@ -260,14 +249,14 @@ impl Endpoint {
         }
         if n >= 2 && segments[n - 2] == "manifests" {
             let name = name_of(n - 2)?;
-            let reference: Reference = segments[n - 1].parse()?;
+            let reference = segments[n - 1].parse::<Reference>();
             return match *method {
-                _ if get_or_head => Ok(Endpoint::GetManifest { name, reference, head }),
+                _ if get_or_head => Ok(Endpoint::GetManifest { name, reference: existing(reference)?, head }),
                 Method::PUT => {
                     let tags = query.all("tag").map(str::parse).collect::<Result<Vec<Tag>, _>>()?;
-                    Ok(Endpoint::PutManifest { name, reference, tags })
+                    Ok(Endpoint::PutManifest { name, reference: reference?, tags })
                 }
-                Method::DELETE => Ok(Endpoint::DeleteManifest { name, reference }),
+                Method::DELETE => Ok(Endpoint::DeleteManifest { name, reference: existing(reference)? }),
                 _ => Err(RouteError::MethodNotAllowed),
             };
         }
@@ -284,6 +273,54 @@ impl Endpoint {
         }
         Err(RouteError::NotFound)
     }
+}
+
+/// The registry's own API below `/api/v1/`. Its malformed or missing parameters (names
+/// included) are `InvalidRequest`: the OCI codes describe `/v2/`, not this API.
+fn api_endpoint(method: &Method, path: &str, query: &Query) -> Result<Endpoint, RouteError> {
+    if path == "/api/v1/promotions" && *method == Method::POST {
+        return Ok(Endpoint::Promote);
+    }
+    // Everything else is read-only; a wrong method is that, whatever the parameters.
+    if *method != Method::GET && *method != Method::HEAD {
+        return Err(RouteError::MethodNotAllowed);
+    }
+    let routed = match path {
+        "/api/v1/verdict" => query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned())).and_then(|image| {
+            let target = query.one("target").map(str::parse).transpose()?;
+            Ok(Endpoint::Verdict { image: image.parse()?, target })
+        }),
+        "/api/v1/keys" => Ok(Endpoint::Keys),
+        "/api/v1/promotions" => query
+            .one("repository")
+            .ok_or_else(|| RouteError::Query("repository is required".to_owned()))
+            .and_then(|repository| Ok(Endpoint::ListPromotions { repository: repository.parse()? })),
+        "/api/v1/audit" => query.count("after").and_then(|after| {
+            Ok(Endpoint::Audit {
+                kind: query.one("kind").map(str::to_owned),
+                repository: query.one("repository").map(str::to_owned),
+                after: after.unwrap_or(0) as u64,
+                limit: query.count("limit")?,
+            })
+        }),
+        _ => Err(RouteError::NotFound),
+    };
+    routed.map_err(|err| match err {
+        RouteError::Query(message) => RouteError::InvalidRequest(message),
+        RouteError::Name(err) => RouteError::InvalidRequest(err.to_string()),
+        other => other,
+    })
+}
+
+/// The reference of a read or a delete. One that is neither a tag nor a digest names nothing
+/// that can exist, so it is unknown (404 `MANIFEST_UNKNOWN`, as Distribution answers and the
+/// conformance suite expects), not a bad request; only a push with it is malformed. A digest of
+/// an algorithm the registry does not support stays `UNSUPPORTED`, which says more.
+fn existing(reference: Result<Reference, NameError>) -> Result<Reference, RouteError> {
+    reference.map_err(|err| match err {
+        NameError::Digest(DigestError::Unsupported(_)) => RouteError::Name(err),
+        other => RouteError::ManifestUnknown(other),
+    })
 }
 
 fn only_get(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError> {
@@ -363,7 +400,16 @@ mod tests {
             (Method::GET, "/v2/../etc/manifests/v1".into(), None, "error: Name(Name"),
             (Method::GET, "/v2/a//b/manifests/v1".into(), None, "error: Name(Name"),
             (Method::GET, "/v2/A/manifests/v1".into(), None, "error: Name(Name"),
-            (Method::GET, "/v2/a/manifests/..".into(), None, "error: Name(Tag"),
+            // A reference that is neither tag nor digest: unknown to reads and deletes, malformed
+            // to a push; an unsupported algorithm is that, everywhere.
+            (Method::GET, "/v2/a/manifests/..".into(), None, "error: ManifestUnknown(Tag"),
+            (Method::HEAD, "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(), None, "error: ManifestUnknown(Tag"),
+            (Method::GET, "/v2/a/manifests/sha256:totallywrong".into(), None, "error: ManifestUnknown(Digest(Invalid"),
+            (Method::DELETE, "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(), None, "error: ManifestUnknown(Tag"),
+            (Method::PUT, "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(), None, "error: Name(Tag"),
+            (Method::PUT, "/v2/a/manifests/sha256:baddigeststring".into(), None, "error: Name(Digest(Invalid"),
+            (Method::GET, format!("/v2/a/manifests/sha512:{}", "a".repeat(128)), None, "error: Name(Digest(Unsupported"),
+            (Method::PATCH, "/v2/a/manifests/..".into(), None, "error: MethodNotAllowed"),
             (Method::GET, "/v2/a/blobs/sha256:zz".into(), None, "error: Name(Digest(Invalid"),
             (Method::GET, "/v2/a/blobs/sha512:aa".into(), None, "error: Name(Digest(Unsupported"),
             (Method::GET, "/v2/manifests/v1".into(), None, "error: NotFound"),
@@ -372,7 +418,13 @@ mod tests {
             (Method::GET, "/elsewhere".into(), None, "error: NotFound"),
             (Method::GET, "/healthz".into(), None, "Health"),
             (Method::GET, "/api/v1/verdict".into(), Some("image=prod/app:v1"), "Verdict { image: ImageRef { repo: RepoName(\"prod/app\")"),
-            (Method::GET, "/api/v1/verdict".into(), None, "error: Query"),
+            // The registry's own API: its parameters are INVALID_REQUEST, names included.
+            (Method::GET, "/api/v1/verdict".into(), None, "error: InvalidRequest(\"image is required\")"),
+            (Method::GET, "/api/v1/verdict".into(), Some("image=Bad/App:v1"), "error: InvalidRequest(\"invalid repository name"),
+            (Method::GET, "/api/v1/verdict".into(), Some("image=a:v1&target=_x"), "error: InvalidRequest"),
+            (Method::GET, "/api/v1/promotions".into(), None, "error: InvalidRequest"),
+            (Method::GET, "/api/v1/audit".into(), Some("limit=-1"), "error: InvalidRequest(\"limit must be a non-negative integer\")"),
+            (Method::PUT, "/api/v1/audit".into(), None, "error: MethodNotAllowed"),
             (Method::POST, "/api/v1/promotions".into(), None, "Promote"),
             (Method::GET, "/api/v1/promotions".into(), Some("repository=prod/app"), "ListPromotions"),
             (Method::GET, "/api/v1/audit".into(), Some("kind=promotion&after=3&limit=5"), "Audit { kind: Some(\"promotion\"), repository: None, after: 3, limit: Some(5) }"),

@@ -8,7 +8,8 @@ use crate::registry::names::NameError;
 use crate::registry::RegistryError;
 use storage::digest::DigestError;
 
-/// Codes from the "Error Codes" table of the OCI Distribution Spec (code-1 .. code-14).
+/// Codes from the "Error Codes" table of the OCI Distribution Spec (code-1 .. code-14), and the
+/// codes of the registry's own API (`/api/v1/`), which that table does not describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// code-1
@@ -39,6 +40,10 @@ pub enum ErrorCode {
     Unsupported,
     /// code-14
     TooManyRequests,
+    /// `/api/v1/`: a body or parameter that is malformed, missing or names nothing valid.
+    InvalidRequest,
+    /// `/api/v1/promotions`: a target tag is already bound to other content under its rule.
+    TagConflict,
 }
 
 impl ErrorCode {
@@ -59,6 +64,8 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::TagConflict => "TAG_CONFLICT",
         }
     }
 }
@@ -136,10 +143,13 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported))
             }
             ApiError::Route(RouteError::Query(_)) => (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported)),
+            ApiError::Route(RouteError::ManifestUnknown(_)) => (StatusCode::NOT_FOUND, Some(ErrorCode::ManifestUnknown)),
+            ApiError::Route(RouteError::InvalidRequest(_)) | ApiError::BadRequest(_) => {
+                (StatusCode::BAD_REQUEST, Some(ErrorCode::InvalidRequest))
+            }
             ApiError::BadHeader(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::BlobUploadInvalid)),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, Some(ErrorCode::Unsupported)),
             ApiError::PromotionDenied(_) => (StatusCode::FORBIDDEN, Some(ErrorCode::Denied)),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, Some(ErrorCode::Denied)),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, Some(ErrorCode::TagConflict)),
             ApiError::Unauthorized { .. } => (StatusCode::UNAUTHORIZED, Some(ErrorCode::Unauthorized)),
             ApiError::Forbidden(_) | ApiError::ClientCertRequired => (StatusCode::FORBIDDEN, Some(ErrorCode::Denied)),
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, Some(ErrorCode::TooManyRequests)),
@@ -241,6 +251,12 @@ mod tests {
             (ApiError::ClientCertRequired, 403, "DENIED"),
             (ApiError::TooManyRequests { retry_after_secs: 3 }, 429, "TOOMANYREQUESTS"),
             (ApiError::AuthUnavailable("secret jwks url".into()), 503, "UNAVAILABLE"),
+            // A reference that can never exist is unknown, not malformed (conformance: GET/HEAD).
+            (RouteError::ManifestUnknown(NameError::Tag(".INVALID_MANIFEST_NAME".into())).into(), 404, "MANIFEST_UNKNOWN"),
+            // The registry's own API has its own codes.
+            (ApiError::BadRequest("x".into()), 400, "INVALID_REQUEST"),
+            (RouteError::InvalidRequest("image is required".into()).into(), 400, "INVALID_REQUEST"),
+            (ApiError::Conflict("x".into()), 409, "TAG_CONFLICT"),
         ];
         for (err, status, code) in cases {
             assert_eq!(err.status_and_code().0.as_u16(), status, "{err}");

@@ -18,7 +18,7 @@ fn session_headers(name: &RepoName, upload_id: &str, offset: u64) -> Vec<(Header
     ]
 }
 
-fn blob_created(name: &RepoName, digest: &Digest) -> http::Response<Body> {
+fn blob_created(name: &RepoName, digest: &Digest) -> Result<http::Response<Body>, ApiError> {
     let headers = [(header::LOCATION, format!("/v2/{name}/blobs/{digest}")), (DOCKER_CONTENT_DIGEST, digest.to_string())];
     empty_response(StatusCode::CREATED, &headers)
 }
@@ -34,15 +34,15 @@ pub(super) async fn start(
 ) -> Result<http::Response<Body>, ApiError> {
     if let (Some(mount), Some(from)) = (mount, from) {
         if registry.mount_blob(name, from, mount).await? {
-            return Ok(blob_created(name, mount));
+            return blob_created(name, mount);
         }
         // Not mountable: the spec says fall back to an ordinary upload session.
     } else if let Some(digest) = digest {
         registry.put_blob(name, digest, body).await?;
-        return Ok(blob_created(name, digest));
+        return blob_created(name, digest);
     }
     let upload_id = registry.start_upload(name).await?;
-    Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, &upload_id, 0)))
+    empty_response(StatusCode::ACCEPTED, &session_headers(name, &upload_id, 0))
 }
 
 /// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`.
@@ -55,7 +55,7 @@ pub(super) async fn patch(
 ) -> Result<http::Response<Body>, ApiError> {
     let range = content_range(headers)?;
     match registry.append_upload(name, upload_id, range, body).await {
-        Ok(offset) => Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, upload_id, offset))),
+        Ok(offset) => empty_response(StatusCode::ACCEPTED, &session_headers(name, upload_id, offset)),
         Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
         Err(err) => Err(err.into()),
     }
@@ -72,7 +72,7 @@ pub(super) async fn finish(
 ) -> Result<http::Response<Body>, ApiError> {
     let range = content_range(headers)?;
     match registry.finish_upload(name, upload_id, digest, range, body).await {
-        Ok(()) => Ok(blob_created(name, digest)),
+        Ok(()) => blob_created(name, digest),
         Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
         Err(err) => Err(err.into()),
     }
@@ -81,13 +81,13 @@ pub(super) async fn finish(
 /// end-13: `GET /v2/<name>/blobs/uploads/<id>`.
 pub(super) async fn status(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
     let offset = registry.upload_offset(name, upload_id).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT, &session_headers(name, upload_id, offset)))
+    empty_response(StatusCode::NO_CONTENT, &session_headers(name, upload_id, offset))
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`.
 pub(super) async fn cancel(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
     registry.cancel_upload(name, upload_id).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT, &[]))
+    empty_response(StatusCode::NO_CONTENT, &[])
 }
 
 /// A 416 that still tells the client where the upload stands, so it can resume.

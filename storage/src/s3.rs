@@ -153,6 +153,17 @@ impl S3BlobStore {
     /// ([`BlobStoreError::Unavailable`] for connection failures and 5xx answers), or the server
     /// ignores conditional writes and `single_writer` is off.
     pub async fn connect(config: S3Config) -> Result<S3BlobStore> {
+        let (bucket, single_writer) = (config.bucket.clone(), config.single_writer);
+        let store = S3BlobStore::connect_read_only(config).await?;
+        let probe = store.probe_conditional_writes().await?;
+        probe_verdict(&bucket, probe, single_writer)?;
+        Ok(store)
+    }
+
+    /// Builds the client without the probe, which writes: for tools that only read (`portcullis
+    /// fsck`, `audit verify`) and must leave the bucket as they found it. Nothing checked that
+    /// the server honours conditional writes, so a store opened this way must not write.
+    pub async fn connect_read_only(config: S3Config) -> Result<S3BlobStore> {
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&config.part_size) {
             return Err(invalid_config(format!(
                 "s3 part_size must be between {MIN_PART_SIZE} and {MAX_PART_SIZE} bytes, found {}",
@@ -164,10 +175,7 @@ impl S3BlobStore {
         }
         let prefix = normalized_prefix(&config.prefix)?;
         let client = build_client(&config).await?;
-        let store = S3BlobStore { client, bucket: config.bucket.clone(), prefix, part_size: config.part_size };
-        let probe = store.probe_conditional_writes().await?;
-        probe_verdict(&config.bucket, probe, config.single_writer)?;
-        Ok(store)
+        Ok(S3BlobStore { client, bucket: config.bucket.clone(), prefix, part_size: config.part_size })
     }
 
     /// A URL that fetches the object at `key` with a plain GET until `expires` has passed, for
