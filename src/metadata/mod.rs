@@ -289,6 +289,11 @@ impl Metadata {
         Ok(self.store.delete(&key).await?)
     }
 
+    /// The descriptor of one referrer link, `None` when `referrer` does not refer to `subject` in `repo`.
+    pub async fn referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> Result<Option<serde_json::Value>> {
+        self.read(&format!("{}{}", referrers_prefix(repo, subject), referrer.hex())).await
+    }
+
     /// Descriptors of the manifests in `repo` whose subject is `subject`, at most `limit`.
     pub async fn referrers(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<serde_json::Value>> {
         let prefix = referrers_prefix(repo, subject);
