@@ -115,8 +115,9 @@ pub struct EvidenceSet {
 pub struct Attached {
     /// cosign's tags that exist, as (`tag sha256-….sig`, digest).
     tags: Vec<(String, Digest)>,
-    /// The referrer links, in listing order.
-    referrers: Vec<Digest>,
+    /// The referrer links' names (digest hex), in listing order; parsed only when evidence is
+    /// selected, since a flood makes them many.
+    referrers: Vec<String>,
     /// More referrer links exist than were listed.
     truncated: bool,
     /// sha256 over all of the above. Manifests are content-addressed, and which of them are read
@@ -145,15 +146,15 @@ pub fn carries_evidence(descriptor: &Value) -> bool {
 }
 
 impl Attached {
-    fn new(tags: Vec<(String, Digest)>, referrers: Vec<Digest>, truncated: bool) -> Attached {
+    fn new(tags: Vec<(String, Digest)>, referrers: Vec<String>, truncated: bool) -> Attached {
         let mut id = sha2::Sha256::new();
         for (source, digest) in &tags {
             id.update(source);
             id.update(digest.hex());
         }
-        for digest in &referrers {
+        for hex in &referrers {
             id.update("referrer");
-            id.update(digest.hex());
+            id.update(hex);
         }
         id.update(if truncated { "truncated" } else { "complete" });
         Attached { tags, referrers, truncated, id: hex::encode(id.finalize()) }
@@ -172,7 +173,7 @@ impl Registry {
                 }
             }
         }
-        let mut referrers = self.metadata.referrer_digests(repo, subject, MAX_REFERRER_LINKS + 1).await?;
+        let mut referrers = self.metadata.referrer_hexes(repo, subject, MAX_REFERRER_LINKS + 1).await?;
         let truncated = referrers.len() > MAX_REFERRER_LINKS;
         referrers.truncate(MAX_REFERRER_LINKS);
         Ok(Attached::new(tags, referrers, truncated))
@@ -184,16 +185,18 @@ impl Registry {
     pub async fn select_evidence(&self, repo: &RepoName, subject: &Digest, attached: &Attached) -> Result<Selection> {
         let mut selection = Selection { manifests: attached.tags.clone(), ..Selection::default() };
         let (mut n_evidence, mut n_other) = (0, 0);
-        for referrer in &attached.referrers {
-            if self.referrer_carries_evidence(repo, subject, referrer).await? {
+        for hex in &attached.referrers {
+            // The store validates its keys, not that they are digests; a stray name is no referrer.
+            let Ok(referrer) = format!("sha256:{hex}").parse::<Digest>() else { continue };
+            if self.referrer_carries_evidence(repo, subject, &referrer).await? {
                 n_evidence += 1;
                 if n_evidence <= MAX_EVIDENCE_REFERRERS {
-                    selection.manifests.push((format!("referrer {referrer}"), referrer.clone()));
+                    selection.manifests.push((format!("referrer {referrer}"), referrer));
                 }
             } else {
                 n_other += 1;
                 if selection.others.len() < MAX_OTHER_REFERRERS {
-                    selection.others.push(referrer.clone());
+                    selection.others.push(referrer);
                 }
             }
         }

@@ -26,8 +26,10 @@ const CACHE_LIMIT: usize = 10_000;
 const REFERRER_KINDS_LIMIT: usize = 65_536;
 /// How many parent indexes are consulted for a child manifest.
 const MAX_PARENTS: usize = 16;
-/// Verdicts computed at once; more wait. Computing is mostly verifying signatures, on 2 cores.
-const MAX_COMPUTING: usize = 4;
+/// Verdicts computed at once; more wait. Computing is mostly parsing and verifying evidence, work
+/// for a core each; and each computation holds up to its budget of evidence plus what parsing it
+/// takes (measured in BENCHMARKS.md), so this is what bounds the memory verdicts use.
+const MAX_COMPUTING: usize = 2;
 
 /// The trust in force, built from the configuration's trust material.
 pub struct LoadedTrust {
