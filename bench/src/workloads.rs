@@ -52,9 +52,10 @@ pub(crate) struct MeasureArgs {
     #[arg(long)]
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
-    /// `manifests` (with cold verdicts and promotions), `parallel`. `scripts/bench` runs each
-    /// group on freshly started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel")]
+    /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
+    /// portcullis only). `scripts/bench` runs each group on freshly started servers, so the disk
+    /// never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -73,6 +74,8 @@ pub(crate) enum Group {
     Manifests,
     /// Concurrent uploads, for memory.
     Parallel,
+    /// Junk referrers on the pull path, and concurrent verdicts of heavy evidence, for memory.
+    Evidence,
 }
 
 /// Sizes and durations of one run.
@@ -90,6 +93,10 @@ struct Sizes {
     cold_verdicts: usize,
     promotions: usize,
     promotion_layers: usize,
+    junk_referrers: usize,
+    /// Referrers per image, layers per referrer, bytes of the one envelope they all name.
+    heavy: (usize, usize, usize),
+    heavy_verdicts: usize,
 }
 
 const KIB: usize = 1 << 10;
@@ -113,6 +120,9 @@ impl Sizes {
                 cold_verdicts: 3,
                 promotions: 3,
                 promotion_layers: 20,
+                junk_referrers: 20,
+                heavy: (4, 4, 64 * KIB),
+                heavy_verdicts: 4,
             };
         }
         Sizes {
@@ -129,7 +139,16 @@ impl Sizes {
             cold_verdicts: 100,
             promotions: 20,
             promotion_layers: 20,
+            junk_referrers: 1000,
+            heavy: (64, 16, 2 * MIB),
+            heavy_verdicts: 16,
         }
+    }
+
+    /// `64 referrers x 16 layers of one 2 MiB envelope`.
+    fn heavy_words(&self) -> String {
+        let (n_referrers, n_layers, size) = self.heavy;
+        format!("{n_referrers} referrers x {n_layers} layers of one {} envelope", human(size))
     }
 
     fn describe(&self, groups: &[Group]) -> Vec<String> {
@@ -143,6 +162,10 @@ impl Sizes {
                     words.push(format!("{} cold verdicts, {} promotions of {} layers", self.cold_verdicts, self.promotions, self.promotion_layers));
                 }
                 Group::Parallel => words.push(format!("{} concurrent uploads of {}", self.parallel_uploads, human(self.parallel_upload))),
+                Group::Evidence => {
+                    words.push(format!("{} junk referrers", self.junk_referrers));
+                    words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
+                }
             }
         }
         words
@@ -216,6 +239,9 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     }
     if args.groups.contains(&Group::Parallel) {
         parallel_uploads(&sizes, run, &both, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Evidence) {
+        evidence_workloads(&sizes, run, &portcullis, &key, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -368,6 +394,31 @@ async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: 
         for location in next_locations {
             registry.cancel_upload(&location).await?;
         }
+    }
+    Ok(())
+}
+
+/// Gated pulls with and without a flood of junk referrers (the verdict cached), and concurrent
+/// verdicts of images whose referrers name far more evidence than a verdict reads: of one image
+/// (they share one computation) and of as many images (they do not). portcullis only.
+async fn evidence_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, key: &Key, results: &mut RunResults) -> anyhow::Result<()> {
+    let concurrency = 16;
+    for n_junk in [0, sizes.junk_referrers] {
+        progress(run, &format!("evidence: gated GET by digest, {n_junk} junk referrers, concurrency {concurrency}"));
+        let outcome = gates::flooded_pulls(portcullis, key, run, n_junk, concurrency, sizes.warmup, sizes.window).await?;
+        let row = format!("flood_{n_junk}_get");
+        let what = format!("gated manifest GET by digest, c={concurrency}, {n_junk} junk referrers");
+        results.record(&format!("{row}_rps"), &format!("{what} (req/s)"), Better::Higher, PORTCULLIS, outcome.requests_per_s);
+        results.record(&format!("{row}_p50"), &format!("{what}: p50 (ms)"), Better::Lower, PORTCULLIS, outcome.p50_ms);
+        results.record(&format!("{row}_p99"), &format!("{what}: p99 (ms)"), Better::Lower, PORTCULLIS, outcome.p99_ms);
+    }
+    for (row, n_images) in [("heavy_one", 1), ("heavy_many", sizes.heavy_verdicts)] {
+        let images = if n_images == 1 { "one image".to_owned() } else { format!("{n_images} images") };
+        let what = format!("{} concurrent verdicts of {images} with {}", sizes.heavy_verdicts, sizes.heavy_words());
+        progress(run, &format!("evidence: {what}"));
+        let (peak, elapsed) = gates::heavy_verdicts(portcullis, key, run, n_images, sizes.heavy, sizes.heavy_verdicts).await?;
+        results.record(&format!("rss_peak_{row}"), &format!("peak memory: {what} (MiB)"), Better::Lower, PORTCULLIS, peak);
+        results.record(&format!("{row}_time"), &format!("{what}: all answered (ms)"), Better::Lower, PORTCULLIS, elapsed.as_secs_f64() * 1000.0);
     }
     Ok(())
 }

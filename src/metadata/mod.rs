@@ -417,6 +417,11 @@ impl Metadata {
         Ok(self.store.delete(&key).await?)
     }
 
+    /// The descriptor of one referrer link, `None` when `referrer` does not refer to `subject` in `repo`.
+    pub async fn referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> Result<Option<serde_json::Value>> {
+        self.read(&format!("{}{}", referrers_prefix(repo, subject), referrer.hex())).await
+    }
+
     /// Descriptors of the manifests in `repo` whose subject is `subject`, at most `limit`.
     pub async fn referrers(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<serde_json::Value>> {
         let prefix = referrers_prefix(repo, subject);
@@ -431,19 +436,20 @@ impl Metadata {
         Ok(descriptors)
     }
 
-    /// Digests of the manifests in `repo` whose subject is `subject`, at most `limit`, without
-    /// reading their descriptors (a gated pull asks this on every request).
-    pub async fn referrer_digests(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<Digest>> {
-        let names = self.referrer_names(&referrers_prefix(repo, subject), limit).await?;
-        Ok(names.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect())
+    /// Digest hex of the manifests in `repo` whose subject is `subject`, at most `limit`, as
+    /// listed: nothing is read or parsed (a gated pull asks this on every request).
+    pub async fn referrer_hexes(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<String>> {
+        self.referrer_names(&referrers_prefix(repo, subject), limit).await
     }
 
-    /// Names (digest hex) of the referrer links below `prefix`, at most `limit`.
+    /// Names (digest hex) of the referrer links below `prefix`, at most `limit`. Pages are as large
+    /// as the rest of `limit` (the filesystem reads the whole directory for each page; S3 serves
+    /// at most 1000 names a page whatever is asked).
     async fn referrer_names(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
         let mut names = Vec::new();
         let mut last: Option<String> = None;
         loop {
-            let page = self.store.list(prefix, last.as_deref(), 1000, true).await?;
+            let page = self.store.list(prefix, last.as_deref(), limit - names.len(), true).await?;
             let truncated = page.truncated;
             last = page.entries.last().cloned();
             names.extend(page.entries.into_iter().take(limit - names.len()));
