@@ -11,7 +11,8 @@
 //!   staged parts are 8 MiB by default);
 //! - a multipart upload of server-side `UploadPartCopy`s of those parts, 8 in flight: what
 //!   portcullis's commit does;
-//! - `GetObject` of the whole object, read to the end.
+//! - `GetObject` of that copy (laid out in the store as portcullis's blobs are), read to the end
+//!   by the HTTP client the download rows use, from a presigned URL.
 //!
 //! Everything it writes is under the run's prefix and deleted again before it returns.
 
@@ -74,8 +75,9 @@ impl Store {
         Ok(())
     }
 
-    /// Measures the store's ceilings over `data` (see the module doc), then deletes what it wrote.
-    pub(crate) async fn ceilings(&self, data: &Bytes) -> anyhow::Result<Vec<Ceiling>> {
+    /// Measures the store's ceilings over `data` (see the module doc), downloading with `http`,
+    /// then deletes what it wrote.
+    pub(crate) async fn ceilings(&self, data: &Bytes, http: &reqwest::Client) -> anyhow::Result<Vec<Ceiling>> {
         let size = data.len() as f64 / MIB;
         let mut ceilings = Vec::new();
         let mut push = |key: &str, label: &str, elapsed: Duration| {
@@ -100,14 +102,17 @@ impl Store {
         self.copy_parts(&parts, &copied).await?;
         push("s3_copy", "S3 multipart UploadPartCopy of the 8 MiB parts, 8 in flight (as portcullis commits)", started.elapsed());
 
+        let presigning = aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(600))?;
+        let url = self.client.get_object().bucket(&self.bucket).key(&copied).presigned(presigning).await.context("presign GetObject")?;
         let started = Instant::now();
-        let object = self.client.get_object().bucket(&self.bucket).key(&whole).send().await.context("GetObject")?;
-        let mut body = object.body;
+        let res = http.get(url.uri()).send().await.context("GetObject")?;
+        anyhow::ensure!(res.status() == 200, "GetObject of a presigned URL: {}", res.status());
+        let mut body = res.bytes_stream();
         let mut received = 0usize;
-        while let Some(chunk) = body.try_next().await.context("GetObject body")? {
-            received += chunk.len();
+        while let Some(chunk) = body.next().await {
+            received += chunk.context("GetObject body")?.len();
         }
-        push("s3_get", "S3 GetObject, read to the end", started.elapsed());
+        push("s3_get", "S3 GetObject of the copy, read to the end (presigned, the download rows' HTTP client)", started.elapsed());
         anyhow::ensure!(received == data.len(), "GetObject gave {received} of {} bytes", data.len());
 
         for key in parts.iter().map(|(key, _)| key).chain([&whole, &copied]) {

@@ -224,7 +224,7 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         if let Some(bucket) = &args.s3_bucket {
             progress(run, "the S3 store's own throughput");
             let store = crate::s3::Store::from_env(bucket, &args.s3_prefix)?;
-            results.ceilings.extend(store.ceilings(&data).await?);
+            results.ceilings.extend(store.ceilings(&data, portcullis.client()).await?);
         }
         drop(data);
         blob_workloads(&sizes, run, &both, &redirecting, &mut results).await?;

@@ -2,8 +2,10 @@
 //!
 //! Small objects map one to one onto `PutObject` / `GetObject`, with `If-None-Match: *` and
 //! `If-Match: <etag>` for the conditions; the versions are S3's ETags. [`S3BlobStore::connect`]
-//! probes that the server honours those headers, because several replicas over one bucket are only
-//! correct if it does (see [`S3Config::single_writer`]).
+//! probes how the server treats those headers, because several replicas over one bucket are only
+//! correct if it honours them (see [`S3Config::single_writer`]), and adapts to what it finds
+//! ([`ServerFindings`]): Ceph RGW 16 matches `If-Match` only against an ETag without its quotes,
+//! and refuses the SDK's streaming uploads with a checksum trailer.
 //!
 //! Staged uploads keep all their state in the bucket, so that any replica can continue an upload
 //! another one started. A stage `<id>` is the objects under `<prefix>~staging/<id>/`:
@@ -17,7 +19,9 @@
 //! [`BlobStoreError::PreconditionFailed`] instead of interleaving. Data objects get fresh names on
 //! every write, so a losing append never overwrites what the winning state points at. A commit
 //! copies the data objects server-side into the final key (`CopyObject` for one object, else a
-//! multipart upload of `UploadPartCopy`s), so no byte passes through this process twice.
+//! multipart upload of `UploadPartCopy`s), so no byte passes through this process twice. Neither
+//! the copy nor `CompleteMultipartUpload` is conditional (RGW 16 ignores conditions on both): the
+//! final key is content-addressed, so a second commit of the same bytes is harmless.
 //!
 //! `~` is outside the key alphabet of [`crate::validate_key`], so no key can collide with the
 //! internal objects (`~staging/`, `~probe/`), and it sorts after every key character, so a listing
