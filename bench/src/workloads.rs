@@ -61,6 +61,26 @@ pub(crate) struct MeasureArgs {
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
     #[arg(long, default_value_t = 1024)]
     parallel_upload_mib: usize,
+    /// With `--storage s3`: the bucket both servers store in, on the store `PORTCULLIS_TEST_S3_*`
+    /// names. The blob group then also measures the store itself with a plain S3 client.
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// The key prefix of this run in `--s3-bucket`; the store's ceilings are measured below it.
+    #[arg(long, default_value = "")]
+    s3_prefix: String,
+    /// A second portcullis on the same store, with `redirect_blobs`: the blob group also measures
+    /// the download through it (a 307 to a presigned URL, followed).
+    #[arg(long, requires = "portcullis_redirect_pid")]
+    portcullis_redirect: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    portcullis_redirect_pid: Option<u32>,
+    /// A second Distribution on the same store, with its redirects on.
+    #[arg(long, requires = "distribution_redirect_pid")]
+    distribution_redirect: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    distribution_redirect_pid: Option<u32>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -195,7 +215,18 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     let distribution = Registry::new(DISTRIBUTION, &args.distribution, args.distribution_pid)?;
     let key = Key::load(&args.key)?;
     std::fs::create_dir_all(&args.scratch)?;
-    for registry in [&portcullis, &distribution] {
+    // The redirecting twins answer blob GETs with 307s; they are listed under the column of the
+    // server they twin.
+    let mut redirecting = Vec::new();
+    for (name, url, pid) in [
+        (PORTCULLIS, &args.portcullis_redirect, args.portcullis_redirect_pid),
+        (DISTRIBUTION, &args.distribution_redirect, args.distribution_redirect_pid),
+    ] {
+        if let (Some(url), Some(pid)) = (url, pid) {
+            redirecting.push(Registry::new(name, url, pid)?);
+        }
+    }
+    for registry in [&portcullis, &distribution].into_iter().chain(&redirecting) {
         registry.wait_ready(Duration::from_secs(30)).await?;
     }
     // Alternate who goes first, so neither always meets the page cache the other left behind.
@@ -213,8 +244,13 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         progress(run, "machine ceilings");
         let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 9, 0));
         results.ceilings = crate::ceilings::measure(&data, &args.scratch)?;
+        if let Some(bucket) = &args.s3_bucket {
+            progress(run, "the S3 store's own throughput");
+            let store = crate::s3::Store::from_env(bucket, &args.s3_prefix)?;
+            results.ceilings.extend(store.ceilings(&data, portcullis.client()).await?);
+        }
         drop(data);
-        blob_workloads(&sizes, run, &both, &mut results).await?;
+        blob_workloads(&sizes, run, &both, &redirecting, &mut results).await?;
     }
     if args.groups.contains(&Group::Skopeo) {
         skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
@@ -268,8 +304,9 @@ fn record_peaks(results: &mut RunResults, key: &str, what: &str, registries: &[&
     Ok(())
 }
 
-/// Monolithic and chunked uploads, and a download of the uploaded blob.
-async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], results: &mut RunResults) -> anyhow::Result<()> {
+/// Monolithic and chunked uploads, and a download of the uploaded blob: from each server, and
+/// through its redirecting twin when there is one.
+async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], redirecting: &[Registry], results: &mut RunResults) -> anyhow::Result<()> {
     let size = human(sizes.blob);
     for (index, &registry) in both.iter().enumerate() {
         let repo = format!("bench/blobs-{run}");
@@ -286,6 +323,15 @@ async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], results: &m
         let elapsed = registry.download(&repo, &digest, sizes.blob as u64).await?;
         results.record("download", &format!("blob download, {size} (MiB/s)"), Better::Higher, registry.name, mib_per_s(sizes.blob, elapsed));
         record_peaks(results, "download", &format!("blob download {size}"), &[registry])?;
+
+        if let Some(twin) = redirecting.iter().find(|twin| twin.name == registry.name) {
+            progress(run, &format!("{}: download {size} through a 307 to the store", registry.name));
+            reset_peaks(&[twin])?;
+            let elapsed = twin.download_redirected(&repo, &digest, sizes.blob as u64).await?;
+            let label = format!("blob download, {size}, 307 to a presigned URL, followed (MiB/s)");
+            results.record("download_redirect", &label, Better::Higher, twin.name, mib_per_s(sizes.blob, elapsed));
+            record_peaks(results, "download_redirect", &format!("blob download {size} redirected"), &[twin])?;
+        }
 
         progress(run, &format!("{}: upload {size} in {} chunks", registry.name, human(sizes.chunk)));
         let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 11, index));
