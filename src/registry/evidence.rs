@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use bytes::Bytes;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::Digest as _;
@@ -41,6 +42,8 @@ const MAX_REFERRER_LINKS: usize = 10_000;
 const MAX_EVIDENCE_REFERRERS: usize = 64;
 /// Referrers of other types (SBOMs and the like) that a promotion carries along.
 const MAX_OTHER_REFERRERS: usize = 64;
+/// Referrer links whose descriptors are read at once to learn their kind.
+const KIND_READS_AT_ONCE: usize = 16;
 /// Largest evidence manifest read: cosign's are a few KiB a layer, certificates included.
 const MAX_EVIDENCE_MANIFEST: usize = 1 << 20;
 /// At most this many layers of one evidence manifest are read.
@@ -184,11 +187,14 @@ impl Registry {
     /// referrer's type is read from its link once per node and remembered.
     pub async fn select_evidence(&self, repo: &RepoName, subject: &Digest, attached: &Attached) -> Result<Selection> {
         let mut selection = Selection { manifests: attached.tags.clone(), ..Selection::default() };
+        // The store validates its keys, not that they are digests; a stray name is no referrer.
+        let referrers: Vec<Digest> = attached.referrers.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect();
+        // Kinds not known yet are read from the links, several at a time (each is a request on S3).
+        let reads: Vec<_> = referrers.iter().map(|referrer| self.referrer_carries_evidence(repo, subject, referrer)).collect();
+        let kinds: Vec<bool> = futures::stream::iter(reads).buffered(KIND_READS_AT_ONCE).try_collect().await?;
         let (mut n_evidence, mut n_other) = (0, 0);
-        for hex in &attached.referrers {
-            // The store validates its keys, not that they are digests; a stray name is no referrer.
-            let Ok(referrer) = format!("sha256:{hex}").parse::<Digest>() else { continue };
-            if self.referrer_carries_evidence(repo, subject, &referrer).await? {
+        for (referrer, carries_evidence) in referrers.into_iter().zip(kinds) {
+            if carries_evidence {
                 n_evidence += 1;
                 if n_evidence <= MAX_EVIDENCE_REFERRERS {
                     selection.manifests.push((format!("referrer {referrer}"), referrer));
