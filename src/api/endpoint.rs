@@ -9,7 +9,7 @@ use storage::digest::DigestError;
 use storage::Digest;
 
 use crate::auth::rules::Action;
-use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag};
+use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
 
 /// A recognised request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +23,13 @@ pub enum Endpoint {
     /// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic with `digest`, or mount)
     StartUpload { name: RepoName, digest: Option<Digest>, mount: Option<Digest>, from: Option<RepoName> },
     /// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`
-    PatchUpload { name: RepoName, upload_id: String },
+    PatchUpload { name: RepoName, upload_id: UploadId },
     /// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`
-    FinishUpload { name: RepoName, upload_id: String, digest: Digest },
+    FinishUpload { name: RepoName, upload_id: UploadId, digest: Digest },
     /// end-13: `GET /v2/<name>/blobs/uploads/<id>`
-    UploadStatus { name: RepoName, upload_id: String },
+    UploadStatus { name: RepoName, upload_id: UploadId },
     /// `DELETE /v2/<name>/blobs/uploads/<id>`
-    CancelUpload { name: RepoName, upload_id: String },
+    CancelUpload { name: RepoName, upload_id: UploadId },
     /// end-3: `GET`/`HEAD /v2/<name>/manifests/<reference>`
     GetManifest { name: RepoName, reference: Reference, head: bool },
     /// end-7: `PUT /v2/<name>/manifests/<reference>` (with `?tag=` repeated, v1.1.1)
@@ -218,15 +218,18 @@ impl Endpoint {
                 let from = query.one("from").map(str::parse).transpose()?;
                 return Ok(Endpoint::StartUpload { name, digest, mount, from });
             }
-            let upload_id = upload_id.to_owned();
+            // An id the registry cannot have handed out names no session; it is parsed after the
+            // method and the digest, which say more.
+            let parse_id = || upload_id.parse::<UploadId>();
             return match *method {
-                Method::PATCH => Ok(Endpoint::PatchUpload { name, upload_id }),
+                Method::PATCH => Ok(Endpoint::PatchUpload { name, upload_id: parse_id()? }),
                 Method::PUT => {
                     let digest = query.one("digest").ok_or_else(|| RouteError::Query("digest is required".to_owned()))?;
-                    Ok(Endpoint::FinishUpload { name, upload_id, digest: digest.parse().map_err(NameError::from)? })
+                    let digest = digest.parse().map_err(NameError::from)?;
+                    Ok(Endpoint::FinishUpload { name, upload_id: parse_id()?, digest })
                 }
-                Method::GET => Ok(Endpoint::UploadStatus { name, upload_id }),
-                Method::DELETE => Ok(Endpoint::CancelUpload { name, upload_id }),
+                Method::GET => Ok(Endpoint::UploadStatus { name, upload_id: parse_id()? }),
+                Method::DELETE => Ok(Endpoint::CancelUpload { name, upload_id: parse_id()? }),
                 _ => Err(RouteError::MethodNotAllowed),
             };
         }
@@ -372,6 +375,9 @@ mod tests {
         let digest = format!("sha256:{}", "a".repeat(64));
         let mount_query = format!("mount={digest}&from=b/c");
         let digest_query = format!("digest={digest}");
+        let id = "0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11";
+        let upload = format!("/v2/a/blobs/uploads/{id}");
+        let patch_upload = format!("PatchUpload {{ name: RepoName(\"a\"), upload_id: UploadId(\"{id}\") }}");
         let cases: Vec<(Method, String, Option<&str>, &str)> = vec![
             (Method::GET, "/v2/".into(), None, "Base"),
             (Method::GET, "/v2".into(), None, "Base"),
@@ -384,11 +390,12 @@ mod tests {
             (Method::POST, "/v2/build/app/blobs/uploads/".into(), None, "StartUpload { name: RepoName(\"build/app\"), digest: None"),
             (Method::POST, "/v2/build/app/blobs/uploads".into(), None, "StartUpload"),
             (Method::POST, "/v2/a/blobs/uploads/".into(), Some(&mount_query), "StartUpload { name: RepoName(\"a\"), digest: None, mount: Some"),
-            (Method::PATCH, "/v2/a/blobs/uploads/u1".into(), None, "PatchUpload { name: RepoName(\"a\"), upload_id: \"u1\" }"),
-            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), Some(&digest_query), "FinishUpload"),
-            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), None, "error: Query"),
-            (Method::GET, "/v2/a/blobs/uploads/u1".into(), None, "UploadStatus"),
-            (Method::DELETE, "/v2/a/blobs/uploads/u1".into(), None, "CancelUpload"),
+            (Method::PATCH, upload.clone(), None, &patch_upload),
+            (Method::PUT, upload.clone(), Some(&digest_query), "FinishUpload"),
+            (Method::PUT, upload.clone(), None, "error: Query"),
+            (Method::GET, upload.clone(), None, "UploadStatus"),
+            (Method::DELETE, upload.clone(), None, "CancelUpload"),
+            (Method::PATCH, "/v2/a/blobs/uploads/u1".into(), None, "error: Name(UploadId(\"u1\"))"),
             (Method::GET, "/v2/a/manifests/v1".into(), None, "GetManifest { name: RepoName(\"a\"), reference: Tag(Tag(\"v1\")), head: false }"),
             (Method::PUT, format!("/v2/a/manifests/{digest}"), Some("tag=x&tag=y"), "PutManifest { name: RepoName(\"a\"), reference: Digest(sha256:aaaa"),
             (Method::DELETE, "/v2/a/manifests/v1".into(), None, "DeleteManifest"),
@@ -463,9 +470,10 @@ mod tests {
         check(Method::GET, &format!("/v2/build/app/referrers/{digest}"), None, "pull build/app");
         check(Method::PUT, "/v2/prod/app/manifests/v1", None, "push prod/app");
         check(Method::POST, "/v2/build/app/blobs/uploads/", Some(&format!("mount={digest}&from=other/app")), "push build/app");
-        check(Method::PATCH, "/v2/build/app/blobs/uploads/u", None, "push build/app");
-        check(Method::PUT, "/v2/build/app/blobs/uploads/u", Some(&format!("digest={digest}")), "push build/app");
-        check(Method::DELETE, "/v2/build/app/blobs/uploads/u", None, "push build/app");
+        let upload = "/v2/build/app/blobs/uploads/0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11";
+        check(Method::PATCH, upload, None, "push build/app");
+        check(Method::PUT, upload, Some(&format!("digest={digest}")), "push build/app");
+        check(Method::DELETE, upload, None, "push build/app");
         check(Method::DELETE, "/v2/build/app/manifests/v1", None, "delete build/app");
         check(Method::DELETE, &format!("/v2/build/app/blobs/{digest}"), None, "delete build/app");
         check(Method::GET, "/api/v1/verdict", Some("image=build/app:v1&target=prod/app"), "pull build/app");
