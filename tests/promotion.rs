@@ -161,13 +161,15 @@ async fn refusals_conflicts_and_idempotence() {
         digests.push(digest);
     }
     let promote_a = serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"]});
-    assert_eq!(setup.promote(serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"], "dry_run": true})).await.0, 200);
+    let (status, dry_run) = setup.promote(serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"], "dry_run": true})).await;
+    assert_eq!((status, &dry_run["promotion"]["result"]), (200, &serde_json::json!("dry_run")), "{dry_run}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
     assert_eq!(res.status(), 404, "a dry run writes nothing");
     let (status, first) = setup.promote(promote_a.clone()).await;
-    assert_eq!(status, 201, "{first}");
+    assert_eq!((status, &first["promotion"]["result"]), (201, &serde_json::json!("promoted")), "{first}");
     let (status, again) = setup.promote(promote_a).await;
     assert_eq!((status, &again["already_done"]), (200, &serde_json::json!(true)), "{again}");
+    assert_eq!(again["promotion"]["result"], "promoted", "the stored record reads back: {again}");
     assert_eq!(again["promotion"]["time"], first["promotion"]["time"], "the existing record comes back");
 
     let (status, body) = setup.promote(serde_json::json!({"source": "build/app-b:v1", "target": "prod/app", "tags": ["v1"]})).await;

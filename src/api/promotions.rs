@@ -51,7 +51,7 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
         }
     }
     let outcome = promote::run(registry, request).await?;
-    let status = if outcome.already_done || outcome.record.result == "dry_run" { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if outcome.already_done || outcome.record.result == promote::PromotionResult::DryRun { StatusCode::OK } else { StatusCode::CREATED };
     let body = serde_json::json!({ "already_done": outcome.already_done, "promotion": outcome.record });
     Ok(json_response(status, body.to_string()))
 }
