@@ -181,6 +181,9 @@ async fn promotion_leaves_runnable_referrers_behind() {
     assert_eq!(status, 201, "{body}");
     let left: Vec<&str> = body["promotion"]["left_behind"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
     assert!(left.contains(&image.as_str()) && left.contains(&index.as_str()), "{body}");
+    for left in body["promotion"]["left_behind"].as_array().unwrap() {
+        assert_eq!(left["found_as"], format!("referrer {}", left["digest"].as_str().unwrap()), "{body}");
+    }
     for digest in [&image, &index] {
         for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
             let (status, body) = status_of(&registry, method.clone(), &format!("/v2/prod/app/manifests/{digest}")).await;

@@ -169,18 +169,12 @@ async fn dispatch(
 }
 
 fn error_response(registry: &Registry, err: &ApiError) -> Response<Body> {
-    let (status, _) = err.status_and_code();
-    if status.is_server_error() {
+    let response = err.response();
+    if response.status().is_server_error() {
         // Logged once, with the full cause, inside the request span; the body says nothing internal.
         tracing::error!(error = %err, "request failed");
         if err.is_storage_failure() {
             registry.metrics.storage_errors.inc();
-        }
-    }
-    let mut response = json_response(status, err.body());
-    for (name, value) in err.headers() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
         }
     }
     response
@@ -280,7 +274,9 @@ mod tests {
         let mut response = Response::new(empty());
         let damaged = "application/vnd.oci.image.manifest.v1+json\nX-Injected: 1".to_owned();
         let err = set_headers(&mut response, &[(header::CONTENT_TYPE, damaged)]).unwrap_err();
-        assert_eq!(err.status_and_code(), (StatusCode::INTERNAL_SERVER_ERROR, None));
+        let wire = err.wire();
+        assert_eq!(wire.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(wire.code, error::Code::Opaque { code: "INTERNAL_ERROR", .. }));
         assert!(response.headers().get(header::CONTENT_TYPE).is_none());
     }
 }

@@ -36,7 +36,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use storage::{BlobStore, BlobStoreError, Digest, ETag, ListPage, PutCondition};
 
-use crate::registry::names::{RepoName, Tag};
+use crate::registry::names::{RepoName, Tag, UploadId};
 
 /// Largest small metadata object read (links, tags, descriptors, sessions).
 const SMALL_LIMIT: usize = 64 << 10;
@@ -523,19 +523,19 @@ impl Metadata {
     }
 
     /// Saves an upload session.
-    pub async fn put_upload(&self, upload_id: &str, record: &UploadRecord) -> Result<()> {
-        self.store.put_small(&upload_key(upload_id), encode(record), PutCondition::IfAbsent).await?;
+    pub async fn put_upload(&self, upload_id: &UploadId, record: &UploadRecord) -> Result<()> {
+        self.store.put_small(&upload_key(upload_id.as_str()), encode(record), PutCondition::IfAbsent).await?;
         Ok(())
     }
 
     /// The upload session, if it exists.
-    pub async fn upload(&self, upload_id: &str) -> Result<Option<UploadRecord>> {
-        self.read(&upload_key(upload_id)).await
+    pub async fn upload(&self, upload_id: &UploadId) -> Result<Option<UploadRecord>> {
+        self.read(&upload_key(upload_id.as_str())).await
     }
 
     /// Forgets an upload session.
-    pub async fn delete_upload(&self, upload_id: &str) -> Result<()> {
-        Ok(self.store.delete(&upload_key(upload_id)).await?)
+    pub async fn delete_upload(&self, upload_id: &UploadId) -> Result<()> {
+        Ok(self.store.delete(&upload_key(upload_id.as_str())).await?)
     }
 
     /// The cached summary of a manifest's content.
@@ -577,7 +577,7 @@ impl Object {
             return catalog_name(entry)?.parse().ok().map(Object::Catalog);
         }
         if let Some(upload_id) = key.strip_prefix("uploads/") {
-            return uuid::Uuid::parse_str(upload_id).is_ok().then(|| Object::Upload(upload_id.to_owned()));
+            return upload_id.parse::<UploadId>().is_ok().then(|| Object::Upload(upload_id.to_owned()));
         }
         let rest = key.strip_prefix("repositories/")?;
         // The name ends where the registry's own segments begin: no component of it starts with `_`.

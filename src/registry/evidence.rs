@@ -90,11 +90,31 @@ pub enum Payload {
     },
 }
 
+/// How an evidence manifest is attached to its subject. Shown in verdicts and promotion records
+/// as `tag sha256-<hex>.sig` or `referrer sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// cosign's tag for the subject's evidence.
+    Tag(Tag),
+    /// An OCI 1.1 referrer of the subject.
+    Referrer(Digest),
+}
+
+/// Where one piece of evidence was found: a layer of an evidence manifest. Shown as
+/// `<source> layer <index>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceLayer {
+    /// The evidence manifest.
+    pub source: Source,
+    /// The layer's index in it.
+    pub layer: usize,
+}
+
 /// One piece of evidence found for a subject.
 #[derive(Debug, Clone)]
 pub struct Found {
-    /// Where it was found, for explanations: `referrer sha256:… layer 0`, `tag sha256-….sig layer 1`.
-    pub source: String,
+    /// Where it was found, for explanations.
+    pub source: SourceLayer,
     /// A key identifying these exact bytes and annotations, for the verification cache.
     pub cache_key: String,
     /// The bytes.
@@ -116,8 +136,8 @@ pub struct EvidenceSet {
 /// gated pull does on every request.
 #[derive(Debug, Clone)]
 pub struct Attached {
-    /// cosign's tags that exist, as (`tag sha256-….sig`, digest).
-    tags: Vec<(String, Digest)>,
+    /// cosign's tags that exist, with the digests they hold.
+    tags: Vec<(Tag, Digest)>,
     /// The referrer links' names (digest hex), in listing order; parsed only when evidence is
     /// selected, since a flood makes them many.
     referrers: Vec<String>,
@@ -131,8 +151,8 @@ pub struct Attached {
 /// The evidence manifests chosen from what is attached, and what was left out.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// cosign's tags first, then referrers of an evidence type: (source, digest).
-    pub manifests: Vec<(String, Digest)>,
+    /// cosign's tags first, then referrers of an evidence type.
+    pub manifests: Vec<(Source, Digest)>,
     /// Referrers of other types, the first [`MAX_OTHER_REFERRERS`]; never read as evidence.
     pub others: Vec<Digest>,
     /// What the verdict should say about referrers left out.
@@ -149,10 +169,11 @@ pub fn carries_evidence(descriptor: &Value) -> bool {
 }
 
 impl Attached {
-    fn new(tags: Vec<(String, Digest)>, referrers: Vec<String>, truncated: bool) -> Attached {
+    fn new(tags: Vec<(Tag, Digest)>, referrers: Vec<String>, truncated: bool) -> Attached {
         let mut id = sha2::Sha256::new();
-        for (source, digest) in &tags {
-            id.update(source);
+        for (tag, digest) in &tags {
+            id.update("tag ");
+            id.update(tag.as_str());
             id.update(digest.hex());
         }
         for hex in &referrers {
@@ -169,10 +190,10 @@ impl Registry {
     pub async fn attached(&self, repo: &RepoName, subject: &Digest) -> Result<Attached> {
         let mut tags = Vec::new();
         for suffix in ["sig", "att"] {
-            let tag: Tag = format!("sha256-{}.{suffix}", subject.hex()).parse().expect("a digest tag is a valid tag");
+            let tag = Tag::cosign(subject, suffix);
             if let Some(stored) = self.metadata.tag(repo, &tag).await? {
                 if let Ok(digest) = stored.record.digest.parse::<Digest>() {
-                    tags.push((format!("tag {tag}"), digest));
+                    tags.push((tag, digest));
                 }
             }
         }
@@ -186,7 +207,8 @@ impl Registry {
     /// cosign tag, then the first [`MAX_EVIDENCE_REFERRERS`] referrers of an evidence type. A
     /// referrer's type is read from its link once per node and remembered.
     pub async fn select_evidence(&self, repo: &RepoName, subject: &Digest, attached: &Attached) -> Result<Selection> {
-        let mut selection = Selection { manifests: attached.tags.clone(), ..Selection::default() };
+        let tags = attached.tags.iter().map(|(tag, digest)| (Source::Tag(tag.clone()), digest.clone()));
+        let mut selection = Selection { manifests: tags.collect(), ..Selection::default() };
         // The store validates its keys, not that they are digests; a stray name is no referrer.
         let referrers: Vec<Digest> = attached.referrers.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect();
         // Kinds not known yet are read from the links, several at a time (each is a request on S3).
@@ -197,7 +219,7 @@ impl Registry {
             if carries_evidence {
                 n_evidence += 1;
                 if n_evidence <= MAX_EVIDENCE_REFERRERS {
-                    selection.manifests.push((format!("referrer {referrer}"), referrer));
+                    selection.manifests.push((Source::Referrer(referrer.clone()), referrer));
                 }
             } else {
                 n_other += 1;
@@ -224,16 +246,16 @@ impl Registry {
     /// The manifests attached to `subject` in `repo` that a promotion carries: its cosign tags,
     /// its evidence referrers as a verdict selects them, and the first [`MAX_OTHER_REFERRERS`]
     /// referrers of other types.
-    pub async fn evidence_manifests(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<(String, Digest)>> {
+    pub async fn evidence_manifests(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<(Source, Digest)>> {
         let attached = self.attached(repo, subject).await?;
         let selection = self.select_evidence(repo, subject, &attached).await?;
-        let others = selection.others.into_iter().map(|digest| (format!("referrer {digest}"), digest));
+        let others = selection.others.into_iter().map(|digest| (Source::Referrer(digest.clone()), digest));
         Ok(selection.manifests.into_iter().chain(others).collect())
     }
 
     /// Reads the evidence in `manifests` (from [`Registry::select_evidence`]) in order, within
     /// [`EVIDENCE_BUDGET`], reading each blob from the store at most once.
-    pub async fn read_evidence(&self, repo: &RepoName, manifests: &[(String, Digest)]) -> EvidenceSet {
+    pub async fn read_evidence(&self, repo: &RepoName, manifests: &[(Source, Digest)]) -> EvidenceSet {
         let mut reader = Reader { registry: self, repo, left: EVIDENCE_BUDGET, blobs: HashMap::new(), over_budget: 0 };
         let mut set = EvidenceSet::default();
         let mut seen = HashSet::new();
@@ -265,6 +287,21 @@ impl Registry {
         let carries = carries_evidence(&descriptor);
         self.caches.remember_referrer_kind(referrer, carries);
         Ok(carries)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Tag(tag) => write!(f, "tag {tag}"),
+            Source::Referrer(digest) => write!(f, "referrer {digest}"),
+        }
+    }
+}
+
+impl fmt::Display for SourceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} layer {}", self.source, self.layer)
     }
 }
 
@@ -339,14 +376,14 @@ fn first_layers<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::resul
 
 impl Reader<'_> {
     /// Reads one evidence manifest and the evidence layers it names into `set`.
-    async fn read_manifest(&mut self, source: &str, digest: &Digest, set: &mut EvidenceSet) {
+    async fn read_manifest(&mut self, source: &Source, digest: &Digest, set: &mut EvidenceSet) {
         let manifest = match self.manifest_bytes(digest).await {
             Ok(bytes) => bytes,
-            Err(unread) => return self.unread(source.to_owned(), unread, set),
+            Err(unread) => return self.unread(source.to_string(), unread, set),
         };
         let manifest: EvidenceManifest = match serde_json::from_slice(&manifest) {
             Ok(manifest) => manifest,
-            Err(err) => return set.unreadable.push((source.to_owned(), format!("manifest is not an image manifest: {err}"))),
+            Err(err) => return set.unreadable.push((source.to_string(), format!("manifest is not an image manifest: {err}"))),
         };
         for (index, layer) in manifest.layers.into_iter().enumerate() {
             let media_type = layer.media_type.as_str();
@@ -354,16 +391,16 @@ impl Reader<'_> {
             if media_type != COSIGN_SIMPLE_SIGNING && media_type != DSSE_ENVELOPE && !is_bundle {
                 continue;
             }
-            let layer_source = format!("{source} layer {index}");
+            let layer_source = SourceLayer { source: source.clone(), layer: index };
             let Ok(blob) = layer.digest.parse::<Digest>() else {
-                set.unreadable.push((layer_source, "layer digest is missing or malformed".to_owned()));
+                set.unreadable.push((layer_source.to_string(), "layer digest is missing or malformed".to_owned()));
                 continue;
             };
             let limit = if media_type == COSIGN_SIMPLE_SIGNING { MAX_PAYLOAD } else { MAX_ENVELOPE };
             let bytes = match self.blob(&blob, limit).await {
                 Ok(bytes) => bytes,
                 Err(unread) => {
-                    self.unread(layer_source, unread, set);
+                    self.unread(layer_source.to_string(), unread, set);
                     continue;
                 }
             };
@@ -478,6 +515,17 @@ mod tests {
         check(OCI_MANIFEST, None, false);
         // An index has no layers to read.
         check("application/vnd.oci.image.index.v1+json", Some("application/vnd.dev.sigstore.bundle.v0.3+json"), false);
+    }
+
+    #[test]
+    fn sources_read_as_before() {
+        let subject = storage::Digest::of(b"subject");
+        let hex = subject.hex();
+        let tag = SourceLayer { source: Source::Tag(Tag::cosign(&subject, "sig")), layer: 1 };
+        assert_eq!(tag.source.to_string(), format!("tag sha256-{hex}.sig"));
+        assert_eq!(tag.to_string(), format!("tag sha256-{hex}.sig layer 1"));
+        let referrer = SourceLayer { source: Source::Referrer(subject.clone()), layer: 0 };
+        assert_eq!(referrer.to_string(), format!("referrer sha256:{hex} layer 0"));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub enum RegistryError {
     /// A chunk does not start where the upload ends.
     #[error("chunk out of order: the upload holds {offset} bytes")]
     RangeInvalid {
+        /// The upload's repository.
+        repo: RepoName,
+        /// The upload, so the client can be told where it stands.
+        upload_id: names::UploadId,
         /// Bytes held so far.
         offset: u64,
     },
@@ -70,9 +74,6 @@ pub enum RegistryError {
         /// What the bytes hash to.
         actual: Digest,
     },
-    /// A digest that is malformed or of an unsupported algorithm.
-    #[error("{0}")]
-    DigestInvalid(String),
     /// The manifest is malformed or inconsistent.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),

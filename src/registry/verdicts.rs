@@ -211,7 +211,7 @@ impl Registry {
             Payload::Bundle { bytes } => verify::Evidence::Bundle { bytes },
         };
         let outcome = verify::verify(&trust.trust, subject, evidence)
-            .map(|verified| fact_of(verified, &found.source))
+            .map(|verified| fact_of(verified, &found.source.to_string()))
             .map_err(|rejection| rejection.to_string());
         insert_bounded(&self.caches.verified, CACHE_LIMIT, key, outcome.clone());
         outcome
@@ -285,7 +285,7 @@ impl Registry {
         for found in &set.found {
             match self.verify_found(&trust, digest, found) {
                 Ok(fact) => facts.push(fact),
-                Err(reason) => rejected.push(Rejected { source: found.source.clone(), reason }),
+                Err(reason) => rejected.push(Rejected { source: found.source.to_string(), reason }),
             }
         }
         let mut verdict = gate::evaluate(gate, pattern, &format!("{gated}@{digest}"), &facts, rejected, &config.revision, now_secs());
