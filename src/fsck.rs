@@ -14,7 +14,7 @@ use storage::{BlobStore, BlobStoreError, Digest};
 
 use crate::metadata::{self, MetadataError};
 use crate::promote;
-use crate::registry::names::RepoName;
+use crate::names::RepoName;
 
 /// Keys listed per request.
 const PAGE: usize = 1000;

@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod registry;
 pub mod metadata;
+pub mod names;
 pub mod policy;
 pub mod metrics;
 pub mod audit;

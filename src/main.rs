@@ -113,9 +113,9 @@ fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {
         Some((repo, tag)) => (repo, Some(tag)),
         None => (image, None),
     };
-    let repo: portcullis::registry::names::RepoName = repo.parse()?;
+    let repo: portcullis::names::RepoName = repo.parse()?;
     if let Some(tag) = tag {
-        tag.parse::<portcullis::registry::names::Tag>()?;
+        tag.parse::<portcullis::names::Tag>()?;
     }
     let rule = portcullis::policy::tags::rule_for(&config, repo.as_str(), tag);
     write!(std::io::stdout(), "{}", rule.explain(repo.as_str(), tag))?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use storage::Digest;
 
 use crate::policy::gate::Verdict;
-use crate::registry::names::{ImageRef, Reference, RepoName, Tag};
+use crate::names::{ImageRef, Reference, RepoName, Tag};
 use crate::registry::{Registry, RegistryError};
 
 /// The predicate type of the registry's verification summaries.

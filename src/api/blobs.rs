@@ -5,7 +5,7 @@ use storage::Digest;
 
 use super::error::ApiError;
 use super::{empty_response, header_str, stream_body, Body, DOCKER_CONTENT_DIGEST};
-use crate::registry::names::RepoName;
+use crate::names::RepoName;
 use crate::registry::{Registry, RegistryError};
 
 /// end-2: `GET`/`HEAD /v2/<name>/blobs/<digest>`.

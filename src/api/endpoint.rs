@@ -11,7 +11,7 @@ use storage::digest::DigestError;
 use storage::Digest;
 
 use crate::auth::rules::Action;
-use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
+use crate::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
 
 /// A recognised request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use super::endpoint::RouteError;
 use super::{json_response, Body};
 use crate::auth::AuthError;
 use crate::promote::PromotionError;
-use crate::registry::names::NameError;
+use crate::names::NameError;
 use crate::registry::RegistryError;
 use storage::digest::DigestError;
 
@@ -276,7 +276,7 @@ mod tests {
     use http_body_util::BodyExt;
 
     use super::*;
-    use crate::registry::names::{RepoName, UploadId};
+    use crate::names::{RepoName, UploadId};
 
     /// The error, its status, `errors[0].code` and the headers it carries besides `Content-Type`
     /// and `Content-Length`.

@@ -5,13 +5,13 @@ use http::StatusCode;
 
 use super::error::ApiError;
 use super::{json_response, Body};
-use crate::registry::names::{ImageRef, RepoName};
+use crate::names::{ImageRef, RepoName};
 use crate::registry::Registry;
 
 pub(super) async fn verdict(registry: &Registry, image: &ImageRef, target: Option<&RepoName>) -> Result<http::Response<Body>, ApiError> {
     let digest = registry.resolve(&image.repo, &image.reference).await?;
     // 404 for an image that is not there, rather than a verdict about nothing.
-    registry.manifest(&image.repo, &crate::registry::names::Reference::Digest(digest.clone())).await?;
+    registry.manifest(&image.repo, &crate::names::Reference::Digest(digest.clone())).await?;
     let verdict = match target {
         Some(target) => registry.verdict_for(target, &image.repo, &digest).await?,
         None => registry.verdict(&image.repo, &digest).await?,

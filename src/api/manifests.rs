@@ -6,7 +6,7 @@ use storage::ByteStream;
 use super::error::ApiError;
 use super::{empty_response, full, header_str, read_bounded, set_headers, Body, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use crate::registry::manifest::bare_media_type;
-use crate::registry::names::{Reference, RepoName, Tag};
+use crate::names::{Reference, RepoName, Tag};
 use crate::registry::{Registry, RegistryError};
 
 /// end-3: `GET`/`HEAD /v2/<name>/manifests/<reference>`.

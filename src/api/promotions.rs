@@ -10,7 +10,7 @@ use crate::auth::rules::Action;
 use crate::auth::Principal;
 use super::{json_response, read_bounded, Body};
 use crate::promote;
-use crate::registry::names::{ImageRef, RepoName, Tag};
+use crate::names::{ImageRef, RepoName, Tag};
 use crate::registry::Registry;
 
 /// Largest promotion request body.
@@ -35,7 +35,7 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
         .map_err(|err| ApiError::BadRequest(format!("body broke off: {err}")))?
         .ok_or_else(|| ApiError::BadRequest(format!("body exceeds {MAX_REQUEST} bytes")))?;
     let request: PromotionBody = serde_json::from_slice(&bytes).map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    let bad = |what: &str, err: crate::registry::names::NameError| ApiError::BadRequest(format!("{what}: {err}"));
+    let bad = |what: &str, err: crate::names::NameError| ApiError::BadRequest(format!("{what}: {err}"));
     let source = request.source.parse::<ImageRef>().map_err(|err| bad("source", err))?;
     let request = promote::Request {
         skip_source_gate: principal.may_skip_gate(source.repo.as_str(), registry.promotion_only(&source.repo)),

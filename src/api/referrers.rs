@@ -7,7 +7,7 @@ use storage::Digest;
 use super::error::ApiError;
 use super::{json_response, Body, OCI_FILTERS_APPLIED};
 use crate::registry::manifest::OCI_INDEX;
-use crate::registry::names::RepoName;
+use crate::names::RepoName;
 use crate::registry::Registry;
 
 pub(super) async fn list(

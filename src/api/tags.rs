@@ -5,7 +5,7 @@ use http::{header, StatusCode};
 use super::error::ApiError;
 use super::{json_response, set_headers, Body};
 use crate::auth::Principal;
-use crate::registry::names::RepoName;
+use crate::names::RepoName;
 use crate::registry::Registry;
 
 /// Page size when the client asks for everything, and the most one response carries; beyond it,

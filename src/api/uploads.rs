@@ -5,7 +5,7 @@ use storage::{ByteStream, Digest};
 
 use super::error::ApiError;
 use super::{empty_response, header_str, Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
-use crate::registry::names::{RepoName, UploadId};
+use crate::names::{RepoName, UploadId};
 use crate::registry::uploads::ChunkRange;
 use crate::registry::Registry;
 

@@ -20,7 +20,7 @@
 //!   stored with, written create-only: one digest is one type, in every repository, forever.
 //! - `uploads/<id>`: an upload session, JSON [`UploadRecord`].
 //!
-//! Repository components never start with `_` (see `registry::names`), so these keys cannot
+//! Repository components never start with `_` (see `names`), so these keys cannot
 //! collide with a repository's own path. [`Object`] reads a key back and checks what is stored
 //! under it (for `portcullis fsck`); every object is checked on its way in too, when it is read,
 //! so a damaged one is an error (a 500 to a client), never a malformed answer.
@@ -36,7 +36,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use storage::{BlobStore, BlobStoreError, Digest, ETag, ListPage, PutCondition};
 
-use crate::registry::names::{RepoName, Tag, UploadId};
+use crate::names::{RepoName, Tag, UploadId};
 
 /// Largest small metadata object read (links, tags, descriptors, sessions).
 const SMALL_LIMIT: usize = 64 << 10;

@@ -25,7 +25,7 @@ use sha2::Digest as _;
 use storage::{BlobStoreError, Digest};
 
 use super::manifest::{COSIGN_SIMPLE_SIGNING, DSSE_ENVELOPE, OCI_MANIFEST};
-use super::names::{RepoName, Tag};
+use crate::names::{RepoName, Tag};
 use super::{Registry, Result};
 
 /// Evidence bytes read for one verdict: evidence manifests, and layers counted each time one is

@@ -5,7 +5,6 @@ pub mod body;
 pub mod evidence;
 mod promotion;
 pub mod manifest;
-pub mod names;
 mod tags;
 pub mod uploads;
 pub mod verdicts;
@@ -18,7 +17,7 @@ use storage::{BlobStore, BlobStoreError, Digest, ObjectReader, PutCondition};
 use crate::config::Config;
 use crate::metadata::{ManifestLink, Metadata, MetadataError};
 use crate::metrics::Metrics;
-use names::{Reference, RepoName, Tag};
+use crate::names::{Reference, RepoName, Tag, UploadId};
 
 /// The registry: configuration, metadata and store, shared by every request.
 pub struct Registry {
@@ -56,7 +55,7 @@ pub enum RegistryError {
         /// The upload's repository.
         repo: RepoName,
         /// The upload, so the client can be told where it stands.
-        upload_id: names::UploadId,
+        upload_id: UploadId,
         /// Bytes held so far.
         offset: u64,
     },

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use storage::{Digest, PutCondition};
 
 use super::manifest::{self, DSSE_ENVELOPE, EMPTY_MEDIA_TYPE};
-use super::names::{Reference, RepoName, Tag};
+use crate::names::{Reference, RepoName, Tag};
 use super::{Registry, RegistryError, Result};
 use crate::policy::gate::Verdict;
 use crate::promote::{LeftBehind, Linked, VSA_PREDICATE};

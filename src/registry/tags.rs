@@ -9,7 +9,7 @@
 
 use storage::{BlobStoreError, Digest, PutCondition};
 
-use super::names::{RepoName, Tag};
+use crate::names::{RepoName, Tag};
 use super::{Registry, RegistryError, Result};
 use crate::config::TagMode;
 use crate::metadata::{MetadataError, StoredTag, TagRecord};

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use storage::digest::Hasher;
 use storage::{BlobStoreError, ByteStream, Digest};
 
-use super::names::{RepoName, UploadId};
+use crate::names::{RepoName, UploadId};
 use super::{Registry, RegistryError, Result};
 use crate::metadata::UploadRecord;
 

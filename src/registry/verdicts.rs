@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use storage::Digest;
 
 use super::evidence::{Attached, Found, Payload};
-use super::names::RepoName;
+use crate::names::RepoName;
 use super::{Registry, RegistryError, Result};
 use crate::config::{Config, Gate, GateMode, TrustConfig};
 use crate::policy::gate::{self, Fact, Rejected, Verdict};
