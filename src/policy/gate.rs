@@ -9,16 +9,7 @@ use serde_json::Value;
 
 use crate::config::{Gate, GateMode};
 use crate::policy::scan::{self, SCAN_PREDICATE_TYPES};
-
-/// What a piece of verified evidence is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EvidenceKind {
-    /// A signature over the manifest digest.
-    Signature,
-    /// An in-toto attestation about the manifest digest.
-    Attestation,
-}
+use crate::policy::verify::EvidenceKind;
 
 /// One piece of evidence that verified against the configured trust.
 #[derive(Debug, Clone, PartialEq, Serialize)]

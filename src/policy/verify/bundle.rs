@@ -13,8 +13,7 @@ use sigstore_verify::{CertificateError, PublicKeyVerificationPolicy, Transparenc
 
 use super::dsse::{self, Statement};
 use super::trust::{Identity, Material};
-use super::{Failure, Failures, RekorEntry, Stage, Verified, MAX_ENVELOPE_BYTES};
-use crate::policy::gate::EvidenceKind;
+use super::{EvidenceKind, Failure, Failures, RekorEntry, Stage, Verified, MAX_ENVELOPE_BYTES};
 
 /// The predicate type of cosign 3's image signature statement: a signature, not an attestation.
 const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";

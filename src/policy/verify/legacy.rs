@@ -14,8 +14,7 @@ use super::keys::PublicKey;
 use super::rekor::{LegacyBundle, Presented, Signer};
 use super::trust::Material;
 use super::x509::{self, Certificate};
-use super::{Failure, Failures, RekorEntry, Stage, Verified, MAX_ANNOTATIONS, MAX_ANNOTATION_BYTES, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES};
-use crate::policy::gate::EvidenceKind;
+use super::{EvidenceKind, Failure, Failures, RekorEntry, Stage, Verified, MAX_ANNOTATIONS, MAX_ANNOTATION_BYTES, MAX_ENVELOPE_BYTES, MAX_PAYLOAD_BYTES};
 
 const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";

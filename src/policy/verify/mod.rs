@@ -20,9 +20,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
-
-use crate::policy::gate::EvidenceKind;
 
 mod bundle;
 mod dsse;
@@ -43,6 +42,16 @@ pub const MAX_ENVELOPE_BYTES: usize = 4 << 20;
 pub const MAX_ANNOTATIONS: usize = 64;
 /// Largest single annotation value read (a certificate, a chain or a Rekor bundle).
 pub const MAX_ANNOTATION_BYTES: usize = 256 << 10;
+
+/// What a piece of verified evidence is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvidenceKind {
+    /// A signature over the manifest digest.
+    Signature,
+    /// An in-toto attestation about the manifest digest.
+    Attestation,
+}
 
 /// The configured trust: named public keys and keyless identities, parsed and ready.
 ///

@@ -4,9 +4,8 @@
 use serde_json::{Map, Value};
 
 use super::super::bundle::{self, Subject};
-use super::super::{verify, Evidence, IdentityMatch, KeyTrust, KeylessTrust, RekorEntry, Rejection, Trust, Verified};
+use super::super::{verify, Evidence, EvidenceKind, IdentityMatch, KeyTrust, KeylessTrust, RekorEntry, Rejection, Trust, Verified};
 use super::FIXTURES;
-use crate::policy::gate::EvidenceKind;
 
 /// The image every legacy-tag case is about (`image/manifest.json`).
 const LEGACY_SUBJECT: &str = "sha256:1f1c694a54145f9e4adc3305437ec2b6a3bbe61dd7be2bed0af8a63d924f4d9f";

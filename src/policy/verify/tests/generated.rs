@@ -4,9 +4,8 @@
 use serde_json::{json, Map, Value};
 use sha2::Digest as _;
 
-use super::super::{verify, Evidence, IdentityMatch, KeyTrust, KeylessTrust, RekorEntry, Rejection, Trust, TrustError, Verified};
+use super::super::{verify, Evidence, EvidenceKind, IdentityMatch, KeyTrust, KeylessTrust, RekorEntry, Rejection, Trust, TrustError, Verified};
 use super::testkit::*;
-use crate::policy::gate::EvidenceKind;
 
 const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
 
