@@ -15,7 +15,6 @@ pub mod metadata;
 pub mod names;
 pub mod policy;
 pub mod metrics;
-pub mod audit;
 pub mod promote;
 pub mod fsck;
 pub mod signing;

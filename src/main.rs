@@ -163,7 +163,7 @@ async fn audit_verify(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.overrides())?;
     // The store alone and read-only: this runs beside a live server (no index is opened).
     let store = portcullis::server::open_store_read_only(&config).await?;
-    match portcullis::audit::AuditLog::new(store).verify().await? {
+    match portcullis::metadata::audit::AuditLog::new(store).verify().await? {
         Ok(n_records) => {
             writeln!(std::io::stdout(), "audit log intact: {n_records} records, chain verified")?;
             Ok(())

@@ -13,15 +13,10 @@
 //!    ungated target evaluates no policy, so nothing is signed and the record says so);
 //! 6. bind the tags, last; store the promotion record; append to the audit log.
 
-use serde::{Deserialize, Serialize};
-use storage::Digest;
-
-use crate::policy::gate::Verdict;
+use crate::metadata::{Linked, PromotionRecord, PromotionResult};
 use crate::names::{ImageRef, Reference, RepoName, Tag};
+use crate::policy::gate::Verdict;
 use crate::registry::{Registry, RegistryError};
-
-/// The predicate type of the registry's verification summaries.
-pub const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
 
 /// What CI asks for.
 #[derive(Debug, Clone)]
@@ -38,67 +33,6 @@ pub struct Request {
     pub actor: String,
     /// Whether the caller may read the source without its gate (`auth::Principal::may_skip_gate`).
     pub skip_source_gate: bool,
-}
-
-/// A promotion as recorded (and returned by the API).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The source as requested.
-    pub source: String,
-    /// The digest it resolved to.
-    pub digest: String,
-    /// The target repository.
-    pub target: String,
-    /// Tags bound in the target.
-    pub tags: Vec<String>,
-    /// What was done.
-    pub result: PromotionResult,
-    /// Who asked.
-    pub actor: String,
-    /// Seconds since the Unix epoch.
-    pub time: i64,
-    /// The verdict it passed (absent when the target is ungated).
-    pub verdict: Option<serde_json::Value>,
-    /// Digest of the attached verification summary manifest.
-    pub vsa: Option<String>,
-    /// Why no verification summary was signed, when none was.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vsa_skipped: Option<String>,
-    /// How many blobs, manifests and evidence manifests were linked.
-    pub linked: Linked,
-    /// Runnable manifests among the source's referrers, which did not travel with it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub left_behind: Vec<LeftBehind>,
-}
-
-/// What a promotion did, as the record (and the API) spell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PromotionResult {
-    /// Linked and tagged in the target: `promoted`.
-    Promoted,
-    /// Evaluated and reported, nothing written: `dry_run`.
-    DryRun,
-}
-
-/// A referrer of the source that a runtime could run, so it is not evidence and stays behind.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeftBehind {
-    /// Its digest.
-    pub digest: String,
-    /// How it was found: `referrer sha256:…` or `tag sha256-….sig`.
-    pub found_as: String,
-}
-
-/// Counts of what a promotion linked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Linked {
-    /// Blobs (layers, configs, evidence payloads).
-    pub blobs: usize,
-    /// Manifests (the image, its children).
-    pub manifests: usize,
-    /// Evidence manifests (signatures, attestations, SBOMs).
-    pub evidence: usize,
 }
 
 /// How a promotion ended when it did not promote.
@@ -122,17 +56,13 @@ pub enum PromotionError {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// The record.
-    pub record: Record,
+    pub record: PromotionRecord,
     /// Whether an identical promotion had already been done (the record is the earlier one).
     pub already_done: bool,
 }
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-pub(crate) fn record_key(target: &RepoName, digest: &Digest) -> String {
-    format!("promotions/{target}/_records/{}", digest.hex())
 }
 
 /// Runs a promotion.
@@ -158,7 +88,7 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         registry.record_audit("promotion_denied", &request.actor, &request.target, &digest, promotion_detail(&request, verdict_json.clone())).await;
         return Err(PromotionError::Denied(Box::new(verdict.clone())));
     }
-    let mut record = Record {
+    let mut record = PromotionRecord {
         source: request.source.to_string(),
         digest: digest.to_string(),
         target: request.target.to_string(),
@@ -177,7 +107,7 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         return Ok(Outcome { record, already_done: false });
     }
     registry.check_tags_bindable(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
-    if let Some(existing) = previous_record(registry, &request.target, &digest).await? {
+    if let Some(existing) = registry.promotion_record(&request.target, &digest).await? {
         if registry.tags_bound(&request.target, &tags, &digest).await? && tags.iter().all(|t| existing.tags.contains(&t.to_string())) {
             return Ok(Outcome { record: existing, already_done: true });
         }
@@ -193,8 +123,7 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
     fail::fail_point!("promotion-before-tags", |_| Err(PromotionError::Registry(RegistryError::Unavailable("injected failure before tags".to_owned()))));
     registry.bind_promoted_tags(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
     record.result = PromotionResult::Promoted;
-    let bytes = bytes::Bytes::from(serde_json::to_vec(&record).expect("records always serialize"));
-    registry.put_record(&record_key(&request.target, &digest), bytes).await?;
+    registry.put_promotion_record(&request.target, &digest, &record).await?;
     registry.record_audit("promotion", &request.actor, &request.target, &digest, serde_json::to_value(&record).unwrap_or_default()).await;
     Ok(Outcome { record, already_done: false })
 }
@@ -213,23 +142,4 @@ fn tag_conflict(err: RegistryError) -> PromotionError {
         RegistryError::Denied(message) => PromotionError::TagConflict(message),
         other => PromotionError::Registry(other),
     }
-}
-
-async fn previous_record(registry: &Registry, target: &RepoName, digest: &Digest) -> Result<Option<Record>, RegistryError> {
-    let bytes = registry.read_record(&record_key(target, digest)).await?;
-    Ok(bytes.and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-}
-
-/// Promotion records of `target`, newest first, at most `limit`.
-pub async fn list(registry: &Registry, target: &RepoName, limit: usize) -> Result<Vec<Record>, RegistryError> {
-    let prefix = format!("promotions/{target}/_records/");
-    let mut records = Vec::new();
-    for key in registry.list_records(&prefix, 10_000).await? {
-        if let Some(record) = registry.read_record(&key).await?.and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok()) {
-            records.push(record);
-        }
-    }
-    records.sort_by_key(|record| std::cmp::Reverse(record.time));
-    records.truncate(limit);
-    Ok(records)
 }

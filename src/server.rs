@@ -228,7 +228,7 @@ impl Running {
 
 fn spawn_reindex_if_needed(registry: Arc<Registry>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        match registry.metadata.index_complete() {
+        match registry.index_complete() {
             Ok(true) => return,
             Ok(false) => {}
             Err(err) => tracing::warn!(error = %err, "cannot read the index state; rebuilding it"),

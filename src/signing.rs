@@ -2,19 +2,14 @@
 //! promoted images: ECDSA P-256 over SHA-256, the algorithm cosign uses for its keys.
 //!
 //! The key comes from the configuration, or is generated at first start and kept in the store
-//! (written create-only, so replicas starting together agree on one key). DSSE envelopes are
-//! signed over the pre-authentication encoding (PAE) of the DSSE spec.
-
-use std::sync::Arc;
+//! (`Metadata::create_signing_key_pem`: create-only, so replicas starting together agree on one
+//! key). DSSE envelopes are signed over the pre-authentication encoding (PAE) of the DSSE spec.
 
 use base64::Engine as _;
-use bytes::Bytes;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
-use storage::{BlobStore, BlobStoreError, PutCondition};
 
-/// Where a generated key is kept in the store.
-const KEY_OBJECT: &str = "keys/vsa-signing-key.pem";
+use crate::metadata::{Metadata, MetadataError};
 
 /// The in-toto statement payload type of DSSE envelopes.
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
@@ -30,7 +25,7 @@ pub struct SigningKey {
 pub enum SigningError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] BlobStoreError),
+    Store(#[from] MetadataError),
     /// The PEM is not a PKCS#8 P-256 private key.
     #[error("signing key is not a PKCS#8 ECDSA P-256 private key: {0}")]
     Key(String),
@@ -38,24 +33,17 @@ pub enum SigningError {
 
 impl SigningKey {
     /// Loads the key from `pem` (PKCS#8), or from the store, generating it there when absent.
-    pub async fn load(configured_pem: Option<&str>, store: &Arc<dyn BlobStore>) -> Result<SigningKey, SigningError> {
+    pub async fn load(configured_pem: Option<&str>, metadata: &Metadata) -> Result<SigningKey, SigningError> {
         if let Some(pem) = configured_pem {
             return SigningKey::from_pem(pem);
         }
-        if let Some(object) = store.get_small(KEY_OBJECT, 16 << 10).await? {
-            return SigningKey::from_pem(&String::from_utf8_lossy(&object.bytes));
+        if let Some(pem) = metadata.signing_key_pem().await? {
+            return SigningKey::from_pem(&pem);
         }
         let generated = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
         let pem = generated.to_pkcs8_pem(LineEnding::LF).map_err(|err| SigningError::Key(err.to_string()))?;
-        match store.put_small(KEY_OBJECT, Bytes::from(pem.as_bytes().to_vec()), PutCondition::IfAbsent).await {
-            Ok(_) => SigningKey::from_pem(&pem),
-            // Another replica generated one first: use theirs.
-            Err(BlobStoreError::PreconditionFailed(_)) => {
-                let object = store.get_small(KEY_OBJECT, 16 << 10).await?.ok_or_else(|| SigningError::Key("key vanished".to_owned()))?;
-                SigningKey::from_pem(&String::from_utf8_lossy(&object.bytes))
-            }
-            Err(err) => Err(err.into()),
-        }
+        // Another replica may have generated one first: then theirs is the key.
+        SigningKey::from_pem(&metadata.create_signing_key_pem(&pem).await?)
     }
 
     fn from_pem(pem: &str) -> Result<SigningKey, SigningError> {
@@ -100,9 +88,10 @@ mod tests {
     #[tokio::test]
     async fn generated_once_and_signatures_verify() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn BlobStore> = Arc::new(storage::FsBlobStore::open(dir.path()).await.unwrap());
-        let first = SigningKey::load(None, &store).await.unwrap();
-        let again = SigningKey::load(None, &store).await.unwrap();
+        let store = std::sync::Arc::new(storage::FsBlobStore::open(&dir.path().join("store")).await.unwrap());
+        let metadata = Metadata::open(store, &dir.path().join("index")).unwrap();
+        let first = SigningKey::load(None, &metadata).await.unwrap();
+        let again = SigningKey::load(None, &metadata).await.unwrap();
         assert_eq!(first.public_pem(), again.public_pem(), "the stored key is reused");
 
         let envelope = first.dsse_envelope(IN_TOTO_PAYLOAD_TYPE, b"{\"x\":1}");

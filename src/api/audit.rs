@@ -6,7 +6,8 @@ use super::error::ApiError;
 use crate::auth::rules::Action;
 use crate::auth::Principal;
 use super::{json_response, Body};
-use crate::registry::{Registry, RegistryError};
+use crate::metadata::audit::Record;
+use crate::registry::Registry;
 
 const MAX_PAGE: usize = 1000;
 
@@ -20,12 +21,12 @@ pub(super) async fn list(
     limit: Option<usize>,
 ) -> Result<http::Response<Body>, ApiError> {
     let limit = limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let keep = |record: &crate::audit::Record| {
+    let keep = |record: &Record| {
         kind.is_none_or(|k| record.kind == k)
             && repository.is_none_or(|r| record.repository == r)
             && principal.may(Action::Admin, &record.repository)
     };
-    let (records, next) = registry.audit().list(after, limit, keep).await.map_err(|err| RegistryError::Internal(err.to_string()))?;
+    let (records, next) = registry.audit_records(after, limit, keep).await?;
     let body = serde_json::json!({ "records": records, "next_after": next });
     Ok(json_response(StatusCode::OK, body.to_string()))
 }

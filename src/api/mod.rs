@@ -117,7 +117,7 @@ async fn dispatch(
     match endpoint {
         Endpoint::Base => Ok(json_response(StatusCode::OK, "{}".to_owned())),
         Endpoint::Health => Ok(text_response(StatusCode::OK, "ok\n")),
-        Endpoint::Ready => match registry.metadata.store().list("", None, 1, true).await {
+        Endpoint::Ready => match registry.ready().await {
             Ok(_) => Ok(text_response(StatusCode::OK, "ready\n")),
             Err(err) => {
                 tracing::warn!(error = %err, "store not reachable");

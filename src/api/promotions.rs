@@ -9,6 +9,7 @@ use super::error::ApiError;
 use crate::auth::rules::Action;
 use crate::auth::Principal;
 use super::{json_response, read_bounded, Body};
+use crate::metadata::PromotionResult;
 use crate::promote;
 use crate::names::{ImageRef, RepoName, Tag};
 use crate::registry::Registry;
@@ -51,13 +52,13 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
         }
     }
     let outcome = promote::run(registry, request).await?;
-    let status = if outcome.already_done || outcome.record.result == promote::PromotionResult::DryRun { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if outcome.already_done || outcome.record.result == PromotionResult::DryRun { StatusCode::OK } else { StatusCode::CREATED };
     let body = serde_json::json!({ "already_done": outcome.already_done, "promotion": outcome.record });
     Ok(json_response(status, body.to_string()))
 }
 
 pub(super) async fn list(registry: &Registry, repository: &RepoName) -> Result<http::Response<Body>, ApiError> {
-    let records = promote::list(registry, repository, 1000).await?;
+    let records = registry.promotions(repository, 1000).await?;
     Ok(json_response(StatusCode::OK, serde_json::json!({ "repository": repository.as_str(), "promotions": records }).to_string()))
 }
 

@@ -1,34 +1,46 @@
-//! Repository metadata: blob and manifest links, tags, referrer links and the catalog, kept as
-//! small objects in the store (the truth), plus a node-local sled index that can be deleted and
-//! rebuilt at any time.
+//! Everything the registry keeps in the object store, and the one place its layout is spelled:
+//! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
+//! the catalog), manifest types, upload sessions, promotion records, the audit log and the
+//! generated signing key, each behind a typed accessor; plus a node-local sled index that can be
+//! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
-//! Keys (all below the store root):
-//! - `repositories/<name>/_blobs/sha256/<hex>`: the blob is visible in the repository.
-//! - `repositories/<name>/_manifests/sha256/<hex>`: a manifest revision, JSON [`ManifestLink`].
-//! - `repositories/<name>/_tags/<tag>`: JSON [`TagRecord`].
-//! - `repositories/<name>/_tombstones/<tag>`: JSON [`TagRecord`] of a deleted write-once tag,
-//!   written before the tag is deleted so that the name stays bound to its digest.
-//! - `repositories/<name>/_referrers/sha256/<subject hex>/<referrer hex>`: the referrer's
-//!   descriptor, JSON, as the Referrers API returns it.
-//! - `repositories/<name>/_parents/sha256/<child hex>/<parent hex>`: empty; the index `parent`
-//!   in the repository lists the manifest `child`.
-//! - `catalog/<hex of name, in 200-character segments>/-`: the repository exists. Hex keeps the
-//!   byte order of names (`a` < `a-b` < `a/b`, which `/`-separated keys would not), the segments
-//!   keep file names short, and the final `-` sorts before any hex digit so a name comes before
-//!   the longer names it prefixes.
-//! - `types/sha256/<hex>`: JSON [`ManifestType`], the media type a manifest digest was first
-//!   stored with, written create-only: one digest is one type, in every repository, forever.
-//! - `uploads/<id>`: an upload session, JSON [`UploadRecord`].
+//! Below the store root (`data_dir/store/objects/` on the filesystem, `prefix/` in a bucket):
+//! ```text
+//! blobs/sha256/<2 hex>/<64 hex>                          blob and manifest bytes, by content
+//! repositories/<name>/_blobs/sha256/<hex>                blob visible in the repository (empty)
+//! repositories/<name>/_manifests/sha256/<hex>            manifest revision {"mediaType","size"}
+//! repositories/<name>/_tags/<tag>                        {"digest"}
+//! repositories/<name>/_tombstones/<tag>                  {"digest"} of a deleted write-once tag
+//! repositories/<name>/_referrers/sha256/<subject>/<hex>  descriptor as listed by the Referrers API
+//! repositories/<name>/_parents/sha256/<child>/<parent>   an index in the repository lists the child (empty)
+//! types/sha256/<hex>                                     {"mediaType"} a manifest digest is stored as, create-only
+//! catalog/<hex name in 200-char segments>/-              the repository exists (empty; hex keeps name order)
+//! promotions/<target>/_records/<hex>                     the promotion record of a digest
+//! audit/records/<seq, 20 digits>                         audit record, hash-chained, create-only
+//! audit/head                                             {"seq","hash"} of the last audit record, a hint
+//! keys/vsa-signing-key.pem                               generated verification-summary key, create-only
+//! uploads/<uuid>                                         upload session {"repo","started"}
+//! ```
+//! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
+//! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
+//! type a digest is stored with is its type, in every repository, forever. Repository components
+//! never start with `_` (see `names`), so the registry's segments cannot collide with a
+//! repository's own path.
 //!
-//! Repository components never start with `_` (see `names`), so these keys cannot
-//! collide with a repository's own path. [`Object`] reads a key back and checks what is stored
-//! under it (for `portcullis fsck`); every object is checked on its way in too, when it is read,
-//! so a damaged one is an error (a 500 to a client), never a malformed answer.
+//! Every object is checked as it is read, so a damaged one is an error (a 500 to a client), never
+//! a malformed answer; [`Object`] reads a key back and checks what is stored under it, for
+//! `portcullis fsck`.
 //!
 //! The sled index holds what is derived from immutable content: the [`ManifestSummary`] of each
 //! manifest digest. This module is the only one that imports sled.
 
+pub mod audit;
+mod blobs;
 mod index;
+pub mod layout;
+mod promotions;
+mod signing_key;
+mod uploads;
 
 use std::sync::Arc;
 
@@ -36,7 +48,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use storage::{BlobStore, BlobStoreError, Digest, ETag, ListPage, PutCondition};
 
-use crate::names::{RepoName, Tag, UploadId};
+use crate::names::{RepoName, Tag};
+use layout::{Key, Prefix};
+pub use layout::Object;
+pub use promotions::{LeftBehind, Linked, PromotionRecord, PromotionResult};
+pub use uploads::UploadRecord;
 
 /// Largest small metadata object read (links, tags, descriptors, sessions).
 const SMALL_LIMIT: usize = 64 << 10;
@@ -102,51 +118,6 @@ pub struct ManifestType {
     pub media_type: String,
 }
 
-/// An upload session as kept in the store, so any node can continue it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRecord {
-    /// The repository the upload belongs to; checked to be a repository name when read.
-    #[serde(deserialize_with = "parses_as::<RepoName, _>")]
-    pub repo: String,
-    /// Seconds since the Unix epoch when it started.
-    pub started: u64,
-}
-
-/// A metadata object, known by its key (see the module doc for the layout).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Object {
-    /// `catalog/...`: the repository exists.
-    Catalog(RepoName),
-    /// `repositories/<name>/_blobs/sha256/<hex>`
-    BlobLink(RepoName, Digest),
-    /// `repositories/<name>/_manifests/sha256/<hex>`
-    ManifestLink(RepoName, Digest),
-    /// `repositories/<name>/_tags/<tag>`
-    Tag(RepoName, Tag),
-    /// `repositories/<name>/_tombstones/<tag>`
-    Tombstone(RepoName, Tag),
-    /// `repositories/<name>/_referrers/sha256/<subject>/<referrer>`
-    Referrer {
-        /// The repository.
-        repo: RepoName,
-        /// The manifest referred to.
-        subject: Digest,
-        /// The manifest that refers to it.
-        referrer: Digest,
-    },
-    /// `repositories/<name>/_parents/sha256/<child>/<parent>`
-    Parent {
-        /// The repository.
-        repo: RepoName,
-        /// The manifest listed.
-        child: Digest,
-        /// The index that lists it.
-        parent: Digest,
-    },
-    /// `uploads/<id>`
-    Upload(String),
-}
-
 /// Errors of the metadata layer.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -167,73 +138,6 @@ pub enum MetadataError {
 }
 
 type Result<T, E = MetadataError> = std::result::Result<T, E>;
-
-fn repo_key(repo: &RepoName, rest: &str) -> String {
-    format!("repositories/{repo}/{rest}")
-}
-
-fn blob_link_key(repo: &RepoName, digest: &Digest) -> String {
-    repo_key(repo, &format!("_blobs/sha256/{}", digest.hex()))
-}
-
-fn manifest_link_key(repo: &RepoName, digest: &Digest) -> String {
-    repo_key(repo, &format!("_manifests/sha256/{}", digest.hex()))
-}
-
-fn tags_prefix(repo: &RepoName) -> String {
-    repo_key(repo, "_tags/")
-}
-
-fn tag_key(repo: &RepoName, tag: &Tag) -> String {
-    format!("{}{tag}", tags_prefix(repo))
-}
-
-fn tombstone_key(repo: &RepoName, tag: &Tag) -> String {
-    repo_key(repo, &format!("_tombstones/{tag}"))
-}
-
-fn referrers_prefix(repo: &RepoName, subject: &Digest) -> String {
-    repo_key(repo, &format!("_referrers/sha256/{}/", subject.hex()))
-}
-
-fn referrer_key(repo: &RepoName, subject: &Digest, referrer: &Digest) -> String {
-    format!("{}{}", referrers_prefix(repo, subject), referrer.hex())
-}
-
-fn parents_prefix(repo: &RepoName, child: &Digest) -> String {
-    repo_key(repo, &format!("_parents/sha256/{}/", child.hex()))
-}
-
-fn parent_key(repo: &RepoName, child: &Digest, parent: &Digest) -> String {
-    format!("{}{}", parents_prefix(repo, child), parent.hex())
-}
-
-const CATALOG: &str = "catalog/";
-
-/// The catalog key of `repo`, relative to `catalog/`.
-fn catalog_entry(repo: &RepoName) -> String {
-    let hex = hex::encode(repo.as_str());
-    let segments: Vec<&str> = hex.as_bytes().chunks(200).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect();
-    format!("{}/-", segments.join("/"))
-}
-
-fn catalog_key(repo: &RepoName) -> String {
-    format!("{CATALOG}{}", catalog_entry(repo))
-}
-
-/// The repository name of a catalog key relative to `catalog/`; `None` for anything else.
-fn catalog_name(entry: &str) -> Option<String> {
-    let hex: String = entry.strip_suffix("/-")?.split('/').collect();
-    String::from_utf8(hex::decode(hex).ok()?).ok()
-}
-
-fn manifest_type_key(digest: &Digest) -> String {
-    format!("types/sha256/{}", digest.hex())
-}
-
-fn upload_key(upload_id: &str) -> String {
-    format!("uploads/{upload_id}")
-}
 
 /// Whether `value` is a media type without parameters (RFC 6838 4.2: `type/subtype`, each a
 /// restricted name), which is also a valid header value.
@@ -308,9 +212,15 @@ impl Metadata {
         Ok(Metadata { index: index::Index::open(index_dir)?, store })
     }
 
-    /// The store this metadata lives in.
-    pub fn store(&self) -> &Arc<dyn BlobStore> {
-        &self.store
+    /// The audit log, in the same store.
+    pub fn audit_log(&self) -> audit::AuditLog {
+        audit::AuditLog::new(self.store.clone())
+    }
+
+    /// Whether the store answers: one listing of at most one name (readiness).
+    pub async fn probe(&self) -> Result<()> {
+        self.store.list("", None, 1, true).await?;
+        Ok(())
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
@@ -326,44 +236,44 @@ impl Metadata {
 
     /// Makes a stored blob visible in `repo`.
     pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        self.store.put_small(&blob_link_key(repo, digest), Bytes::new(), PutCondition::Always).await?;
+        self.store.put_small(&Key::BlobLink(repo, digest).to_string(), Bytes::new(), PutCondition::Always).await?;
         self.ensure_repository(repo).await
     }
 
     /// Whether the blob is visible in `repo`.
     pub async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.exists(&blob_link_key(repo, digest)).await
+        self.exists(&Key::BlobLink(repo, digest).to_string()).await
     }
 
     /// Removes the blob from `repo` (its bytes stay until garbage collection).
     pub async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        Ok(self.store.delete(&blob_link_key(repo, digest)).await?)
+        Ok(self.store.delete(&Key::BlobLink(repo, digest).to_string()).await?)
     }
 
     /// Records a manifest revision in `repo`.
     pub async fn link_manifest(&self, repo: &RepoName, digest: &Digest, link: &ManifestLink) -> Result<()> {
-        self.store.put_small(&manifest_link_key(repo, digest), encode(link), PutCondition::Always).await?;
+        self.store.put_small(&Key::ManifestLink(repo, digest).to_string(), encode(link), PutCondition::Always).await?;
         self.ensure_repository(repo).await
     }
 
     /// The manifest revision, if `repo` has it.
     pub async fn manifest_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestLink>> {
-        self.read(&manifest_link_key(repo, digest)).await
+        self.read(&Key::ManifestLink(repo, digest).to_string()).await
     }
 
     /// Removes a manifest revision from `repo`.
     pub async fn unlink_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        Ok(self.store.delete(&manifest_link_key(repo, digest)).await?)
+        Ok(self.store.delete(&Key::ManifestLink(repo, digest).to_string()).await?)
     }
 
     /// Digests of every manifest revision in `repo`, a page at a time.
     pub async fn manifests(&self, repo: &RepoName, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
-        Ok(self.store.list(&repo_key(repo, "_manifests/sha256/"), start_after, limit, true).await?)
+        Ok(self.store.list(&Prefix::Manifests(repo).to_string(), start_after, limit, true).await?)
     }
 
     /// The tag, if it exists.
     pub async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredTag>> {
-        let key = tag_key(repo, tag);
+        let key = Key::Tag(repo, tag).to_string();
         match self.store.get_small(&key, SMALL_LIMIT).await? {
             Some(object) => Ok(Some(StoredTag { record: decode(&key, &object.bytes)?, etag: object.etag })),
             None => Ok(None),
@@ -372,30 +282,30 @@ impl Metadata {
 
     /// Writes the tag under `condition`; `BlobStoreError::PreconditionFailed` when it is not met.
     pub async fn put_tag(&self, repo: &RepoName, tag: &Tag, record: &TagRecord, condition: PutCondition) -> Result<()> {
-        let key = tag_key(repo, tag);
+        let key = Key::Tag(repo, tag).to_string();
         self.store.put_small(&key, encode(record), condition).await?;
         self.ensure_repository(repo).await
     }
 
     /// Deletes the tag.
     pub async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
-        Ok(self.store.delete(&tag_key(repo, tag)).await?)
+        Ok(self.store.delete(&Key::Tag(repo, tag).to_string()).await?)
     }
 
     /// The tombstone of a deleted write-once tag.
     pub async fn tombstone(&self, repo: &RepoName, tag: &Tag) -> Result<Option<TagRecord>> {
-        self.read(&tombstone_key(repo, tag)).await
+        self.read(&Key::Tombstone(repo, tag).to_string()).await
     }
 
     /// Burns a write-once tag name to `record`'s digest.
     pub async fn put_tombstone(&self, repo: &RepoName, tag: &Tag, record: &TagRecord) -> Result<()> {
-        self.store.put_small(&tombstone_key(repo, tag), encode(record), PutCondition::Always).await?;
+        self.store.put_small(&Key::Tombstone(repo, tag).to_string(), encode(record), PutCondition::Always).await?;
         Ok(())
     }
 
     /// Tag names of `repo` in byte order after `last`, at most `limit`.
     pub async fn tags(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<ListPage> {
-        Ok(self.store.list(&tags_prefix(repo), last, limit, true).await?)
+        Ok(self.store.list(&Prefix::Tags(repo).to_string(), last, limit, true).await?)
     }
 
     /// Records that `referrer` (described by `descriptor`) refers to `subject` in `repo`.
@@ -406,25 +316,25 @@ impl Metadata {
         referrer: &Digest,
         descriptor: &serde_json::Value,
     ) -> Result<()> {
-        let key = referrer_key(repo, subject, referrer);
+        let key = Key::Referrer { repo, subject, referrer }.to_string();
         self.store.put_small(&key, encode(descriptor), PutCondition::Always).await?;
         Ok(())
     }
 
     /// Removes a referrer link.
     pub async fn remove_referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> Result<()> {
-        let key = referrer_key(repo, subject, referrer);
+        let key = Key::Referrer { repo, subject, referrer }.to_string();
         Ok(self.store.delete(&key).await?)
     }
 
     /// The descriptor of one referrer link, `None` when `referrer` does not refer to `subject` in `repo`.
     pub async fn referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> Result<Option<serde_json::Value>> {
-        self.read(&format!("{}{}", referrers_prefix(repo, subject), referrer.hex())).await
+        self.read(&Key::Referrer { repo, subject, referrer }.to_string()).await
     }
 
     /// Descriptors of the manifests in `repo` whose subject is `subject`, at most `limit`.
     pub async fn referrers(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<serde_json::Value>> {
-        let prefix = referrers_prefix(repo, subject);
+        let prefix = Prefix::Referrers(repo, subject).to_string();
         let mut descriptors = Vec::new();
         for name in self.referrer_names(&prefix, limit).await? {
             // A link deleted between listing and reading is skipped, not an error.
@@ -439,7 +349,7 @@ impl Metadata {
     /// Digest hex of the manifests in `repo` whose subject is `subject`, at most `limit`, as
     /// listed: nothing is read or parsed (a gated pull asks this on every request).
     pub async fn referrer_hexes(&self, repo: &RepoName, subject: &Digest, limit: usize) -> Result<Vec<String>> {
-        self.referrer_names(&referrers_prefix(repo, subject), limit).await
+        self.referrer_names(&Prefix::Referrers(repo, subject).to_string(), limit).await
     }
 
     /// Names (digest hex) of the referrer links below `prefix`, at most `limit`. Pages are as large
@@ -461,25 +371,25 @@ impl Metadata {
 
     /// Records that the index `parent` in `repo` lists `child`.
     pub async fn add_parent(&self, repo: &RepoName, child: &Digest, parent: &Digest) -> Result<()> {
-        let key = parent_key(repo, child, parent);
+        let key = Key::Parent { repo, child, parent }.to_string();
         self.store.put_small(&key, Bytes::new(), PutCondition::Always).await?;
         Ok(())
     }
 
     /// Forgets that `parent` lists `child`.
     pub async fn remove_parent(&self, repo: &RepoName, child: &Digest, parent: &Digest) -> Result<()> {
-        Ok(self.store.delete(&parent_key(repo, child, parent)).await?)
+        Ok(self.store.delete(&Key::Parent { repo, child, parent }.to_string()).await?)
     }
 
     /// Indexes in `repo` that list `child`, at most `limit`.
     pub async fn parents(&self, repo: &RepoName, child: &Digest, limit: usize) -> Result<Vec<Digest>> {
-        let page = self.store.list(&parents_prefix(repo, child), None, limit, true).await?;
-        Ok(page.entries.iter().filter_map(|hex| format!("sha256:{hex}").parse().ok()).collect())
+        let page = self.store.list(&Prefix::Parents(repo, child).to_string(), None, limit, true).await?;
+        Ok(page.entries.iter().filter_map(|hex| layout::digest_of_hex(hex)).collect())
     }
 
     /// Marks `repo` as existing, for the catalog.
     pub async fn ensure_repository(&self, repo: &RepoName) -> Result<()> {
-        let key = catalog_key(repo);
+        let key = Key::Catalog(repo).to_string();
         if !self.exists(&key).await? {
             self.store.put_small(&key, Bytes::new(), PutCondition::Always).await?;
         }
@@ -488,21 +398,21 @@ impl Metadata {
 
     /// Whether anything was ever pushed to `repo`.
     pub async fn repository_exists(&self, repo: &RepoName) -> Result<bool> {
-        self.exists(&catalog_key(repo)).await
+        self.exists(&Key::Catalog(repo).to_string()).await
     }
 
     /// Repository names in byte order after `last`, at most `limit`.
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<ListPage> {
-        let start_after = last.map(catalog_entry);
-        let page = self.store.list(CATALOG, start_after.as_deref(), limit, false).await?;
-        let entries = page.entries.iter().filter_map(|entry| catalog_name(entry)).collect();
+        let start_after = last.map(layout::catalog_entry);
+        let page = self.store.list(&Prefix::Catalog.to_string(), start_after.as_deref(), limit, false).await?;
+        let entries = page.entries.iter().filter_map(|entry| layout::catalog_name(entry)).collect();
         Ok(ListPage { entries, truncated: page.truncated })
     }
 
     /// The media type `digest` was first stored with, recording `media_type` when there is none
     /// yet. Of racing first pushes with different types exactly one type wins.
     pub async fn settle_manifest_type(&self, digest: &Digest, media_type: &str) -> Result<ManifestType> {
-        let key = manifest_type_key(digest);
+        let key = Key::ManifestType(digest).to_string();
         let wanted = ManifestType { media_type: media_type.to_owned() };
         if let Some(settled) = self.read(&key).await? {
             return Ok(settled);
@@ -519,23 +429,7 @@ impl Metadata {
 
     /// The media type `digest` is stored as, if it was pushed since types are recorded.
     pub async fn manifest_type(&self, digest: &Digest) -> Result<Option<ManifestType>> {
-        self.read(&manifest_type_key(digest)).await
-    }
-
-    /// Saves an upload session.
-    pub async fn put_upload(&self, upload_id: &UploadId, record: &UploadRecord) -> Result<()> {
-        self.store.put_small(&upload_key(upload_id.as_str()), encode(record), PutCondition::IfAbsent).await?;
-        Ok(())
-    }
-
-    /// The upload session, if it exists.
-    pub async fn upload(&self, upload_id: &UploadId) -> Result<Option<UploadRecord>> {
-        self.read(&upload_key(upload_id.as_str())).await
-    }
-
-    /// Forgets an upload session.
-    pub async fn delete_upload(&self, upload_id: &UploadId) -> Result<()> {
-        Ok(self.store.delete(&upload_key(upload_id.as_str())).await?)
+        self.read(&Key::ManifestType(digest).to_string()).await
     }
 
     /// The cached summary of a manifest's content.
@@ -565,77 +459,35 @@ impl Metadata {
 }
 
 impl Object {
-    /// The object the registry keeps under `key`; `None` for a key where it keeps none.
-    pub fn from_key(key: &str) -> Option<Object> {
-        let object = Object::parse(key)?;
-        // Round-tripped through the key builders, so the layout is written down once.
-        (object.key() == key).then_some(object)
-    }
-
-    fn parse(key: &str) -> Option<Object> {
-        if let Some(entry) = key.strip_prefix(CATALOG) {
-            return catalog_name(entry)?.parse().ok().map(Object::Catalog);
-        }
-        if let Some(upload_id) = key.strip_prefix("uploads/") {
-            return upload_id.parse::<UploadId>().is_ok().then(|| Object::Upload(upload_id.to_owned()));
-        }
-        let rest = key.strip_prefix("repositories/")?;
-        // The name ends where the registry's own segments begin: no component of it starts with `_`.
-        let (name, own) = rest.split_once("/_")?;
-        let repo: RepoName = name.parse().ok()?;
-        let digest = |hex: &str| format!("sha256:{hex}").parse::<Digest>().ok();
-        match own.split('/').collect::<Vec<_>>().as_slice() {
-            ["blobs", "sha256", hex] => Some(Object::BlobLink(repo, digest(hex)?)),
-            ["manifests", "sha256", hex] => Some(Object::ManifestLink(repo, digest(hex)?)),
-            ["tags", tag] => Some(Object::Tag(repo, tag.parse().ok()?)),
-            ["tombstones", tag] => Some(Object::Tombstone(repo, tag.parse().ok()?)),
-            ["referrers", "sha256", subject, referrer] => {
-                Some(Object::Referrer { repo, subject: digest(subject)?, referrer: digest(referrer)? })
-            }
-            ["parents", "sha256", child, parent] => Some(Object::Parent { repo, child: digest(child)?, parent: digest(parent)? }),
-            _ => None,
-        }
-    }
-
-    /// The key it is kept under.
-    pub fn key(&self) -> String {
-        match self {
-            Object::Catalog(repo) => catalog_key(repo),
-            Object::BlobLink(repo, digest) => blob_link_key(repo, digest),
-            Object::ManifestLink(repo, digest) => manifest_link_key(repo, digest),
-            Object::Tag(repo, tag) => tag_key(repo, tag),
-            Object::Tombstone(repo, tag) => tombstone_key(repo, tag),
-            Object::Referrer { repo, subject, referrer } => referrer_key(repo, subject, referrer),
-            Object::Parent { repo, child, parent } => parent_key(repo, child, parent),
-            Object::Upload(upload_id) => upload_key(upload_id),
-        }
-    }
-
     /// Reads the object from `store` and checks it as every read does: `None` when it is not
     /// there (any more), else the keys of the objects it points to, which must exist for it to
     /// mean anything. `Corrupt` when it is not what the registry writes under its key.
     pub async fn check(&self, store: &dyn BlobStore) -> Result<Option<Vec<String>>> {
         let key = self.key();
-        let bytes = match store.get_small(&key, SMALL_LIMIT).await {
+        let (limit, what) = match self {
+            Object::PromotionRecord { .. } => (promotions::MAX_RECORD, "promotion record"),
+            _ => (SMALL_LIMIT, "metadata object"),
+        };
+        let bytes = match store.get_small(&key, limit).await {
             Ok(Some(object)) => object.bytes,
             Ok(None) => return Ok(None),
             Err(BlobStoreError::TooLarge { limit, .. }) => {
-                return Err(MetadataError::Corrupt { key, message: format!("larger than any metadata object ({limit} bytes)") });
+                return Err(MetadataError::Corrupt { key, message: format!("larger than any {what} ({limit} bytes)") });
             }
             Err(err) => return Err(err.into()),
         };
         let pointers = match self {
             // Their presence is what they say.
             Object::Catalog(_) => Vec::new(),
-            Object::BlobLink(_, digest) => vec![digest.blob_key()],
+            Object::BlobLink(_, digest) => vec![Key::Blob(digest).to_string()],
             Object::ManifestLink(_, digest) => {
                 decode::<ManifestLink>(&key, &bytes)?;
-                vec![digest.blob_key()]
+                vec![Key::Blob(digest).to_string()]
             }
             Object::Tag(repo, _) => {
                 let record: TagRecord = decode(&key, &bytes)?;
                 // Decoding checked that it is a digest.
-                record.digest.parse().map(|digest| vec![manifest_link_key(repo, &digest)]).unwrap_or_default()
+                record.digest.parse().map(|digest| vec![Key::ManifestLink(repo, &digest).to_string()]).unwrap_or_default()
             }
             // A tombstone remembers a digest whose manifest may be long gone.
             Object::Tombstone(..) => {
@@ -644,11 +496,15 @@ impl Object {
             }
             Object::Referrer { repo, referrer, .. } => {
                 decode_referrer(&key, &bytes)?;
-                vec![manifest_link_key(repo, referrer)]
+                vec![Key::ManifestLink(repo, referrer).to_string()]
             }
-            Object::Parent { repo, parent, .. } => vec![manifest_link_key(repo, parent)],
+            Object::Parent { repo, parent, .. } => vec![Key::ManifestLink(repo, parent).to_string()],
             Object::Upload(_) => {
                 decode::<UploadRecord>(&key, &bytes)?;
+                Vec::new()
+            }
+            Object::PromotionRecord { target, digest } => {
+                promotions::check(&key, &bytes, target, digest)?;
                 Vec::new()
             }
         };
@@ -661,21 +517,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn catalog_keys_sort_like_names() {
-        let long = format!("{}/x", "a".repeat(150));
-        let mut names = vec!["a", "a-b", "a.b", "a/b", "a_b", "ab", "b", long.as_str(), "a/b/c"];
-        names.sort();
-        let mut entries: Vec<String> = names.iter().map(|n| catalog_entry(&n.parse().unwrap())).collect();
-        entries.sort();
-        let decoded: Vec<String> = entries.iter().map(|e| catalog_name(e).unwrap()).collect();
-        assert_eq!(decoded, names);
-        for entry in &entries {
-            storage::validate_key(&format!("{CATALOG}{entry}")).unwrap();
-            assert!(entry.split('/').all(|segment| segment.len() <= 200));
-        }
-    }
-
-    #[test]
     fn media_types() {
         for ok in ["application/vnd.oci.image.manifest.v1+json", "text/plain", "a/b"] {
             assert!(is_media_type(ok), "{ok:?}");
@@ -683,43 +524,6 @@ mod tests {
         let long = format!("application/{}", "x".repeat(128));
         for bad in ["", "application", "application/", "/json", "a/b/c", "application/json; charset=utf-8", "text/plain\nX-Injected: 1", "text/pl\u{e9}in", &long] {
             assert!(!is_media_type(bad), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn objects_and_their_keys() {
-        let hex = "ab".repeat(32);
-        let upload_id = "0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11";
-        let check = |key: &str, expected: Option<&str>| {
-            let got = Object::from_key(key).map(|object| format!("{object:?}"));
-            match (got.as_deref(), expected) {
-                (Some(got), Some(expected)) => assert!(got.starts_with(expected), "{key}: got {got}, expected {expected}"),
-                (got, expected) => assert_eq!(got, expected, "{key}"),
-            }
-        };
-        check(&catalog_key(&"a/b".parse().unwrap()), Some("Catalog(RepoName(\"a/b\"))"));
-        check(&format!("repositories/a/b/_blobs/sha256/{hex}"), Some("BlobLink(RepoName(\"a/b\"), sha256:abab"));
-        check(&format!("repositories/a/_manifests/sha256/{hex}"), Some("ManifestLink(RepoName(\"a\"), sha256:abab"));
-        check("repositories/a/_tags/v1", Some("Tag(RepoName(\"a\"), Tag(\"v1\"))"));
-        check("repositories/a/_tombstones/v1", Some("Tombstone(RepoName(\"a\"), Tag(\"v1\"))"));
-        check(&format!("repositories/a/_referrers/sha256/{hex}/{hex}"), Some("Referrer { repo: RepoName(\"a\"), subject: sha256:abab"));
-        check(&format!("repositories/a/_parents/sha256/{hex}/{hex}"), Some("Parent { repo: RepoName(\"a\"), child: sha256:abab"));
-        check(&format!("uploads/{upload_id}"), Some("Upload(\"0b7d5c7e"));
-        // Keys where the registry keeps no metadata object.
-        for key in [
-            "repositories/a/_manifests/sha256/zz".to_owned(),
-            format!("repositories/A/_manifests/sha256/{hex}"),
-            "repositories/a/_tags/-v1".into(),
-            "repositories/a/_tags/v1/x".into(),
-            "repositories/a/_unknown/v1".into(),
-            "repositories/a/tags/v1".into(),
-            format!("repositories/a/_referrers/sha256/{hex}"),
-            "uploads/not-an-id".into(),
-            "catalog/zz/-".into(),
-            "catalog/61".into(),
-            "keys/vsa-signing-key.pem".into(),
-        ] {
-            check(&key, None);
         }
     }
 
@@ -736,23 +540,47 @@ mod tests {
         let descriptor = format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{digest}","size":3,"artifactType":"x/y"}}"#);
         let other = Digest::of(b"other");
         let huge = format!(r#"{{"digest":"{digest}","pad":"{}"}}"#, " ".repeat(SMALL_LIMIT));
+        let target: RepoName = "prod/a".parse().unwrap();
+        let promotion = Object::PromotionRecord { target: target.clone(), digest: digest.clone() };
+        let record = |target: &RepoName, digest: &Digest| {
+            let record = PromotionRecord {
+                source: "a:v1".into(),
+                digest: digest.to_string(),
+                target: target.to_string(),
+                tags: vec!["v1".into()],
+                result: PromotionResult::Promoted,
+                actor: "ci".into(),
+                time: 1,
+                verdict: None,
+                vsa: None,
+                vsa_skipped: None,
+                linked: Linked::default(),
+                left_behind: Vec::new(),
+            };
+            serde_json::to_string(&record).unwrap()
+        };
         // The keys it points to, or the start of why it is corrupt.
         type Expected = Result<Vec<String>, &'static str>;
         // (object, stored bytes, expected)
         let cases: Vec<(&Object, String, Expected)> = vec![
-            (&link, r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":3}"#.into(), Ok(vec![digest.blob_key()])),
+            (&link, r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","size":3}"#.into(), Ok(vec![Key::Blob(&digest).to_string()])),
             (&link, r#"{"mediaType":"application/vnd.oci.image.manifest.v1+json\nX-Injected: 1","size":3}"#.into(), Err("\"application/vnd.oci.image.manifest.v1+json\\nX-Injected: 1\" is not a media type")),
             (&link, r#"{"mediaType":"applic"#.into(), Err("EOF while parsing")),
             (&link, r#"{"size":3}"#.into(), Err("missing field `mediaType`")),
-            (&tag, format!(r#"{{"digest":"{digest}"}}"#), Ok(vec![manifest_link_key(&repo, &digest)])),
+            (&tag, format!(r#"{{"digest":"{digest}"}}"#), Ok(vec![Key::ManifestLink(&repo, &digest).to_string()])),
             (&tag, r#"{"digest":"sha256:xyz"}"#.into(), Err("invalid digest")),
             (&tag, r#"{"digest":"#.into(), Err("EOF while parsing")),
             (&tag, huge, Err("larger than any metadata object")),
-            (&referrer, descriptor.clone(), Ok(vec![manifest_link_key(&repo, &digest)])),
+            (&referrer, descriptor.clone(), Ok(vec![Key::ManifestLink(&repo, &digest).to_string()])),
             (&referrer, descriptor.replace(&digest.to_string(), &other.to_string()), Err("describes sha256:")),
             (&referrer, "[]".into(), Err("not a descriptor")),
             (&upload, r#"{"repo":"a","started":1}"#.into(), Ok(Vec::new())),
             (&upload, r#"{"repo":"../a","started":1}"#.into(), Err("invalid repository name")),
+            (&promotion, record(&target, &digest), Ok(Vec::new())),
+            (&promotion, record(&repo, &digest), Err("records the promotion of sha256:")),
+            (&promotion, record(&target, &other), Err("records the promotion of sha256:")),
+            (&promotion, r#"{"source":"a:v1"}"#.into(), Err("not a promotion record: missing field")),
+            (&promotion, format!(r#"{{"pad":"{}"}}"#, " ".repeat(promotions::MAX_RECORD)), Err("larger than any promotion record")),
         ];
         for (object, bytes, expected) in cases {
             let key = object.key();

@@ -6,6 +6,7 @@ use std::task::{ready, Poll};
 use storage::{BlobStoreError, ByteStream};
 
 use super::RegistryError;
+use crate::metadata::MetadataError;
 
 /// Why a bounded body was cut off.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +52,8 @@ pub(super) fn bounded(mut body: ByteStream, exact: Option<u64>, room: u64) -> By
 
 /// Maps a failed append to the client's error: an exceeded bound, a chunk racing another, or a
 /// body that broke off (client gone); anything else is the store's failure.
-pub(super) fn classify(err: BlobStoreError) -> RegistryError {
+pub(super) fn classify(err: MetadataError) -> RegistryError {
+    let MetadataError::Store(err) = err else { return err.into() };
     match err {
         BlobStoreError::Io(io_err) => match io_err.get_ref().and_then(|inner| inner.downcast_ref::<BodyLimit>()) {
             Some(BodyLimit::TooLarge(limit)) => RegistryError::BlobTooLarge { limit: *limit },

@@ -25,6 +25,7 @@ use sha2::Digest as _;
 use storage::{BlobStoreError, Digest};
 
 use super::manifest::{COSIGN_SIMPLE_SIGNING, DSSE_ENVELOPE, OCI_MANIFEST};
+use crate::metadata::MetadataError;
 use crate::names::{RepoName, Tag};
 use super::{Registry, Result};
 
@@ -469,11 +470,11 @@ impl Reader<'_> {
     /// Reads an object of at most `limit` bytes, and of at most what is left of the budget.
     async fn read(&mut self, digest: &Digest, limit: usize) -> Read {
         let allowed = limit.min(self.left);
-        let read = self.registry.store().get_small(&digest.blob_key(), allowed).await;
+        let read = self.registry.metadata.read_content(digest, allowed).await;
         let bytes = match read {
-            Ok(Some(object)) => object.bytes,
+            Ok(Some(bytes)) => bytes,
             Ok(None) => return Err(Unread::Failed(format!("{digest} is missing from the store"))),
-            Err(BlobStoreError::TooLarge { .. }) if allowed < limit => return Err(Unread::OverBudget),
+            Err(MetadataError::Store(BlobStoreError::TooLarge { .. })) if allowed < limit => return Err(Unread::OverBudget),
             Err(err) => return Err(Unread::Failed(err.to_string())),
         };
         self.registry.metrics.evidence_bytes_read.inc_by(bytes.len() as u64);

@@ -12,10 +12,11 @@ pub mod verdicts;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use storage::{BlobStore, BlobStoreError, Digest, ObjectReader, PutCondition};
+use storage::{BlobStoreError, Digest, ObjectReader};
 
 use crate::config::Config;
-use crate::metadata::{ManifestLink, Metadata, MetadataError};
+use crate::metadata::audit::{AuditLog, Entry, Record};
+use crate::metadata::{ManifestLink, ManifestSummary, Metadata, MetadataError};
 use crate::metrics::Metrics;
 use crate::names::{Reference, RepoName, Tag, UploadId};
 
@@ -23,15 +24,15 @@ use crate::names::{Reference, RepoName, Tag, UploadId};
 pub struct Registry {
     /// The configuration it runs with; replaced whole by [`Registry::reload`].
     config: arc_swap::ArcSwap<Config>,
-    /// Metadata over the store.
-    pub metadata: Metadata,
+    /// Everything in the store, through typed accessors: the registry's only way to it.
+    metadata: Metadata,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
     sessions: uploads::Sessions,
     /// The trust in force; replaced with the configuration.
     trust: arc_swap::ArcSwap<verdicts::LoadedTrust>,
     caches: verdicts::Caches,
-    audit: crate::audit::AuditLog,
+    audit: AuditLog,
     signing: crate::signing::SigningKey,
     /// Access control for the configuration in force; `None` when `[auth]` is absent (open).
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
@@ -184,7 +185,7 @@ impl Registry {
     /// generates) the registry's signing key.
     pub async fn open(config: Config, metadata: Metadata, metrics: Arc<Metrics>) -> Result<Registry, String> {
         let trust = verdicts::load_trust(&config.trust)?;
-        let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), metadata.store())
+        let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), &metadata)
             .await
             .map_err(|err| err.to_string())?;
         let auth = config.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), None)));
@@ -192,7 +193,7 @@ impl Registry {
             config: arc_swap::ArcSwap::new(Arc::new(config)),
             trust: arc_swap::ArcSwap::new(Arc::new(trust)),
             caches: verdicts::Caches::default(),
-            audit: crate::audit::AuditLog::new(metadata.store().clone()),
+            audit: metadata.audit_log(),
             signing,
             metadata,
             metrics,
@@ -211,9 +212,21 @@ impl Registry {
         self.trust.load_full()
     }
 
-    /// The audit log.
-    pub fn audit(&self) -> &crate::audit::AuditLog {
-        &self.audit
+    /// Audit records after sequence number `after` that `keep` keeps, at most `limit`, with the
+    /// sequence number to continue after when there may be more.
+    pub async fn audit_records(&self, after: u64, limit: usize, keep: impl Fn(&Record) -> bool) -> Result<(Vec<Record>, Option<u64>)> {
+        self.audit.list(after, limit, keep).await.map_err(|err| RegistryError::Internal(err.to_string()))
+    }
+
+    /// Whether the store answers (readiness): one listing of at most one name.
+    pub async fn ready(&self) -> Result<()> {
+        Ok(self.metadata.probe().await?)
+    }
+
+    /// Whether the node-local index was built completely since it was created; when not, it is
+    /// rebuilt with [`Registry::reindex`].
+    pub fn index_complete(&self) -> Result<bool> {
+        Ok(self.metadata.index_complete()?)
     }
 
     /// The registry's signing key.
@@ -223,7 +236,7 @@ impl Registry {
 
     /// Appends to the audit log; a failure is logged, not returned (the decision stands).
     pub async fn record_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) {
-        let entry = crate::audit::Entry {
+        let entry = Entry {
             kind: kind.to_owned(),
             actor: actor.to_owned(),
             repository: repo.to_string(),
@@ -262,17 +275,13 @@ impl Registry {
         Ok(())
     }
 
-    fn store(&self) -> &Arc<dyn BlobStore> {
-        self.metadata.store()
-    }
-
     /// Size of a blob in `repo`.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        let meta = self.store().stat(&digest.blob_key()).await?;
-        Ok(meta.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?.size)
+        let size = self.metadata.content_size(digest).await?;
+        size.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
     }
 
     /// Opens a blob of `repo` for streaming, whole or a byte range (end exclusive).
@@ -285,10 +294,10 @@ impl Registry {
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        match self.store().get(&digest.blob_key(), range).await {
+        match self.metadata.open_content(digest, range).await {
             Ok(Some(reader)) => Ok(reader),
             Ok(None) => Err(RegistryError::BlobUnknown(digest.clone())),
-            Err(BlobStoreError::RangeNotSatisfiable { size, .. }) => Err(RegistryError::RangeNotSatisfiable { size }),
+            Err(MetadataError::Store(BlobStoreError::RangeNotSatisfiable { size, .. })) => Err(RegistryError::RangeNotSatisfiable { size }),
             Err(err) => Err(err.into()),
         }
     }
@@ -305,7 +314,7 @@ impl Registry {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
         let expires = std::time::Duration::from_secs(s3.presign_expiry_secs);
-        Ok(self.store().presigned_get(&digest.blob_key(), expires).await?)
+        Ok(self.metadata.presign_content(digest, expires).await?)
     }
 
     /// Removes a blob from `repo`, unless `repo` keeps its content (see [`Registry::protection`]).
@@ -341,7 +350,7 @@ impl Registry {
     /// Cross-repository mount: links the blob into `repo` when `from` has it. Returns whether it did.
     pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
         self.refuse_if_promotion_only(repo, "blobs")?;
-        if !self.metadata.blob_linked(from, digest).await? || self.store().stat(&digest.blob_key()).await?.is_none() {
+        if !self.metadata.blob_linked(from, digest).await? || self.metadata.content_size(digest).await?.is_none() {
             return Ok(false);
         }
         self.metadata.link_blob(repo, digest).await?;
@@ -424,14 +433,14 @@ impl Registry {
 
     async fn check_blob_reference(&self, repo: &RepoName, blob: &manifest::Descriptor) -> Result<()> {
         let stored = match self.metadata.blob_linked(repo, &blob.digest).await? {
-            true => self.store().stat(&blob.digest.blob_key()).await?,
+            true => self.metadata.content_size(&blob.digest).await?,
             false => None,
         };
         match stored {
             None => Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
-            Some(meta) if meta.size != blob.size => Err(RegistryError::SizeInvalid(format!(
+            Some(size) if size != blob.size => Err(RegistryError::SizeInvalid(format!(
                 "the descriptor of {} gives {} bytes, but the blob has {}",
-                blob.digest, blob.size, meta.size
+                blob.digest, blob.size, size
             ))),
             Some(_) => Ok(()),
         }
@@ -450,11 +459,8 @@ impl Registry {
                 parsed.media_type
             )));
         }
-        let blob_key = digest.blob_key();
         let size = bytes.len() as u64;
-        if self.store().stat(&blob_key).await?.is_none() {
-            self.store().put_small(&blob_key, bytes, PutCondition::Always).await?;
-        }
+        self.metadata.store_content(digest, bytes).await?;
         let runnable = self.runnable(parsed).await?;
         self.metadata.put_summary(digest, &parsed.summary(runnable))?;
         let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
@@ -479,13 +485,13 @@ impl Registry {
         let mut checked = std::collections::HashSet::new();
         let mut budget = MAX_INERT_BYTES;
         for layer in layers.iter().filter(|layer| checked.insert(*layer)) {
-            let object = match self.store().get_small(&layer.blob_key(), MAX_INERT_LAYER_BYTES.min(budget)).await {
-                Ok(Some(object)) => object,
-                Ok(None) | Err(BlobStoreError::TooLarge { .. }) => return Ok(true),
+            let bytes = match self.metadata.read_content(layer, MAX_INERT_LAYER_BYTES.min(budget)).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) | Err(MetadataError::Store(BlobStoreError::TooLarge { .. })) => return Ok(true),
                 Err(err) => return Err(err.into()),
             };
-            budget -= object.bytes.len();
-            if serde_json::from_slice::<serde::de::IgnoredAny>(&object.bytes).is_err() {
+            budget -= bytes.len();
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_err() {
                 return Ok(true);
             }
         }
@@ -509,8 +515,8 @@ impl Registry {
         let digest = self.resolve(repo, reference).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
         let link = self.metadata.manifest_link(repo, &digest).await?.ok_or_else(unknown)?;
-        let object = self.store().get_small(&digest.blob_key(), self.config().registry.max_manifest_bytes).await?;
-        let bytes = object.ok_or_else(unknown)?.bytes;
+        let bytes = self.metadata.read_content(&digest, self.config().registry.max_manifest_bytes).await?;
+        let bytes = bytes.ok_or_else(unknown)?;
         Ok(StoredManifest { digest, media_type: link.media_type, bytes })
     }
 
@@ -570,12 +576,12 @@ impl Registry {
 
     /// The content summary of a stored manifest, from the index or computed from its bytes and
     /// the media type it is stored as.
-    pub async fn summary(&self, digest: &Digest) -> Result<crate::metadata::ManifestSummary> {
+    pub async fn summary(&self, digest: &Digest) -> Result<ManifestSummary> {
         if let Some(summary) = self.metadata.summary(digest)? {
             return Ok(summary);
         }
-        let object = self.store().get_small(&digest.blob_key(), self.config().registry.max_manifest_bytes).await?;
-        let bytes = object.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?.bytes;
+        let bytes = self.metadata.read_content(digest, self.config().registry.max_manifest_bytes).await?;
+        let bytes = bytes.ok_or_else(|| RegistryError::ManifestUnknown(digest.to_string()))?;
         // Manifests stored before types were recorded name their type in the document or by their
         // shape, which the parser checks is unambiguous.
         let stored_type = self.metadata.manifest_type(digest).await?.map(|record| record.media_type);

@@ -5,17 +5,21 @@
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use storage::{Digest, PutCondition};
+use storage::Digest;
 
 use super::manifest::{self, DSSE_ENVELOPE, EMPTY_MEDIA_TYPE};
-use crate::names::{Reference, RepoName, Tag};
 use super::{Registry, RegistryError, Result};
+use crate::metadata::{LeftBehind, Linked, PromotionRecord};
+use crate::names::{Reference, RepoName, Tag};
 use crate::policy::gate::Verdict;
-use crate::promote::{LeftBehind, Linked, VSA_PREDICATE};
 use crate::signing::IN_TOTO_PAYLOAD_TYPE;
 
 /// The OCI empty descriptor's content, used as the config of artifact manifests.
 const EMPTY_JSON: &[u8] = b"{}";
+/// The predicate type of the registry's verification summaries.
+const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
+/// The most promotion records of one target listed.
+const MAX_PROMOTION_RECORDS: usize = 10_000;
 
 impl Registry {
     /// Refuses (with `Denied`) when a tag in `repo` cannot be bound to `digest` under its rule.
@@ -191,9 +195,7 @@ impl Registry {
     /// Writes bytes as a blob and links it into `repo`.
     async fn put_small_blob(&self, repo: &RepoName, bytes: Bytes) -> Result<Digest> {
         let digest = Digest::of(&bytes);
-        if self.store().stat(&digest.blob_key()).await?.is_none() {
-            self.store().put_small(&digest.blob_key(), bytes, PutCondition::Always).await?;
-        }
+        self.metadata.store_content(&digest, bytes).await?;
         self.metadata.link_blob(repo, &digest).await?;
         Ok(digest)
     }
@@ -208,20 +210,21 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Writes a registry record (promotion records) as a small object.
-    pub async fn put_record(&self, key: &str, bytes: Bytes) -> Result<()> {
-        self.store().put_small(key, bytes, PutCondition::Always).await?;
-        Ok(())
+    /// The record of the promotion of `digest` into `target`, if there was one.
+    pub async fn promotion_record(&self, target: &RepoName, digest: &Digest) -> Result<Option<PromotionRecord>> {
+        Ok(self.metadata.promotion_record(target, digest).await?)
     }
 
-    /// Reads a registry record.
-    pub async fn read_record(&self, key: &str) -> Result<Option<Bytes>> {
-        Ok(self.store().get_small(key, 1 << 20).await?.map(|object| object.bytes))
+    /// Stores the record of a promotion (its last write before the audit log).
+    pub async fn put_promotion_record(&self, target: &RepoName, digest: &Digest, record: &PromotionRecord) -> Result<()> {
+        Ok(self.metadata.put_promotion_record(target, digest, record).await?)
     }
 
-    /// Keys of records below `prefix`, at most `limit`.
-    pub async fn list_records(&self, prefix: &str, limit: usize) -> Result<Vec<String>> {
-        let page = self.store().list(prefix, None, limit, true).await?;
-        Ok(page.entries.into_iter().map(|name| format!("{prefix}{name}")).collect())
+    /// Promotion records of `target`, newest first, at most `limit`.
+    pub async fn promotions(&self, target: &RepoName, limit: usize) -> Result<Vec<PromotionRecord>> {
+        let mut records = self.metadata.promotion_records(target, MAX_PROMOTION_RECORDS).await?;
+        records.sort_by_key(|record| std::cmp::Reverse(record.time));
+        records.truncate(limit);
+        Ok(records)
     }
 }

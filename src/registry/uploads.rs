@@ -12,7 +12,7 @@ use storage::{BlobStoreError, ByteStream, Digest};
 
 use crate::names::{RepoName, UploadId};
 use super::{Registry, RegistryError, Result};
-use crate::metadata::UploadRecord;
+use crate::metadata::{MetadataError, UploadRecord};
 
 /// In-process state of upload sessions, by upload id.
 #[derive(Default)]
@@ -60,9 +60,9 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-fn unknown_if_missing(err: BlobStoreError) -> RegistryError {
+fn unknown_if_missing(err: MetadataError) -> RegistryError {
     match err {
-        BlobStoreError::NotFound(_) => RegistryError::BlobUploadUnknown,
+        MetadataError::Store(BlobStoreError::NotFound(_)) => RegistryError::BlobUploadUnknown,
         other => other.into(),
     }
 }
@@ -72,9 +72,8 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
         self.refuse_if_promotion_only(repo, "blobs")?;
         let upload_id = UploadId::random();
-        self.store().stage_create(upload_id.as_str()).await?;
         let record = UploadRecord { repo: repo.to_string(), started: now_secs() };
-        self.metadata.put_upload(&upload_id, &record).await?;
+        self.metadata.start_upload(&upload_id, &record).await?;
         self.sessions.insert(&upload_id, Session { offset: 0, hasher: Some(Hasher::new()) });
         self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(upload_id)
@@ -91,7 +90,7 @@ impl Registry {
         if let Some(session) = self.sessions.get(upload_id) {
             return Ok(session);
         }
-        let offset = self.store().stage_size(upload_id.as_str()).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let offset = self.metadata.staged_size(upload_id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let session = self.sessions.insert(upload_id, Session { offset, hasher: None });
         self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(session)
@@ -137,7 +136,7 @@ impl Registry {
             Some(hasher) => hasher.clone(),
             None => {
                 let hasher = Hasher::new();
-                hasher.consume(self.store().stage_read(upload_id.as_str()).await.map_err(unknown_if_missing)?).await?;
+                hasher.consume(self.metadata.staged_bytes(upload_id).await.map_err(unknown_if_missing)?).await?;
                 session.hasher = Some(hasher.clone());
                 hasher
             }
@@ -145,7 +144,7 @@ impl Registry {
         let room = self.config().registry.max_blob_bytes.saturating_sub(session.offset);
         let before = hasher.snapshot();
         let body = hasher.tap(super::body::bounded(body, expected_len, room));
-        match self.store().stage_append(upload_id.as_str(), session.offset, body).await {
+        match self.metadata.append_staged(upload_id, session.offset, body).await {
             Ok(offset) => {
                 self.metrics.bytes_received.inc_by(offset - session.offset);
                 session.offset = offset;
@@ -172,7 +171,7 @@ impl Registry {
         let mut session = session.lock().await;
         self.append_locked(repo, upload_id, &mut session, range, body).await?;
         let actual = session.hasher.as_ref().expect("append_locked always leaves a hasher").digest();
-        let committed = if actual == *digest { self.commit_blob(upload_id, digest).await } else { Ok(()) };
+        let committed = if actual == *digest { self.metadata.commit_upload(upload_id, digest).await.map_err(RegistryError::from) } else { Ok(()) };
         self.end_session(upload_id).await?;
         committed?;
         if actual != *digest {
@@ -182,18 +181,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Moves the staged bytes to the blob's content address, unless that content is already stored.
-    async fn commit_blob(&self, upload_id: &UploadId, digest: &Digest) -> Result<()> {
-        let key = digest.blob_key();
-        if self.store().stat(&key).await?.is_some() {
-            return Ok(());
-        }
-        Ok(self.store().stage_commit(upload_id.as_str(), &key).await?)
-    }
-
     async fn end_session(&self, upload_id: &UploadId) -> Result<()> {
-        self.store().stage_abort(upload_id.as_str()).await?;
-        self.metadata.delete_upload(upload_id).await?;
+        self.metadata.end_upload(upload_id).await?;
         self.sessions.remove(upload_id);
         self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(())
@@ -220,15 +209,15 @@ impl Registry {
     /// Removes upload sessions idle for longer than the configured timeout; returns how many.
     pub async fn expire_uploads(&self) -> Result<usize> {
         let timeout = self.config().registry.upload_timeout;
-        let stale = self.store().stale_stages(timeout).await?;
+        let stale = self.metadata.stale_stages(timeout).await?;
         for stage in &stale {
             match stage.parse::<UploadId>() {
                 Ok(upload_id) => self.end_session(&upload_id).await?,
                 // Stages are only made under ids the registry hands out; a stray one has no
                 // session, so only its bytes go.
-                Err(_) => self.store().stage_abort(stage).await?,
+                Err(_) => self.metadata.abort_stray_stage(stage).await?,
             }
         }
-        Ok(stale.len() + self.store().abort_stale_uploads(timeout).await?)
+        Ok(stale.len() + self.metadata.abort_stale_commits(timeout).await?)
     }
 }

@@ -42,11 +42,6 @@ impl Digest {
     pub fn hex(&self) -> &str {
         &self.hex
     }
-
-    /// The store key of the content with this digest: `blobs/sha256/<2>/<hex>`.
-    pub fn blob_key(&self) -> String {
-        format!("blobs/sha256/{}/{}", &self.hex[..2], self.hex)
-    }
 }
 
 impl FromStr for Digest {
@@ -261,15 +256,6 @@ mod tests {
             };
             assert_eq!(got, expected, "{input}");
         }
-    }
-
-    #[test]
-    fn blob_key() {
-        let digest = Digest::of(b"");
-        assert_eq!(
-            digest.blob_key(),
-            "blobs/sha256/e3/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
     }
 
     #[tokio::test]

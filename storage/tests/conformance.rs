@@ -490,11 +490,11 @@ async fn get_large_object(store: Arc<dyn BlobStore>) {
     let size = store.stage_append(id, 0, byte_stream(chunks)).await.unwrap();
     assert_eq!(size, content.len() as u64);
     let digest = storage::Digest::of(&content);
-    store.stage_commit(id, &digest.blob_key()).await.unwrap();
+    store.stage_commit(id, &common::content_key(&digest)).await.unwrap();
 
-    let reader = store.get(&digest.blob_key(), None).await.unwrap().expect("committed");
+    let reader = store.get(&common::content_key(&digest), None).await.unwrap().expect("committed");
     assert_eq!(reader.meta.size, content.len() as u64);
-    assert_eq!(store.stat(&digest.blob_key()).await.unwrap().expect("committed"), reader.meta);
+    assert_eq!(store.stat(&common::content_key(&digest)).await.unwrap().expect("committed"), reader.meta);
     // Compare chunk by chunk as they arrive; a body delivered as one chunk was buffered whole.
     let mut body = reader.body;
     let (mut offset, mut n_chunks) = (0usize, 0usize);
@@ -508,7 +508,7 @@ async fn get_large_object(store: Arc<dyn BlobStore>) {
     assert!(n_chunks > 1, "a {offset}-byte object arrives in more than one chunk");
 
     let range = 300_000u64..2_000_001;
-    let reader = store.get(&digest.blob_key(), Some(range.clone())).await.unwrap().expect("committed");
+    let reader = store.get(&common::content_key(&digest), Some(range.clone())).await.unwrap().expect("committed");
     assert_eq!(collect(reader.body).await, &content[range.start as usize..range.end as usize]);
 }
 
@@ -540,7 +540,7 @@ async fn staged_upload(store: Arc<dyn BlobStore>) {
     rebuilt.consume(store.stage_read(id).await.unwrap()).await.unwrap();
     assert_eq!(rebuilt.digest(), digest);
 
-    let key = digest.blob_key();
+    let key = common::content_key(&digest);
     assert!(store.stat(&key).await.unwrap().is_none(), "staged bytes are invisible before commit");
     store.stage_commit(id, &key).await.unwrap();
     let stored = read(&store, &key).await.expect("visible after commit");

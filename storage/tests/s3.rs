@@ -93,8 +93,8 @@ async fn append_spanning_parts_with_small_and_large_chunks() {
 
     let digest = hasher.digest();
     assert_eq!(digest, storage::Digest::of(&expected));
-    store.stage_commit(id, &digest.blob_key()).await.unwrap();
-    let reader = store.get(&digest.blob_key(), None).await.unwrap().expect("committed");
+    store.stage_commit(id, &common::content_key(&digest)).await.unwrap();
+    let reader = store.get(&common::content_key(&digest), None).await.unwrap().expect("committed");
     assert_eq!(reader.meta.size, expected.len() as u64);
     let stored = collect(reader.body).await;
     assert_eq!(storage::Digest::of(&stored), digest);
@@ -140,9 +140,9 @@ async fn stage_continued_by_another_replica() {
     assert_eq!(size, expected.len() as u64);
     let digest = hasher.digest();
     assert_eq!(digest, storage::Digest::of(&expected));
-    replica_b.stage_commit(id, &digest.blob_key()).await.unwrap();
+    replica_b.stage_commit(id, &common::content_key(&digest)).await.unwrap();
     assert_eq!(replica_a.stage_size(id).await.unwrap(), None, "the commit ended the stage for every replica");
-    let stored = collect(replica_a.get(&digest.blob_key(), None).await.unwrap().expect("committed").body).await;
+    let stored = collect(replica_a.get(&common::content_key(&digest), None).await.unwrap().expect("committed").body).await;
     assert!(stored == expected);
 }
 
@@ -304,14 +304,14 @@ async fn stage_of_200_mib_committed_as_multipart_copy() {
     let total = store.stage_append(id, half, hasher.tap(generated(size - half, MIB, 2))).await.unwrap();
     assert_eq!(total, size);
     let digest = hasher.digest();
-    store.stage_commit(id, &digest.blob_key()).await.unwrap();
+    store.stage_commit(id, &common::content_key(&digest)).await.unwrap();
 
-    let meta = store.stat(&digest.blob_key()).await.unwrap().expect("committed");
+    let meta = store.stat(&common::content_key(&digest)).await.unwrap().expect("committed");
     assert_eq!(meta.size, size);
     let n_parts = size.div_ceil(config.part_size);
     assert!(meta.etag.0.trim_matches('"').ends_with(&format!("-{n_parts}")), "a multipart ETag: {:?}", meta.etag);
     let check = storage::digest::Hasher::new();
-    check.consume(store.get(&digest.blob_key(), None).await.unwrap().expect("committed").body).await.unwrap();
+    check.consume(store.get(&common::content_key(&digest), None).await.unwrap().expect("committed").body).await.unwrap();
     assert_eq!(check.digest(), digest);
 }
 
@@ -334,9 +334,9 @@ async fn one_gib_stage() {
     store.stage_append("gib", 0, hasher.tap(generated(size, 64 * KIB, 7))).await.unwrap();
     let appended = started.elapsed();
     let digest = hasher.digest();
-    store.stage_commit("gib", &digest.blob_key()).await.unwrap();
+    store.stage_commit("gib", &common::content_key(&digest)).await.unwrap();
     eprintln!("1 GiB: append {appended:?}, commit {:?}", started.elapsed() - appended);
-    assert_eq!(store.stat(&digest.blob_key()).await.unwrap().expect("committed").size, size);
+    assert_eq!(store.stat(&common::content_key(&digest)).await.unwrap().expect("committed").size, size);
 }
 
 /// The probe finds what the server does, as plain SDK requests see it: which form of `If-Match`

@@ -31,6 +31,8 @@ pub struct TestRegistry {
     /// The configuration it runs with.
     pub config: Config,
     running: Option<portcullis::server::Running>,
+    /// The harness's own handle on the store, opened when first asked for.
+    store: tokio::sync::OnceCell<Arc<dyn storage::BlobStore>>,
     dir: tempfile::TempDir,
 }
 
@@ -90,6 +92,7 @@ impl TestRegistry {
             data_dir: dir.path().to_owned(),
             config,
             running: Some(running),
+            store: tokio::sync::OnceCell::new(),
             dir,
         }
     }
@@ -123,12 +126,11 @@ impl TestRegistry {
         &self.running.as_ref().expect("the registry is running").registry
     }
 
-    /// The object store the registry runs on: its own while it runs, else opened anew.
+    /// The object store the registry runs on, opened by the harness from the same configuration
+    /// (the registry hands out no store: everything in it is behind its methods).
     pub async fn store(&self) -> Arc<dyn storage::BlobStore> {
-        match &self.running {
-            Some(running) => running.registry.metadata.store().clone(),
-            None => portcullis::server::open_store(&self.config).await.expect("open the store"),
-        }
+        let open = || async { portcullis::server::open_store(&self.config).await.expect("open the store") };
+        self.store.get_or_init(open).await.clone()
     }
 
     /// Every key in the store below `prefix` (empty, or ending in `/`), relative to it, in order:

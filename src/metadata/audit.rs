@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use storage::{BlobStore, BlobStoreError, PutCondition};
 
-const RECORDS: &str = "audit/records/";
-const HEAD: &str = "audit/head";
+use super::layout::{self, Key, Prefix};
+
 const MAX_RECORD: usize = 256 << 10;
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -85,10 +85,6 @@ pub struct Broken {
     pub reason: String,
 }
 
-fn record_key(seq: u64) -> String {
-    format!("{RECORDS}{seq:020}")
-}
-
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -118,7 +114,7 @@ impl AuditLog {
     }
 
     async fn read(&self, seq: u64) -> Result<Option<Record>, AuditError> {
-        match self.store.get_small(&record_key(seq), MAX_RECORD).await? {
+        match self.store.get_small(&Key::AuditRecord(seq).to_string(), MAX_RECORD).await? {
             Some(object) => Ok(serde_json::from_slice(&object.bytes).ok()),
             None => Ok(None),
         }
@@ -126,7 +122,7 @@ impl AuditLog {
 
     /// The last record, found from the head hint and then probing forward.
     async fn last(&self) -> Result<Option<Record>, AuditError> {
-        let head: Option<Head> = match self.store.get_small(HEAD, 4096).await? {
+        let head: Option<Head> = match self.store.get_small(&Key::AuditHead.to_string(), 4096).await? {
             Some(object) => serde_json::from_slice(&object.bytes).ok(),
             None => None,
         };
@@ -161,13 +157,13 @@ impl AuditLog {
             };
             record.hash = hash_of(&record);
             let bytes = Bytes::from(serde_json::to_vec(&record).expect("records always serialize"));
-            match self.store.put_small(&record_key(seq), bytes, PutCondition::IfAbsent).await {
+            match self.store.put_small(&Key::AuditRecord(seq).to_string(), bytes, PutCondition::IfAbsent).await {
                 Ok(_) => {
                     let head = Head { seq, hash: record.hash.clone() };
                     let head = Bytes::from(serde_json::to_vec(&head).expect("heads always serialize"));
                     // The head is a hint that only moves forward in practice; a lost update is
                     // repaired by the forward probe of the next append.
-                    self.store.put_small(HEAD, head, PutCondition::Always).await?;
+                    self.store.put_small(&Key::AuditHead.to_string(), head, PutCondition::Always).await?;
                     return Ok(record);
                 }
                 Err(BlobStoreError::PreconditionFailed(_)) => continue,
@@ -180,9 +176,9 @@ impl AuditLog {
     /// Records after sequence number `after`, at most `limit`, filtered by `keep`.
     pub async fn list(&self, after: u64, limit: usize, keep: impl Fn(&Record) -> bool) -> Result<(Vec<Record>, Option<u64>), AuditError> {
         let mut records = Vec::new();
-        let mut cursor = record_key(after).trim_start_matches(RECORDS).to_owned();
+        let mut cursor = layout::audit_entry(after);
         loop {
-            let page = self.store.list(RECORDS, Some(&cursor), 1000, true).await?;
+            let page = self.store.list(&Prefix::AuditRecords.to_string(), Some(&cursor), 1000, true).await?;
             for name in &page.entries {
                 let Ok(seq) = name.parse::<u64>() else { continue };
                 if let Some(record) = self.read(seq).await? {
@@ -207,14 +203,14 @@ impl AuditLog {
         let mut expected_seq = 1;
         let mut cursor: Option<String> = None;
         loop {
-            let page = self.store.list(RECORDS, cursor.as_deref(), 1000, true).await?;
+            let page = self.store.list(&Prefix::AuditRecords.to_string(), cursor.as_deref(), 1000, true).await?;
             for name in &page.entries {
                 let seq = name.parse::<u64>().unwrap_or(0);
                 let broken = |reason: String| Ok(Err(Broken { seq: expected_seq, reason }));
                 if seq != expected_seq {
                     return broken(format!("record {expected_seq} is missing (next present is {name})"));
                 }
-                let object = self.store.get_small(&record_key(seq), MAX_RECORD).await?;
+                let object = self.store.get_small(&Key::AuditRecord(seq).to_string(), MAX_RECORD).await?;
                 let Some(record) = object.and_then(|o| serde_json::from_slice::<Record>(&o.bytes).ok()) else {
                     return broken(format!("record {seq} is unreadable"));
                 };
@@ -235,7 +231,7 @@ impl AuditLog {
                 _ => break,
             }
         }
-        let head: Option<Head> = self.store.get_small(HEAD, 4096).await?.and_then(|o| serde_json::from_slice(&o.bytes).ok());
+        let head: Option<Head> = self.store.get_small(&Key::AuditHead.to_string(), 4096).await?.and_then(|o| serde_json::from_slice(&o.bytes).ok());
         if let Some(head) = head {
             if head.seq >= expected_seq {
                 return Ok(Err(Broken { seq: expected_seq, reason: format!("records {expected_seq} to {} were removed from the end", head.seq) }));
@@ -277,7 +273,7 @@ mod tests {
         assert_eq!(next, Some(3));
 
         // Edit record 3 in place.
-        let key = record_key(3);
+        let key = Key::AuditRecord(3).to_string();
         let mut record: Record = serde_json::from_slice(&store.get_small(&key, MAX_RECORD).await.unwrap().unwrap().bytes).unwrap();
         record.actor = "mallory".into();
         store.put_small(&key, Bytes::from(serde_json::to_vec(&record).unwrap()), PutCondition::Always).await.unwrap();
@@ -292,14 +288,14 @@ mod tests {
         for n in 0..4 {
             log.append(entry(n)).await.unwrap();
         }
-        store.delete(&record_key(2)).await.unwrap();
+        store.delete(&Key::AuditRecord(2).to_string()).await.unwrap();
         assert_eq!(log.verify().await.unwrap().unwrap_err().seq, 2);
 
         let (log, store, _dir) = self::log().await;
         for n in 0..4 {
             log.append(entry(n)).await.unwrap();
         }
-        store.delete(&record_key(4)).await.unwrap();
+        store.delete(&Key::AuditRecord(4).to_string()).await.unwrap();
         let broken = log.verify().await.unwrap().unwrap_err();
         assert_eq!(broken.seq, 4);
         assert!(broken.reason.contains("removed from the end"), "{broken:?}");
