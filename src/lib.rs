@@ -1,7 +1,8 @@
 //! portcullis: a private OCI Distribution v1.1 registry with tag rules and promotion gates.
 //!
 //! Modules in reading order: configuration, the HTTP server and API, the registry's domain core,
-//! metadata over the object store (crate `storage`), metrics.
+//! the store's layout and typed access to it (`metadata`, over crate `storage`), the names
+//! everything is keyed by, metrics.
 
 pub mod cli;
 pub mod client;

@@ -1,6 +1,6 @@
 //! Promotion records (`promotions/<target>/_records/<hex>`): what a promotion of a digest into a
 //! target did, kept so that an identical promotion is answered with it and the target's
-//! promotions can be listed. The order of work that writes them is `crate::promote`'s.
+//! promotions can be listed. The order of work that writes them is in `promote.rs`.
 
 use serde::{Deserialize, Serialize};
 use storage::{Digest, PutCondition};

@@ -1,6 +1,6 @@
 //! The verification-summary signing key the registry generates when none is configured
 //! (`keys/vsa-signing-key.pem`), written create-only so that replicas starting together agree on
-//! one. What the key is and does is `crate::signing`'s.
+//! one. What the key is and does is in `signing.rs`.
 
 use bytes::Bytes;
 use storage::{BlobStoreError, PutCondition};

@@ -1,6 +1,6 @@
-//! The registry's part of a promotion (see `crate::promote` for the order of work): linking an
-//! artifact with its children and evidence from one repository into another, and attaching the
-//! registry's signed verification summary.
+//! The registry's part of a promotion (the order of work is in `promote.rs`, above the
+//! registry): linking an artifact with its children and evidence from one repository into
+//! another, attaching the registry's signed verification summary, and the promotion records.
 
 use std::collections::HashSet;
 
