@@ -3,14 +3,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{sha256, RegistryClient, ServerProcess};
+use common::{portcullis, sha256, RegistryClient, ServerProcess};
 use storage::BlobStore as _;
-
-fn portcullis(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).env_remove("RUST_BACKTRACE").output().expect("run portcullis")
-}
 
 #[test]
 fn help_and_version() {

@@ -234,11 +234,7 @@ async fn check_command_exit_codes() {
     let check = |image: String| {
         let base_url = registry.base_url.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["check", "--registry", &base_url, &image]).output().unwrap()
-            })
-            .await
-            .unwrap()
+            common::portcullis_async(vec!["check".to_owned(), "--registry".to_owned(), base_url, image]).await
         }
     };
     let pass = check(format!("gated/ok@{passing}")).await;
