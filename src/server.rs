@@ -46,6 +46,9 @@ pub enum StartError {
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The configuration names S3, and this build has no S3 backend.
+    #[error("storage.backend = \"s3\", but this build of portcullis has no S3 backend (it was built without the `s3` feature)")]
+    NoS3Backend,
 }
 
 /// A running server.
@@ -85,7 +88,7 @@ impl Reloader {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
-        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect(s3_settings(s3)).await?),
+        StorageConfig::S3(s3) => connect_s3(s3, false).await?,
     };
     Ok(store)
 }
@@ -96,11 +99,28 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, 
 pub async fn open_store_read_only(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open_existing(root).await?),
-        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?),
+        StorageConfig::S3(s3) => connect_s3(s3, true).await?,
     };
     Ok(store)
 }
 
+/// The S3 backend: probed for conditional writes (or, `read_only`, not probed: the probe writes).
+#[cfg(feature = "s3")]
+async fn connect_s3(s3: &crate::config::S3Storage, read_only: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
+    let store = match read_only {
+        false => storage::S3BlobStore::connect(s3_settings(s3)).await?,
+        true => storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?,
+    };
+    Ok(Arc::new(store))
+}
+
+/// A build without the `s3` feature (the fuzz targets) has the filesystem backend only.
+#[cfg(not(feature = "s3"))]
+async fn connect_s3(_: &crate::config::S3Storage, _: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
+    Err(StartError::NoS3Backend)
+}
+
+#[cfg(feature = "s3")]
 fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
     storage::S3Config {
         bucket: s3.bucket.clone(),
