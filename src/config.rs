@@ -12,10 +12,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod auth;
+mod files;
 mod gate;
 
-pub use auth::{AuthConfig, Challenge, ClientAuth, TlsConfig};
-pub use gate::{Gate, GateMode, KeyEntry, KeylessEntry, RequiredAttestation, ScanRequirement, TrustConfig};
+use crate::auth::AuthConfig;
+use crate::logging::LogFormat;
+use crate::policy::namespaces::{Namespace, TagMode, TagRule};
+use crate::policy::verify::TrustConfig;
+use crate::registry::RegistryConfig;
+use crate::tls::TlsConfig;
 
 /// The embedded default configuration, `config/default.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
@@ -48,16 +53,6 @@ pub struct Config {
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
     pub source: String,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The object store backend.
@@ -133,93 +128,6 @@ fn default_s3_timeout_secs() -> u64 {
 }
 fn default_s3_retries() -> u32 {
     3
-}
-
-/// Registry behaviour and limits.
-#[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    /// Whether DELETE of blobs and manifests is allowed.
-    pub delete_enabled: bool,
-    /// Largest manifest accepted, in bytes.
-    pub max_manifest_bytes: usize,
-    /// Largest blob accepted, in bytes.
-    pub max_blob_bytes: u64,
-    /// Idle time after which an upload session is removed.
-    pub upload_timeout: Duration,
-}
-
-/// A namespace rule: a glob on repository names and what applies there.
-#[derive(Debug, Clone)]
-pub struct Namespace {
-    /// The glob as written in the config.
-    pub pattern: String,
-    matcher: NamePattern,
-    /// How tags behave, unless a tag rule says otherwise.
-    pub tags: TagMode,
-    /// Exceptions by tag name; the first match applies.
-    pub tag_rules: Vec<TagRule>,
-    /// Manifests arrive only through promotion.
-    pub promotion_only: bool,
-    /// What a manifest needs to be pulled or promoted here; `None`: ungated.
-    pub gate: Option<Gate>,
-}
-
-/// An exception inside a namespace: tags matching a glob behave differently.
-#[derive(Debug, Clone)]
-pub struct TagRule {
-    /// The pattern on tag names as written.
-    pub pattern: String,
-    matcher: NamePattern,
-    /// How matching tags behave.
-    pub tags: TagMode,
-}
-
-/// A pattern on repository or tag names: a glob (`*` stays within one path component, `**` spans
-/// several, and `X/**` also matches `X` itself, so that a namespace covers its own root), or
-/// `regex:<expression>`, which must match the whole name.
-#[derive(Debug, Clone)]
-struct NamePattern {
-    matcher: NameMatcher,
-    /// The `X` of a glob `X/**`.
-    root: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-enum NameMatcher {
-    Glob(globset::GlobMatcher),
-    Regex(regex::Regex),
-}
-
-impl NamePattern {
-    fn parse(pattern: &str) -> Result<NamePattern, String> {
-        if let Some(expression) = pattern.strip_prefix("regex:") {
-            let regex = regex::Regex::new(&format!("^(?:{expression})$")).map_err(|err| err.to_string())?;
-            return Ok(NamePattern { matcher: NameMatcher::Regex(regex), root: None });
-        }
-        let glob = globset::GlobBuilder::new(pattern).literal_separator(true).build().map_err(|err| err.to_string())?;
-        let root = pattern.strip_suffix("/**").map(str::to_owned);
-        Ok(NamePattern { matcher: NameMatcher::Glob(glob.compile_matcher()), root })
-    }
-
-    fn is_match(&self, name: &str) -> bool {
-        self.root.as_deref() == Some(name)
-            || match &self.matcher {
-                NameMatcher::Glob(glob) => glob.is_match(name),
-                NameMatcher::Regex(regex) => regex.is_match(name),
-            }
-    }
-}
-
-/// How tags behave in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TagMode {
-    /// Tags move freely.
-    Mutable,
-    /// A tag never moves and is never deleted; its manifest is not deleted while tagged.
-    Immutable,
-    /// A tag name is bound once, ever; deletion leaves it burned.
-    WriteOnce,
 }
 
 /// Values from flags or the environment that take precedence over the file.
@@ -451,8 +359,7 @@ impl Config {
         if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
             return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
         }
-        let name_pattern = |pattern: &str, what: &str| NamePattern::parse(pattern).map_err(|err| invalid(format!("{what} {pattern:?}: {err}")));
-        let mut files = gate::Files::new(base, text);
+        let mut files = files::Files::new(base, text);
         let trust = file.trust.load(&mut files).map_err(invalid)?;
         let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
         let tls = file.server.tls.map(|tls| tls.load(&mut files)).transpose().map_err(invalid)?;
@@ -466,18 +373,13 @@ impl Config {
                     .tag_rules
                     .into_iter()
                     .map(|rule| {
-                        let matcher = name_pattern(&rule.pattern, "namespaces.tag_rules.pattern")?;
-                        Ok(TagRule { matcher, pattern: rule.pattern, tags: rule.tags })
+                        let pattern = rule.pattern.clone();
+                        TagRule::new(rule.pattern, rule.tags).map_err(|err| invalid(format!("namespaces.tag_rules.pattern {pattern:?}: {err}")))
                     })
                     .collect::<Result<Vec<_>, ConfigError>>()?;
-                Ok(Namespace {
-                    matcher: name_pattern(&ns.pattern, "namespaces.pattern")?,
-                    pattern: ns.pattern,
-                    tags: ns.tags,
-                    tag_rules,
-                    promotion_only: ns.promotion_only,
-                    gate,
-                })
+                let pattern = ns.pattern.clone();
+                Namespace::new(ns.pattern, ns.tags, tag_rules, ns.promotion_only, gate)
+                    .map_err(|err| invalid(format!("namespaces.pattern {pattern:?}: {err}")))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
 
@@ -504,19 +406,7 @@ impl Config {
 
     /// The namespace rule for a repository: the first whose pattern matches, if any.
     pub fn namespace(&self, repo: &str) -> Option<&Namespace> {
-        self.namespaces.iter().find(|ns| ns.matches(repo))
-    }
-}
-
-impl Namespace {
-    /// Whether the namespace's pattern matches the repository name.
-    pub fn matches(&self, repo: &str) -> bool {
-        self.matcher.is_match(repo)
-    }
-
-    /// The first tag rule whose pattern matches `tag`.
-    pub fn tag_rule(&self, tag: &str) -> Option<&TagRule> {
-        self.tag_rules.iter().find(|rule| rule.matcher.is_match(tag))
+        crate::policy::namespaces::first_match(&self.namespaces, repo).map(|(_, ns)| ns)
     }
 }
 

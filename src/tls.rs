@@ -6,14 +6,41 @@
 //! path whether the client presented a verified certificate.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
 
-use crate::config::{ClientAuth, TlsConfig};
+/// `[server.tls]`, validated: the files exist and parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA certificates that sign client certificates.
+    pub client_ca: Option<PathBuf>,
+    /// Whether client certificates are asked for.
+    pub client_auth: ClientAuth,
+    /// Path prefixes that need a verified client certificate (`/admission/` by default).
+    pub client_cert_paths: Vec<String>,
+}
+
+/// Whether the TLS listener asks for client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// Never asked for.
+    None,
+    /// Asked for and verified when presented; paths in `client_cert_paths` require one.
+    Optional,
+    /// Every connection must present a valid client certificate.
+    Required,
+}
 
 /// The TLS side of the listener.
 pub struct Tls {
@@ -36,6 +63,13 @@ pub struct CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
+    }
+}
+
+impl TlsConfig {
+    /// Whether requests to `path` need a verified client certificate.
+    pub fn needs_client_cert(&self, path: &str) -> bool {
+        self.client_cert_paths.iter().any(|prefix| path.starts_with(prefix.as_str()))
     }
 }
 

@@ -5,18 +5,19 @@
 //! certificate.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::gate::Files;
+use super::files::Files;
 use crate::auth::htpasswd::Htpasswd;
 use crate::auth::oidc::{JwksSource, Keys, Provider, RoleRule};
 use crate::auth::ratelimit::ThrottleConfig;
 use crate::auth::rules::{Rule, Rules, Subject};
 use crate::auth::token::TokenKey;
+use crate::auth::{AuthConfig, Challenge};
+use crate::tls::{ClientAuth, TlsConfig};
 
 /// `[auth]` as written.
 #[derive(Debug, Deserialize)]
@@ -119,53 +120,6 @@ fn default_per_user() -> u32 {
 }
 fn default_window_secs() -> u64 {
     ThrottleConfig::default().window.as_secs()
-}
-
-/// Which challenge a 401 carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Challenge {
-    /// `Bearer realm=...,service=...,scope=...`: clients fetch a token from the token endpoint.
-    Bearer,
-    /// `Basic realm=...`: clients send user and password with every request.
-    Basic,
-}
-
-/// `[auth]`, validated: every file read, every rule compiled.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// The service name: `aud` of registry tokens and `service` in challenges.
-    pub service: String,
-    /// `iss` of registry tokens.
-    pub issuer: String,
-    /// The token endpoint's URL as clients reach it; derived from each request when absent.
-    pub realm: Option<String>,
-    /// The challenge of a 401.
-    pub challenge: Challenge,
-    /// Whether Basic credentials are accepted on the registry API itself.
-    pub basic: bool,
-    /// Lifetime of registry tokens.
-    pub token_ttl: Duration,
-    /// The token signing key; generated at start when absent (tokens then die with the process,
-    /// and replicas cannot verify each other's tokens).
-    pub signing_key: Option<TokenKey>,
-    /// People and robot accounts.
-    pub htpasswd: Option<Arc<Htpasswd>>,
-    /// Group name -> members.
-    pub groups: BTreeMap<String, Vec<String>>,
-    /// OIDC issuers.
-    pub oidc: Vec<Provider>,
-    /// Authorisation rules.
-    pub rules: Rules,
-    /// Failed-login throttling.
-    pub throttle: ThrottleConfig,
-}
-
-impl AuthConfig {
-    /// The groups `user` belongs to.
-    pub fn groups_of(&self, user: &str) -> Vec<String> {
-        self.groups.iter().filter(|(_, members)| members.iter().any(|m| m == user)).map(|(group, _)| group.clone()).collect()
-    }
 }
 
 impl FileAuth {
@@ -293,40 +247,6 @@ pub(super) struct FileTls {
 
 fn default_client_cert_paths() -> Vec<String> {
     vec!["/admission/".to_owned()]
-}
-
-/// Whether the TLS listener asks for client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// Never asked for.
-    None,
-    /// Asked for and verified when presented; paths in `client_cert_paths` require one.
-    Optional,
-    /// Every connection must present a valid client certificate.
-    Required,
-}
-
-/// `[server.tls]`, validated: the files exist and parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM CA certificates that sign client certificates.
-    pub client_ca: Option<PathBuf>,
-    /// Whether client certificates are asked for.
-    pub client_auth: ClientAuth,
-    /// Path prefixes that need a verified client certificate (`/admission/` by default).
-    pub client_cert_paths: Vec<String>,
-}
-
-impl TlsConfig {
-    /// Whether requests to `path` need a verified client certificate.
-    pub fn needs_client_cert(&self, path: &str) -> bool {
-        self.client_cert_paths.iter().any(|prefix| path.starts_with(prefix.as_str()))
-    }
 }
 
 impl FileTls {

@@ -3,13 +3,12 @@
 //! Files named here are read at load time, relative to the config file's directory, so a
 //! configuration that loads has all its key material.
 
-use std::path::{Path, PathBuf};
-
-use sha2::Digest as _;
-
 use serde::Deserialize;
 
+use super::files::Files;
+use crate::policy::gate::{Gate, GateMode, RequiredAttestation, ScanRequirement};
 use crate::policy::scan::{AllowEntry, BlockRule, KnownExploited, ScanRules};
+use crate::policy::verify::{KeyEntry, KeylessEntry, TrustConfig};
 
 /// `[trust]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -47,45 +46,6 @@ struct FileKeyless {
     rekor_keys: Vec<String>,
     #[serde(default)]
     trusted_root: Option<String>,
-}
-
-/// Trust material, loaded: every named key and keyless identity with its PEM text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustConfig {
-    /// Named public keys.
-    pub keys: Vec<KeyEntry>,
-    /// Named keyless identities.
-    pub keyless: Vec<KeylessEntry>,
-    /// PEM of Rekor keys for key-based signatures.
-    pub rekor_keys_pem: Vec<String>,
-}
-
-/// A named public key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyEntry {
-    /// Name used by `signed_by`.
-    pub name: String,
-    /// PEM text; `None` for an optional key whose file is absent.
-    pub public_key_pem: Option<String>,
-    /// The file it was read from, for messages.
-    pub path: String,
-}
-
-/// A named keyless (Fulcio) identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeylessEntry {
-    /// Name used by `signed_by`.
-    pub name: String,
-    /// OIDC issuer, exact.
-    pub issuer: String,
-    /// Certificate subject (SAN): exact, a glob with `*`, or `regex:<pattern>`.
-    pub subject: String,
-    /// PEM of Fulcio roots and intermediates.
-    pub fulcio_roots_pem: Vec<String>,
-    /// PEM of Rekor keys.
-    pub rekor_keys_pem: Vec<String>,
-    /// A sigstore `trusted_root.json`, as text.
-    pub trusted_root_json: Option<String>,
 }
 
 /// `[namespaces.gate]` as written.
@@ -145,90 +105,6 @@ fn default_max_age() -> String {
 }
 fn default_block() -> Vec<BlockRule> {
     vec![BlockRule::CriticalWithFix]
-}
-
-/// Whether a failing verdict refuses or only records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GateMode {
-    /// Refuse pulls and promotions that fail.
-    Enforce,
-    /// Serve, but log and record the would-be denial.
-    Audit,
-}
-
-/// What a manifest needs in a gated namespace.
-#[derive(Debug, Clone)]
-pub struct Gate {
-    /// Enforce or audit.
-    pub mode: GateMode,
-    /// A signature from any one of these trust entries.
-    pub signed_by: Vec<String>,
-    /// A signature from each of these trust entries.
-    pub signed_by_all: Vec<String>,
-    /// Attestations of these predicate types, each from the listed signers (any trusted when empty).
-    pub attestations: Vec<RequiredAttestation>,
-    /// An SPDX or CycloneDX attestation.
-    pub sbom: bool,
-    /// A passing, signed vulnerability scan.
-    pub scan: Option<ScanRequirement>,
-}
-
-/// A required attestation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequiredAttestation {
-    /// Its in-toto predicate type.
-    pub predicate_type: String,
-    /// Who may sign it; any trusted entry when empty.
-    pub signed_by: Vec<String>,
-}
-
-/// A required scan: who may sign it and the rules its findings must pass.
-#[derive(Debug, Clone)]
-pub struct ScanRequirement {
-    /// Who may sign scans; any trusted entry when empty.
-    pub signed_by: Vec<String>,
-    /// The rules.
-    pub rules: ScanRules,
-}
-
-/// Reads the files a configuration names, relative to its directory, and hashes everything read
-/// into the policy revision.
-pub(super) struct Files {
-    base: PathBuf,
-    revision: sha2::Sha256,
-}
-
-impl Files {
-    pub(super) fn new(base: &Path, config_text: &str) -> Files {
-        let mut revision = sha2::Sha256::new();
-        revision.update(config_text.as_bytes());
-        Files { base: base.to_owned(), revision }
-    }
-
-    /// `path` relative to the config file's directory.
-    pub(super) fn resolve(&self, path: &str) -> PathBuf {
-        self.base.join(path)
-    }
-
-    /// Reads `path`, for error messages naming `what`.
-    pub(super) fn read(&mut self, path: &str, what: &str) -> Result<String, String> {
-        let full = self.base.join(path);
-        let text = std::fs::read_to_string(&full).map_err(|err| format!("{what}: cannot read {}: {err}", full.display()))?;
-        self.revision.update((text.len() as u64).to_le_bytes());
-        self.revision.update(text.as_bytes());
-        Ok(text)
-    }
-
-    /// Whether `path` exists.
-    fn exists(&self, path: &str) -> bool {
-        self.base.join(path).exists()
-    }
-
-    /// The revision: sha256 of the configuration text and every file it named, in load order.
-    pub(super) fn revision(self) -> String {
-        hex::encode(self.revision.finalize())
-    }
 }
 
 /// Parses `7d`, `12h`, `30m`, `3600s` (humantime) into seconds.

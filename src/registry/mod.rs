@@ -38,6 +38,19 @@ pub struct Registry {
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
 }
 
+/// Registry behaviour and limits (`[registry]`).
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Whether DELETE of blobs and manifests is allowed.
+    pub delete_enabled: bool,
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_bytes: u64,
+    /// Idle time after which an upload session is removed.
+    pub upload_timeout: std::time::Duration,
+}
+
 /// Outcomes the registry refuses or cannot produce, each mapped to one OCI error by the API.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -329,7 +342,7 @@ impl Registry {
         let ns = config.namespace(repo.as_str())?;
         if ns.promotion_only {
             Some(format!("namespace {:?} is promotion-only", ns.pattern))
-        } else if ns.tags != crate::config::TagMode::Mutable {
+        } else if ns.tags != crate::policy::namespaces::TagMode::Mutable {
             Some(format!("namespace {:?} has {} tags", ns.pattern, ns.tags))
         } else {
             None
@@ -522,7 +535,7 @@ impl Registry {
             return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
         }
         let tags = self.tags_pointing_to(repo, digest).await?;
-        if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::config::TagMode::Immutable) {
+        if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::policy::namespaces::TagMode::Immutable) {
             return Err(RegistryError::Denied(format!(
                 "{repo}@{digest} is tagged {tag}, which is immutable ({}); it cannot be deleted while tagged",
                 self.tag_rule(repo, tag).source()

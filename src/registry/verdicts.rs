@@ -11,9 +11,9 @@ use storage::Digest;
 use super::evidence::{Found, Payload};
 use super::names::RepoName;
 use super::{Registry, RegistryError, Result};
-use crate::config::{Config, GateMode, TrustConfig};
-use crate::policy::gate::{self, Fact, Rejected, Verdict};
-use crate::policy::verify;
+use crate::config::Config;
+use crate::policy::gate::{self, Fact, GateMode, Rejected, Verdict};
+use crate::policy::verify::{self, TrustConfig};
 
 /// Entries kept per cache before it is emptied and refilled.
 const CACHE_LIMIT: usize = 10_000;
