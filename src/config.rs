@@ -1,23 +1,36 @@
-//! Configuration: the TOML file as written ([`FileConfig`]) and its validated form ([`Config`]).
+//! Configuration: the TOML file as written and its validated form ([`Config`]).
 //!
 //! Precedence is flags > environment > file > embedded default. The CLI (clap) folds flags and
 //! their `PORTCULLIS_*` variables into [`Overrides`]; [`Config::load`] applies them on top of the
 //! file, or of `config/default.toml` (compiled in) when no file is given. Loading is pure: it
 //! binds no port and opens no database.
+//!
+//! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
+//! `promotion`, `auth`, `namespaces`), holding the section as written (serde,
+//! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
+//! loader that checks it and builds the validated type, which lives with its consumer
+//! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
+//! names are read through one `files::Files`, which hashes them into [`Config::revision`].
+//! Adding a key takes its field and default in the section's file struct, and its place in the
+//! validated type.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 mod auth;
 mod files;
-mod gate;
+mod namespaces;
+mod promotion;
+mod registry;
+mod server;
+mod storage;
+mod trust;
 
 use crate::auth::AuthConfig;
 use crate::logging::LogFormat;
-use crate::policy::namespaces::{Namespace, TagMode, TagRule};
+use crate::policy::namespaces::Namespace;
 use crate::policy::verify::TrustConfig;
 use crate::registry::RegistryConfig;
 use crate::tls::TlsConfig;
@@ -168,139 +181,24 @@ pub enum ConfigError {
     },
 }
 
-/// The TOML file as written.
+/// The TOML file as written: one field per section, each absent section at its defaults.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+struct FileConfig {
     #[serde(default)]
-    server: FileServer,
+    server: server::FileServer,
     #[serde(default)]
-    storage: FileStorage,
+    storage: storage::FileStorage,
     #[serde(default)]
-    registry: FileRegistry,
+    registry: registry::FileRegistry,
     #[serde(default)]
-    namespaces: Vec<FileNamespace>,
+    namespaces: Vec<namespaces::FileNamespace>,
     #[serde(default)]
-    trust: gate::FileTrust,
+    trust: trust::FileTrust,
     #[serde(default)]
-    promotion: FilePromotion,
+    promotion: promotion::FilePromotion,
     #[serde(default)]
     auth: Option<auth::FileAuth>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FilePromotion {
-    /// PKCS#8 PEM file of the VSA signing key.
-    #[serde(default)]
-    signing_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    #[serde(default = "default_listen")]
-    listen: String,
-    #[serde(default = "default_log_format")]
-    log_format: LogFormat,
-    #[serde(default)]
-    tls: Option<auth::FileTls>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileStorage {
-    #[serde(default = "default_backend")]
-    backend: String,
-    #[serde(default = "default_data_dir")]
-    data_dir: PathBuf,
-    #[serde(default)]
-    index_dir: Option<PathBuf>,
-    #[serde(default)]
-    s3: Option<S3Storage>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRegistry {
-    #[serde(default = "default_true")]
-    delete_enabled: bool,
-    #[serde(default = "default_max_manifest_bytes")]
-    max_manifest_bytes: usize,
-    #[serde(default = "default_max_blob_bytes")]
-    max_blob_bytes: u64,
-    #[serde(default = "default_upload_timeout_secs")]
-    upload_timeout_secs: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileNamespace {
-    pattern: String,
-    #[serde(default = "default_tag_mode")]
-    tags: TagMode,
-    #[serde(default)]
-    promotion_only: bool,
-    #[serde(default)]
-    tag_rules: Vec<FileTagRule>,
-    #[serde(default)]
-    gate: Option<gate::FileGate>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTagRule {
-    pattern: String,
-    tags: TagMode,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:5000".to_owned()
-}
-fn default_log_format() -> LogFormat {
-    LogFormat::Human
-}
-fn default_backend() -> String {
-    "fs".to_owned()
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
-}
-fn default_true() -> bool {
-    true
-}
-fn default_max_manifest_bytes() -> usize {
-    4 << 20
-}
-fn default_max_blob_bytes() -> u64 {
-    32 << 30
-}
-fn default_upload_timeout_secs() -> u64 {
-    24 * 3600
-}
-fn default_tag_mode() -> TagMode {
-    TagMode::Mutable
-}
-
-impl Default for FileServer {
-    fn default() -> Self {
-        FileServer { listen: default_listen(), log_format: default_log_format(), tls: None }
-    }
-}
-impl Default for FileStorage {
-    fn default() -> Self {
-        FileStorage { backend: default_backend(), data_dir: default_data_dir(), index_dir: None, s3: None }
-    }
-}
-impl Default for FileRegistry {
-    fn default() -> Self {
-        FileRegistry {
-            delete_enabled: true,
-            max_manifest_bytes: default_max_manifest_bytes(),
-            max_blob_bytes: default_max_blob_bytes(),
-            upload_timeout_secs: default_upload_timeout_secs(),
-        }
-    }
 }
 
 impl Config {
@@ -335,66 +233,21 @@ impl Config {
         let file: FileConfig = toml::from_str(text)
             .map_err(|err| ConfigError::Parse { source_name: source_name.to_owned(), message: err.to_string() })?;
         let invalid = |message: String| ConfigError::Invalid { source_name: source_name.to_owned(), message };
-
-        let listen = match overrides.listen {
-            Some(listen) => listen,
-            None => file
-                .server
-                .listen
-                .parse()
-                .map_err(|_| invalid(format!("server.listen: expected host:port, found {:?}", file.server.listen)))?,
-        };
-        let data_dir = overrides.data_dir.clone().unwrap_or(file.storage.data_dir);
-        let storage = match (file.storage.backend.as_str(), file.storage.s3) {
-            ("fs", _) => StorageConfig::Fs { root: data_dir.join("store") },
-            ("s3", Some(s3)) => {
-                if !(5..=5120).contains(&s3.part_size_mib) {
-                    return Err(invalid(format!("storage.s3.part_size_mib: expected 5 to 5120, found {}", s3.part_size_mib)));
-                }
-                StorageConfig::S3(s3)
-            }
-            ("s3", None) => return Err(invalid("storage.backend = \"s3\" needs a [storage.s3] section".to_owned())),
-            (other, _) => return Err(invalid(format!("storage.backend: expected \"fs\" or \"s3\", found {other:?}"))),
-        };
-        if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
-            return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
-        }
         let mut files = files::Files::new(base, text);
+        let server = file.server.load(overrides.listen, &mut files).map_err(invalid)?;
+        let storage = file.storage.load(overrides.data_dir.clone()).map_err(invalid)?;
+        let registry = file.registry.load().map_err(invalid)?;
         let trust = file.trust.load(&mut files).map_err(invalid)?;
-        let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
-        let tls = file.server.tls.map(|tls| tls.load(&mut files)).transpose().map_err(invalid)?;
+        let signing_key_pem = file.promotion.load(&mut files).map_err(invalid)?;
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
-        let namespaces = file
-            .namespaces
-            .into_iter()
-            .map(|ns| {
-                let gate = ns.gate.map(|g| g.load(&mut files, &trust, &ns.pattern)).transpose().map_err(invalid)?;
-                let tag_rules = ns
-                    .tag_rules
-                    .into_iter()
-                    .map(|rule| {
-                        let pattern = rule.pattern.clone();
-                        TagRule::new(rule.pattern, rule.tags).map_err(|err| invalid(format!("namespaces.tag_rules.pattern {pattern:?}: {err}")))
-                    })
-                    .collect::<Result<Vec<_>, ConfigError>>()?;
-                let pattern = ns.pattern.clone();
-                Namespace::new(ns.pattern, ns.tags, tag_rules, ns.promotion_only, gate)
-                    .map_err(|err| invalid(format!("namespaces.pattern {pattern:?}: {err}")))
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-
+        let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
         Ok(Config {
-            listen,
-            tls,
-            log_format: file.server.log_format,
-            storage,
-            index_dir: file.storage.index_dir.unwrap_or_else(|| data_dir.join("index")),
-            registry: RegistryConfig {
-                delete_enabled: file.registry.delete_enabled,
-                max_manifest_bytes: file.registry.max_manifest_bytes,
-                max_blob_bytes: file.registry.max_blob_bytes,
-                upload_timeout: Duration::from_secs(file.registry.upload_timeout_secs),
-            },
+            listen: server.listen,
+            tls: server.tls,
+            log_format: server.log_format,
+            storage: storage.backend,
+            index_dir: storage.index_dir,
+            registry,
             namespaces,
             trust,
             signing_key_pem,
@@ -480,6 +333,29 @@ mod tests {
         check("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", "server.tls.cert: cannot read");
         let open = Config::parse(EMBEDDED_DEFAULT, "embedded default", &Overrides::default()).unwrap();
         assert!(open.auth.is_none() && open.tls.is_none(), "the default stays open and plain");
+    }
+
+    #[test]
+    fn absent_keys_take_their_defaults() {
+        let config = Config::parse("[auth]\n[[namespaces]]\npattern = \"**\"\n[namespaces.gate]\n[namespaces.gate.scan]\n", "t.toml", &Overrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(config.log_format, LogFormat::Human);
+        assert!(config.tls.is_none() && config.signing_key_pem.is_none());
+        assert_eq!(config.storage, StorageConfig::Fs { root: PathBuf::from("./data/store") });
+        assert_eq!(config.index_dir, PathBuf::from("./data/index"));
+        let registry = &config.registry;
+        let limits = (registry.delete_enabled, registry.max_manifest_bytes, registry.max_blob_bytes, registry.upload_timeout);
+        assert_eq!(limits, (true, 4 << 20, 32 << 30, std::time::Duration::from_secs(86_400)));
+        let auth = config.auth.as_ref().unwrap();
+        assert_eq!((auth.service.as_str(), auth.issuer.as_str(), auth.challenge, auth.basic), ("portcullis", "portcullis", crate::auth::Challenge::Bearer, true));
+        assert_eq!((auth.token_ttl, auth.realm.as_deref()), (std::time::Duration::from_secs(300), None));
+        assert_eq!(auth.throttle, crate::auth::ratelimit::ThrottleConfig::default());
+        let ns = config.namespace("any").unwrap();
+        assert_eq!((ns.tags, ns.promotion_only), (crate::policy::namespaces::TagMode::Mutable, false));
+        let gate = ns.gate.as_ref().unwrap();
+        assert_eq!(gate.mode, crate::policy::gate::GateMode::Enforce);
+        let scan = gate.scan.as_ref().unwrap();
+        assert_eq!((scan.rules.max_age_secs, scan.rules.block.as_slice()), (7 * 86_400, &[crate::policy::scan::BlockRule::CriticalWithFix][..]));
     }
 
     #[test]

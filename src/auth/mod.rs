@@ -63,10 +63,12 @@ pub struct AuthConfig {
 }
 
 /// Which challenge a 401 carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Challenge {
-    /// `Bearer realm=...,service=...,scope=...`: clients fetch a token from the token endpoint.
+    /// `Bearer realm=...,service=...,scope=...`: clients fetch a token from the token endpoint
+    /// (the default).
+    #[default]
     Bearer,
     /// `Basic realm=...`: clients send user and password with every request.
     Basic,

@@ -27,10 +27,11 @@ pub struct Gate {
 }
 
 /// Whether a failing verdict refuses or only records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GateMode {
-    /// Refuse pulls and promotions that fail.
+    /// Refuse pulls and promotions that fail (the default).
+    #[default]
     Enforce,
     /// Serve, but log and record the would-be denial.
     Audit,

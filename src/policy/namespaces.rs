@@ -36,10 +36,11 @@ pub struct TagRule {
 }
 
 /// How tags behave in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TagMode {
-    /// Tags move freely.
+    /// Tags move freely (the default).
+    #[default]
     Mutable,
     /// A tag never moves and is never deleted; its manifest is not deleted while tagged.
     Immutable,

@@ -1,68 +1,47 @@
-//! The trust and gate sections of the configuration: `[trust]` (named keys and keyless
-//! identities) and `[namespaces.gate]` (what a manifest needs to be pulled or promoted).
-//! Files named here are read at load time, relative to the config file's directory, so a
-//! configuration that loads has all its key material.
+//! `[[namespaces]]` with their `[[namespaces.tag_rules]]` and `[namespaces.gate]`: which rules
+//! apply to which repositories, and what a manifest needs to be pulled from or promoted into a
+//! gated namespace. Gates name their signers from `[trust]`, so trust is loaded first; a scan
+//! rule's known-exploited catalogue is read at load time, relative to the config file.
 
 use serde::Deserialize;
 
 use super::files::Files;
 use crate::policy::gate::{Gate, GateMode, RequiredAttestation, ScanRequirement};
+use crate::policy::namespaces::{Namespace, TagMode, TagRule};
 use crate::policy::scan::{AllowEntry, BlockRule, KnownExploited, ScanRules};
-use crate::policy::verify::{KeyEntry, KeylessEntry, TrustConfig};
+use crate::policy::verify::TrustConfig;
 
-/// `[trust]` as written.
-#[derive(Debug, Default, Deserialize)]
+/// `[[namespaces]]` as written.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileTrust {
+pub(super) struct FileNamespace {
+    pattern: String,
     #[serde(default)]
-    keys: Vec<FileKey>,
+    tags: TagMode,
     #[serde(default)]
-    keyless: Vec<FileKeyless>,
-    /// Rekor keys for the transparency-log entries of key-based signatures (optional there).
+    promotion_only: bool,
     #[serde(default)]
-    rekor_keys: Vec<String>,
+    tag_rules: Vec<FileTagRule>,
+    #[serde(default)]
+    gate: Option<FileGate>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileKey {
-    name: String,
-    public_key: String,
-    /// A missing file leaves the entry without a key (nothing verifies against it) instead of
-    /// refusing the configuration; the embedded default uses this for `trust/cosign.pub`.
-    #[serde(default)]
-    optional: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileKeyless {
-    name: String,
-    issuer: String,
-    subject: String,
-    #[serde(default)]
-    fulcio_roots: Vec<String>,
-    #[serde(default)]
-    rekor_keys: Vec<String>,
-    #[serde(default)]
-    trusted_root: Option<String>,
+struct FileTagRule {
+    pattern: String,
+    tags: TagMode,
 }
 
 /// `[namespaces.gate]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileGate {
-    #[serde(default = "default_mode")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileGate {
     mode: GateMode,
-    #[serde(default)]
     signed_by: Vec<String>,
-    #[serde(default)]
     signed_by_all: Vec<String>,
-    #[serde(default)]
     attestations: Vec<FileAttestation>,
-    #[serde(default)]
     sbom: bool,
-    #[serde(default)]
     scan: Option<FileScan>,
 }
 
@@ -75,18 +54,25 @@ struct FileAttestation {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct FileScan {
-    #[serde(default = "default_max_age")]
     max_age: String,
-    #[serde(default = "default_block")]
     block: Vec<BlockRule>,
-    #[serde(default)]
     known_exploited: Option<String>,
-    #[serde(default)]
     signed_by: Vec<String>,
-    #[serde(default)]
     allowlist: Vec<FileAllow>,
+}
+
+impl Default for FileScan {
+    fn default() -> Self {
+        FileScan {
+            max_age: "7d".to_owned(),
+            block: vec![BlockRule::CriticalWithFix],
+            known_exploited: None,
+            signed_by: Vec::new(),
+            allowlist: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,14 +83,26 @@ struct FileAllow {
     expires: String,
 }
 
-fn default_mode() -> GateMode {
-    GateMode::Enforce
+/// The namespaces, in order (the first that matches applies), with gates checked against `trust`.
+pub(super) fn load(namespaces: Vec<FileNamespace>, trust: &TrustConfig, files: &mut Files) -> Result<Vec<Namespace>, String> {
+    namespaces.into_iter().map(|ns| ns.load(trust, files)).collect()
 }
-fn default_max_age() -> String {
-    "7d".to_owned()
-}
-fn default_block() -> Vec<BlockRule> {
-    vec![BlockRule::CriticalWithFix]
+
+impl FileNamespace {
+    fn load(self, trust: &TrustConfig, files: &mut Files) -> Result<Namespace, String> {
+        let gate = self.gate.map(|gate| gate.load(files, trust, &self.pattern)).transpose()?;
+        let tag_rules = self
+            .tag_rules
+            .into_iter()
+            .map(|rule| {
+                let pattern = rule.pattern.clone();
+                TagRule::new(rule.pattern, rule.tags).map_err(|err| format!("namespaces.tag_rules.pattern {pattern:?}: {err}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let pattern = self.pattern.clone();
+        Namespace::new(self.pattern, self.tags, tag_rules, self.promotion_only, gate)
+            .map_err(|err| format!("namespaces.pattern {pattern:?}: {err}"))
+    }
 }
 
 /// Parses `7d`, `12h`, `30m`, `3600s` (humantime) into seconds.
@@ -118,48 +116,8 @@ fn parse_date(text: &str, what: &str) -> Result<i64, String> {
     crate::policy::scan::parse_time(&full).ok_or_else(|| format!("{what}: expected a date like 2027-01-31, found {text:?}"))
 }
 
-impl FileTrust {
-    pub(super) fn load(self, files: &mut Files) -> Result<TrustConfig, String> {
-        let read_all = |files: &mut Files, paths: &[String], what: &str| -> Result<Vec<String>, String> {
-            paths.iter().map(|path| files.read(path, what)).collect()
-        };
-        let mut keys = Vec::new();
-        for key in self.keys {
-            let what = format!("trust.keys {:?}", key.name);
-            let public_key_pem = match files.read(&key.public_key, &what) {
-                Ok(pem) => Some(pem),
-                Err(_) if key.optional && !files.exists(&key.public_key) => None,
-                Err(err) => return Err(err),
-            };
-            keys.push(KeyEntry { name: key.name, public_key_pem, path: key.public_key });
-        }
-        let mut keyless = Vec::new();
-        for entry in self.keyless {
-            let what = format!("trust.keyless {:?}", entry.name);
-            if entry.fulcio_roots.is_empty() && entry.trusted_root.is_none() {
-                return Err(format!("{what}: needs fulcio_roots or trusted_root"));
-            }
-            keyless.push(KeylessEntry {
-                fulcio_roots_pem: read_all(files, &entry.fulcio_roots, &what)?,
-                rekor_keys_pem: read_all(files, &entry.rekor_keys, &what)?,
-                trusted_root_json: entry.trusted_root.as_deref().map(|path| files.read(path, &what)).transpose()?,
-                name: entry.name,
-                issuer: entry.issuer,
-                subject: entry.subject,
-            });
-        }
-        let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).chain(keyless.iter().map(|k| k.name.as_str())).collect();
-        names.sort();
-        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
-            return Err(format!("trust: the name {:?} is used twice", pair[0]));
-        }
-        let rekor_keys_pem = read_all(files, &self.rekor_keys, "trust.rekor_keys")?;
-        Ok(TrustConfig { keys, keyless, rekor_keys_pem })
-    }
-}
-
 impl FileGate {
-    pub(super) fn load(self, files: &mut Files, trust: &TrustConfig, namespace: &str) -> Result<Gate, String> {
+    fn load(self, files: &mut Files, trust: &TrustConfig, namespace: &str) -> Result<Gate, String> {
         let what = format!("namespaces {namespace:?} gate");
         let known = |names: &[String]| -> Result<(), String> {
             for name in names {
