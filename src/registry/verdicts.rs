@@ -42,7 +42,7 @@ fn insert_bounded<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K
 }
 
 /// Builds the verifier's trust from the configuration's trust material.
-pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, String> {
+pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, verify::TrustError> {
     let mut keys = Vec::new();
     for key in &config.keys {
         match &key.public_key_pem {
@@ -66,7 +66,7 @@ pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, Stri
             trusted_root_json: entry.trusted_root_json.clone(),
         })
         .collect();
-    let trust = verify::Trust::new(keys, keyless, config.rekor_keys_pem.clone()).map_err(|err| format!("trust: {err}"))?;
+    let trust = verify::Trust::new(keys, keyless, config.rekor_keys_pem.clone())?;
     Ok(LoadedTrust { trust })
 }
 

@@ -110,7 +110,7 @@ impl TestRegistry {
 
     /// Applies a new configuration to the running server, as SIGHUP does.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        self.running.as_ref().expect("server running").reloader.reload(config)
+        self.running.as_ref().expect("server running").reloader.reload(config).map_err(|err| err.to_string())
     }
 
     /// A client for this registry that uses `client` (e.g. one trusting the test CA).
