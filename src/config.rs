@@ -17,6 +17,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 mod auth;
@@ -59,7 +60,7 @@ pub struct Config {
     pub trust: TrustConfig,
     /// PKCS#8 PEM of the key that signs verification summaries; generated and kept in the store
     /// when absent.
-    pub signing_key_pem: Option<String>,
+    pub signing_key_pem: Option<SecretString>,
     /// Users, tokens and rules; without it the registry is open to everyone.
     pub auth: Option<AuthConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
@@ -81,7 +82,7 @@ pub enum StorageConfig {
 }
 
 /// Settings of the S3 backend (`[storage.s3]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Storage {
     /// Bucket name.
@@ -356,6 +357,41 @@ mod tests {
         assert_eq!(gate.mode, crate::policy::gate::GateMode::Enforce);
         let scan = gate.scan.as_ref().unwrap();
         assert_eq!((scan.rules.max_age_secs, scan.rules.block.as_slice()), (7 * 86_400, &[crate::policy::scan::BlockRule::CriticalWithFix][..]));
+    }
+
+    #[test]
+    fn debug_prints_no_secret() {
+        use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+        let dir = tempfile::tempdir().unwrap();
+        let pem = || p256::ecdsa::SigningKey::random(&mut rand_core::OsRng).to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        let (token_key, promotion_key) = (pem(), pem());
+        let hash = bcrypt::hash("alice-pw", 4).unwrap();
+        std::fs::write(dir.path().join("token.pem"), &token_key).unwrap();
+        std::fs::write(dir.path().join("promotion.pem"), &promotion_key).unwrap();
+        std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+        let text = r#"
+            [storage]
+            backend = "s3"
+            [storage.s3]
+            bucket = "b"
+            access_key_id = "AKIAEXAMPLEACCESSKEY"
+            secret_access_key = "example-secret-access-key/0123456789"
+            [promotion]
+            signing_key = "promotion.pem"
+            [auth]
+            signing_key = "token.pem"
+            htpasswd = "htpasswd"
+        "#;
+        let config = Config::parse_in(text, "t.toml", dir.path(), &Overrides::default()).unwrap();
+        let printed = format!("{config:?}");
+        // A PEM's body lines are base64 of the key; none may appear, nor the hash or the S3 keys.
+        let pem_lines = |pem: &str| pem.lines().filter(|line| !line.starts_with("-----")).map(str::to_owned).collect::<Vec<_>>();
+        let secrets = [pem_lines(&token_key), pem_lines(&promotion_key), vec![hash.clone(), hash[7..].to_owned()]].concat();
+        let secrets = [secrets, vec!["AKIAEXAMPLEACCESSKEY".to_owned(), "example-secret-access-key/0123456789".to_owned()]].concat();
+        for secret in &secrets {
+            assert!(!printed.contains(secret.as_str()), "Debug of Config prints the secret {secret:?}");
+        }
+        assert!(printed.contains("promotion") || printed.contains("signing_key"), "the test looks at a real Debug: {printed}");
     }
 
     #[test]

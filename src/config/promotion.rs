@@ -2,6 +2,7 @@
 //! PEM file is read at load time, relative to the config file's directory, and parsed when the
 //! registry opens (`signing::SigningKey`); without it a key is generated and kept in the store.
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use super::files::Files;
@@ -16,7 +17,8 @@ pub(super) struct FilePromotion {
 
 impl FilePromotion {
     /// The PEM text of the configured signing key, if one is configured.
-    pub(super) fn load(self, files: &mut Files) -> Result<Option<String>, String> {
-        self.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose()
+    pub(super) fn load(self, files: &mut Files) -> Result<Option<SecretString>, String> {
+        let pem = self.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose()?;
+        Ok(pem.map(SecretString::from))
     }
 }

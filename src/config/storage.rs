@@ -1,6 +1,7 @@
 //! `[storage]` and `[storage.s3]`: which object store holds the registry's bytes, and where the
 //! node-local index lives. Nothing is opened here: `server::open_store` does that at start.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -27,6 +28,30 @@ impl Default for FileStorage {
 pub(super) struct Storage {
     pub(super) backend: StorageConfig,
     pub(super) index_dir: PathBuf,
+}
+
+// Written out rather than derived (with the S3 settings in config.rs, which move to
+// `storage::S3Config` later) so that the credentials are never printed.
+impl fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |key: &Option<String>| key.as_ref().map(|_| "<redacted>");
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("prefix", &self.prefix)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &redacted(&self.access_key_id))
+            .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("part_size_mib", &self.part_size_mib)
+            .field("single_writer", &self.single_writer)
+            .field("checksum_when_required", &self.checksum_when_required)
+            .field("redirect_blobs", &self.redirect_blobs)
+            .field("presign_expiry_secs", &self.presign_expiry_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl FileStorage {

@@ -212,7 +212,8 @@ impl Registry {
     /// generates) the registry's signing key.
     pub async fn open(config: Config, metadata: Metadata, metrics: Arc<Metrics>) -> Result<Registry, ConfigureError> {
         let trust = verdicts::load_trust(&config.trust)?;
-        let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), metadata.store()).await?;
+        let configured_key = config.signing_key_pem.as_ref().map(secrecy::ExposeSecret::expose_secret);
+        let signing = crate::signing::SigningKey::load(configured_key, metadata.store()).await?;
         let auth = config.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), None)));
         Ok(Registry {
             config: arc_swap::ArcSwap::new(Arc::new(config)),
