@@ -183,22 +183,15 @@ pub enum ConfigError {
 }
 
 /// The TOML file as written: one field per section, each absent section at its defaults.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 struct FileConfig {
-    #[serde(default)]
     server: server::FileServer,
-    #[serde(default)]
     storage: storage::FileStorage,
-    #[serde(default)]
     registry: registry::FileRegistry,
-    #[serde(default)]
     namespaces: Vec<namespaces::FileNamespace>,
-    #[serde(default)]
     trust: trust::FileTrust,
-    #[serde(default)]
     promotion: promotion::FilePromotion,
-    #[serde(default)]
     auth: Option<auth::FileAuth>,
 }
 

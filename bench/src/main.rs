@@ -34,7 +34,7 @@ enum Command {
         dir: PathBuf,
     },
     /// Runs every workload once against both servers and writes the measurements as JSON.
-    Measure(workloads::MeasureArgs),
+    Measure(Box<workloads::MeasureArgs>),
     /// Prints the markdown tables (medians over the runs, targets) from the runs' JSON files.
     Report {
         /// JSON files written by `measure`, one per run.
@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
             // One thread drives the load, so the driver takes at most one core from the servers,
             // the same for each of them.
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            runtime.block_on(workloads::measure(args))
+            runtime.block_on(workloads::measure(*args))
         }
         Command::Report { files } => {
             let runs = files.iter().map(|path| results::RunResults::load(path)).collect::<anyhow::Result<Vec<_>>>()?;
