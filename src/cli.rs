@@ -21,6 +21,9 @@ pub enum Command {
     Serve(ConfigArgs),
     /// Rebuild the node-local index from the object store (with the server stopped).
     Reindex(ConfigArgs),
+    /// Check the store's metadata, read-only: name every object that does not parse or points
+    /// to nothing (exit 0 clean, 1 problems found, 2 error). Safe beside a running server.
+    Fsck(ConfigArgs),
     /// Inspect the configured policy.
     #[command(subcommand)]
     Policy(PolicyCommand),

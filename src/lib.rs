@@ -17,4 +17,5 @@ pub mod policy;
 pub mod metrics;
 pub mod audit;
 pub mod promote;
+pub mod fsck;
 pub mod signing;

@@ -13,6 +13,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(&args)),
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
+        Command::Fsck(args) => std::process::exit(runtime.block_on(fsck(&args))),
         Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
         Command::Check { registry, image, target, json, access } => {
             let access = client_access(access);
@@ -110,10 +111,47 @@ fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Exit 0 when the metadata is sound, 1 when something is damaged, 2 when the walk failed.
+async fn fsck(args: &ConfigArgs) -> i32 {
+    match fsck_walk(args).await {
+        Ok(0) => 0,
+        Ok(_) => 1,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            2
+        }
+    }
+}
+
+/// Prints each damaged object as `<key>: <problem>` as it is found, then a summary; returns the
+/// number of problems.
+async fn fsck_walk(args: &ConfigArgs) -> anyhow::Result<u64> {
+    let config = Config::load(args.config.as_deref(), &args.overrides())?;
+    // The store alone and read-only: this runs beside a live server (no index is opened).
+    let store = portcullis::server::open_store_read_only(&config).await?;
+    let mut stdout = std::io::stdout().lock();
+    let mut write_error = None;
+    let summary = portcullis::fsck::run(store, |finding| {
+        if let Err(err) = writeln!(stdout, "{}: {}", finding.key, finding.problem) {
+            write_error.get_or_insert(err);
+        }
+    })
+    .await?;
+    if let Some(err) = write_error {
+        return Err(err.into());
+    }
+    let problems = match summary.problems {
+        0 => "no problems".to_owned(),
+        n => format!("{n} damaged"),
+    };
+    writeln!(stdout, "fsck: {} objects checked, {problems}", summary.checked)?;
+    Ok(summary.problems)
+}
+
 async fn audit_verify(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), &args.overrides())?;
-    // The store alone: this runs beside a live server (no index is opened).
-    let store = portcullis::server::open_store(&config).await?;
+    // The store alone and read-only: this runs beside a live server (no index is opened).
+    let store = portcullis::server::open_store_read_only(&config).await?;
     match portcullis::audit::AuditLog::new(store).verify().await? {
         Ok(n_records) => {
             writeln!(std::io::stdout(), "audit log intact: {n_records} records, chain verified")?;

@@ -20,6 +20,10 @@ pub struct Metrics {
     pub upload_sessions: IntGauge,
     /// Storage operations that failed (5xx answers caused by the store).
     pub storage_errors: IntCounter,
+    /// Verdicts computed (not answered from the cache), each reading and verifying evidence.
+    pub verdicts_computed: IntCounter,
+    /// Evidence bytes read from the store while computing verdicts.
+    pub evidence_bytes_read: IntCounter,
 }
 
 impl Metrics {
@@ -43,6 +47,10 @@ impl Metrics {
         let bytes_sent = IntCounter::new("http_bytes_sent_total", "Response body bytes sent").expect("static metric definition");
         let upload_sessions = IntGauge::new("upload_sessions_open", "Upload sessions held by this process").expect("static metric definition");
         let storage_errors = IntCounter::new("storage_errors_total", "Requests failed by the object store").expect("static metric definition");
+        let verdicts_computed = IntCounter::new("verdicts_computed_total", "Verdicts computed rather than answered from the cache")
+            .expect("static metric definition");
+        let evidence_bytes_read = IntCounter::new("evidence_bytes_read_total", "Evidence bytes read from the store for verdicts")
+            .expect("static metric definition");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -50,10 +58,22 @@ impl Metrics {
             Box::new(bytes_sent.clone()),
             Box::new(upload_sessions.clone()),
             Box::new(storage_errors.clone()),
+            Box::new(verdicts_computed.clone()),
+            Box::new(evidence_bytes_read.clone()),
         ] {
             registry.register(collector).expect("each metric is registered once");
         }
-        Metrics { registry, requests, latency, bytes_received, bytes_sent, upload_sessions, storage_errors }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_received,
+            bytes_sent,
+            upload_sessions,
+            storage_errors,
+            verdicts_computed,
+            evidence_bytes_read,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

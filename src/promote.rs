@@ -51,8 +51,8 @@ pub struct Record {
     pub target: String,
     /// Tags bound in the target.
     pub tags: Vec<String>,
-    /// `promoted`, `dry_run`.
-    pub result: String,
+    /// What was done.
+    pub result: PromotionResult,
     /// Who asked.
     pub actor: String,
     /// Seconds since the Unix epoch.
@@ -69,6 +69,16 @@ pub struct Record {
     /// Runnable manifests among the source's referrers, which did not travel with it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_behind: Vec<LeftBehind>,
+}
+
+/// What a promotion did, as the record (and the API) spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionResult {
+    /// Linked and tagged in the target: `promoted`.
+    Promoted,
+    /// Evaluated and reported, nothing written: `dry_run`.
+    DryRun,
 }
 
 /// A referrer of the source that a runtime could run, so it is not evidence and stays behind.
@@ -121,7 +131,7 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn record_key(target: &RepoName, digest: &Digest) -> String {
+pub(crate) fn record_key(target: &RepoName, digest: &Digest) -> String {
     format!("promotions/{target}/_records/{}", digest.hex())
 }
 
@@ -153,7 +163,7 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         digest: digest.to_string(),
         target: request.target.to_string(),
         tags: request.tags.iter().map(Tag::to_string).collect(),
-        result: "dry_run".to_owned(),
+        result: PromotionResult::DryRun,
         actor: request.actor.clone(),
         time: now_secs(),
         verdict: verdict_json.clone(),
@@ -182,7 +192,7 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
     }
     fail::fail_point!("promotion-before-tags", |_| Err(PromotionError::Registry(RegistryError::Unavailable("injected failure before tags".to_owned()))));
     registry.bind_promoted_tags(&request.target, &tags, &digest).await.map_err(tag_conflict)?;
-    record.result = "promoted".to_owned();
+    record.result = PromotionResult::Promoted;
     let bytes = bytes::Bytes::from(serde_json::to_vec(&record).expect("records always serialize"));
     registry.put_record(&record_key(&request.target, &digest), bytes).await?;
     registry.record_audit("promotion", &request.actor, &request.target, &digest, serde_json::to_value(&record).unwrap_or_default()).await;

@@ -96,25 +96,37 @@ impl Reloader {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
-        StorageConfig::S3(s3) => {
-            let settings = storage::S3Config {
-                bucket: s3.bucket.clone(),
-                region: s3.region.clone(),
-                endpoint: s3.endpoint.clone(),
-                prefix: s3.prefix.clone(),
-                force_path_style: s3.force_path_style,
-                access_key_id: s3.access_key_id.clone(),
-                secret_access_key: s3.secret_access_key.clone(),
-                part_size: s3.part_size_mib << 20,
-                single_writer: s3.single_writer,
-                checksum_when_required: s3.checksum_when_required,
-                timeout: Duration::from_secs(s3.timeout_secs),
-                max_retries: s3.max_retries,
-            };
-            Arc::new(storage::S3BlobStore::connect(settings).await?)
-        }
+        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect(s3_settings(s3)).await?),
     };
     Ok(store)
+}
+
+/// Opens the object store the configuration names without writing to it, for tools that only
+/// read beside a running server (`fsck`, `audit verify`): no directory is created, no S3 probe
+/// object written. It must not be written through.
+pub async fn open_store_read_only(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
+    let store: Arc<dyn storage::BlobStore> = match &config.storage {
+        StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open_existing(root).await?),
+        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?),
+    };
+    Ok(store)
+}
+
+fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
+    storage::S3Config {
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        endpoint: s3.endpoint.clone(),
+        prefix: s3.prefix.clone(),
+        force_path_style: s3.force_path_style,
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.clone(),
+        part_size: s3.part_size_mib << 20,
+        single_writer: s3.single_writer,
+        checksum_when_required: s3.checksum_when_required,
+        timeout: Duration::from_secs(s3.timeout_secs),
+        max_retries: s3.max_retries,
+    }
 }
 
 /// Opens storage and the index and builds the registry, without binding anything.

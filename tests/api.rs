@@ -779,7 +779,7 @@ async fn manifest_errors() {
             case("unknown tag, HEAD", head(format!("/v2/{repo}/manifests/nope")), 404, &["MANIFEST_UNKNOWN"]),
             case("unknown digest", get(format!("/v2/{repo}/manifests/{}", sha256(b"nope"))), 404, &["MANIFEST_UNKNOWN"]),
             case("unknown tag in an unknown repository", get("/v2/team/nothing/manifests/v1"), 404, &["MANIFEST_UNKNOWN", "NAME_UNKNOWN"]),
-            case("malformed digest", get(format!("/v2/{repo}/manifests/sha256:zz")), 400, &["DIGEST_INVALID"]),
+            case("malformed digest", get(format!("/v2/{repo}/manifests/sha256:zz")), 404, &["MANIFEST_UNKNOWN"]),
         ],
     )
     .await;
@@ -791,6 +791,45 @@ async fn manifest_errors() {
     // None of them left a tag behind.
     check(&reg, get(format!("/v2/{repo}/manifests/t")), 404, &["MANIFEST_UNKNOWN"]).await;
     assert!(tags_of(&reg, repo).await.is_empty());
+}
+
+// Regression: #13 (item 12). The OCI conformance suite (v1.1.1, `setup.go`) reads the reference
+// `.INVALID_MANIFEST_NAME` and expects 404 from "HEAD request to nonexistent manifest" and from
+// "GET nonexistent manifest" (pull and push workflows), and 400 or 404 with an OCI body from a
+// GET of `sha256:totallywrong`; the new suite pushes `sha256:baddigeststring` and expects 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_that_cannot_exist_are_unknown_to_reads_and_malformed_to_pushes() {
+    let reg = TestRegistry::start().await;
+    let repo = "team/conformance";
+    let (manifest_digest, manifest) = reg.push_tiny_image(repo, "v1", "conformance").await;
+    let put = |reference: &str| {
+        Req::new("PUT", format!("/v2/{repo}/manifests/{reference}")).header("content-type", OCI_MANIFEST).body(manifest.clone())
+    };
+    check_all(
+        &reg,
+        vec![
+            case("conformance: HEAD nonexistent manifest", head(format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case("conformance: GET nonexistent manifest", get(format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case(
+                "conformance: 400 response body should contain OCI-conforming JSON message",
+                get(format!("/v2/{repo}/manifests/sha256:totallywrong")).header("content-type", OCI_MANIFEST).body(b"blablabla".to_vec()),
+                404,
+                &["MANIFEST_UNKNOWN"],
+            ),
+            case("nonexistent manifest in an unknown repository", get("/v2/team/nothing/manifests/.INVALID_MANIFEST_NAME"), 404, &["MANIFEST_UNKNOWN"]),
+            // Distribution answers 404 to a delete of a reference its router cannot match.
+            case("DELETE nonexistent manifest", Req::new("DELETE", format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME")), 404, &["MANIFEST_UNKNOWN"]),
+            case("DELETE malformed digest", Req::new("DELETE", format!("/v2/{repo}/manifests/sha256:zz")), 404, &["MANIFEST_UNKNOWN"]),
+            case("PUT to a reference that is not a tag", put(".INVALID_MANIFEST_NAME"), 400, &["MANIFEST_INVALID"]),
+            case("conformance: PUT to a bad digest", put("sha256:baddigeststring"), 400, &["DIGEST_INVALID"]),
+            case("GET of an unsupported digest algorithm", get(format!("/v2/{repo}/manifests/sha512:{}", "a".repeat(128))), 400, &["UNSUPPORTED"]),
+        ],
+    )
+    .await;
+    // None of them touched what is there.
+    assert_manifest(&reg, repo, "v1", OCI_MANIFEST, &manifest).await;
+    assert_eq!(tags_of(&reg, repo).await, ["v1"]);
+    check(&reg, head(format!("/v2/{repo}/manifests/{manifest_digest}")), 200, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1229,4 +1268,86 @@ async fn restart_keeps_everything_even_without_the_index() {
     // Deleting the referrer needs its summary, which the empty index must recompute.
     check(&reg, Req::new("DELETE", format!("/v2/{repo}/manifests/{}", pushed.referrer)), 202, &[]).await;
     assert!(referrers(&reg, repo, &pushed.digest, "").await.1.is_empty());
+}
+
+// Regression: #13 (item 13). A manifest link whose stored media type was not a header value made
+// the request task panic, and the client saw its connection drop. Now every damaged metadata
+// object is a clean 500 with an opaque body, the server goes on serving, and `fsck` names each one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_metadata_is_a_clean_500_and_fsck_names_it() {
+    let reg = TestRegistry::start().await;
+    let store = reg.store().await;
+    let (healthy_digest, healthy) = reg.push_tiny_image("team/healthy", "v1", "healthy").await;
+    let upload = start_upload(&reg, "team/healthy").await;
+    let upload_id = upload.rsplit('/').next().expect("upload id").to_owned();
+    let clean = portcullis::fsck::run(store.clone(), |finding| panic!("a healthy store has no findings: {finding:?}")).await.unwrap();
+    assert_eq!(clean.problems, 0);
+
+    // (what, the object to damage in its own repository and its bytes, the request that reads it
+    // given the repository and the manifest's digest)
+    type Read = fn(&str, &str) -> Req;
+    let link_type = |media_type: &str| format!(r#"{{"mediaType":"{media_type}","size":3}}"#);
+    let cases: Vec<(&str, &str, String, Read)> = vec![
+        ("a link whose media type would inject a header", "_manifests", link_type(r"application/vnd.oci.image.manifest.v1+json\r\nX-Injected: 1"), |repo, _| get(format!("/v2/{repo}/manifests/v1"))),
+        ("a link whose media type is not ASCII, HEAD", "_manifests", link_type("application/vnd.oci.image.manifest.v1+json\u{e9}"), |repo, digest| head(format!("/v2/{repo}/manifests/{digest}"))),
+        ("a truncated link", "_manifests", r#"{"mediaType":"application/vnd.oci"#.into(), |repo, digest| get(format!("/v2/{repo}/manifests/{digest}"))),
+        ("a truncated tag", "_tags", r#"{"digest":"sha256:"#.into(), |repo, _| get(format!("/v2/{repo}/manifests/v1"))),
+        ("a tag whose digest does not parse", "_tags", r#"{"digest":"sha256:not-a-digest"}"#.into(), |repo, _| head(format!("/v2/{repo}/manifests/v1"))),
+        ("a referrer link that is no descriptor", "_referrers", "[1,2]".into(), |repo, digest| get(format!("/v2/{repo}/referrers/{digest}"))),
+    ];
+    let mut damaged = Vec::new();
+    for (i, (what, kind, bytes, request)) in cases.into_iter().enumerate() {
+        let repo = format!("team/damaged-{i}");
+        let (digest, _) = reg.push_tiny_image(&repo, "v1", &repo).await;
+        let hex = digest.trim_start_matches("sha256:");
+        let key = match kind {
+            "_manifests" => format!("repositories/{repo}/_manifests/sha256/{hex}"),
+            "_tags" => format!("repositories/{repo}/_tags/v1"),
+            _ => format!("repositories/{repo}/_referrers/sha256/{hex}/{}", sha256(b"referrer").trim_start_matches("sha256:")),
+        };
+        store.put_small(&key, bytes::Bytes::from(bytes), storage::PutCondition::Always).await.expect("damage the store");
+        let reply = check(&reg, request(&repo, &digest), 500, &["INTERNAL_ERROR"]).await;
+        if !reply.body.is_empty() {
+            assert_eq!(
+                reply.json(),
+                serde_json::json!({"errors": [{"code": "INTERNAL_ERROR", "message": "internal error; see the server log for this request id", "detail": null}]}),
+                "{what}: the body says nothing of the cause"
+            );
+        }
+        assert!(reply.opt_header("x-injected").is_none(), "{what}");
+        damaged.push(key);
+    }
+    // A truncated upload session.
+    let session_key = format!("uploads/{upload_id}");
+    store.put_small(&session_key, bytes::Bytes::from_static(br#"{"repo":"#), storage::PutCondition::Always).await.unwrap();
+    check(&reg, get(&upload), 500, &["INTERNAL_ERROR"]).await;
+    damaged.push(session_key);
+
+    // The server goes on serving what is sound.
+    check(&reg, get("/v2/"), 200, &[]).await;
+    assert_manifest(&reg, "team/healthy", "v1", OCI_MANIFEST, &healthy).await;
+    assert_manifest(&reg, "team/healthy", &healthy_digest, OCI_MANIFEST, &healthy).await;
+
+    // fsck names exactly the damaged objects, and changes nothing.
+    let before = stored_objects(&reg).await;
+    let mut findings = Vec::new();
+    let summary = portcullis::fsck::run(store.clone(), |finding| findings.push(finding)).await.unwrap();
+    let mut keys: Vec<String> = findings.iter().map(|finding| finding.key.clone()).collect();
+    damaged.sort();
+    keys.sort();
+    assert_eq!(keys, damaged, "{findings:#?}");
+    assert_eq!(summary.problems, findings.len() as u64);
+    assert!(summary.checked > findings.len() as u64, "{summary:?}");
+    assert_eq!(stored_objects(&reg).await, before, "fsck only reads");
+}
+
+/// Every key in the store with its bytes.
+async fn stored_objects(reg: &TestRegistry) -> Vec<(String, Vec<u8>)> {
+    let store = reg.store().await;
+    let mut objects = Vec::new();
+    for key in reg.stored_keys("").await {
+        let object = store.get_small(&key, 1 << 20).await.expect("read").expect("listed");
+        objects.push((key, object.bytes.to_vec()));
+    }
+    objects
 }

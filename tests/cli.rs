@@ -1,11 +1,12 @@
 //! The built binary: help and version, readable config errors, `serve` on a port it reports,
-//! graceful shutdown on SIGTERM, a log fit for a file, `policy explain`.
+//! graceful shutdown on SIGTERM, a log fit for a file, `policy explain`, `fsck`.
 
 mod common;
 
 use std::process::Command;
 
-use common::ServerProcess;
+use common::{sha256, RegistryClient, ServerProcess};
+use storage::BlobStore as _;
 
 fn portcullis(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).env_remove("RUST_BACKTRACE").output().expect("run portcullis")
@@ -16,7 +17,7 @@ fn help_and_version() {
     let out = portcullis(&["--version"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("portcullis {}", env!("CARGO_PKG_VERSION")));
-    for args in [&["--help"][..], &["serve", "--help"], &["reindex", "--help"], &["policy", "explain", "--help"]] {
+    for args in [&["--help"][..], &["serve", "--help"], &["reindex", "--help"], &["fsck", "--help"], &["policy", "explain", "--help"]] {
         let out = portcullis(args);
         assert!(out.status.success(), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage:"), "{args:?}");
@@ -96,4 +97,81 @@ fn policy_explain() {
     let out = portcullis(&["policy", "explain", "Bad/Name"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid repository name"));
+}
+
+// Regression: #13 (item 13). `fsck` names each damaged metadata object by key and exits 1, 0 when
+// the store is sound, 2 when there is none; it writes nothing, and runs beside a live server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_names_damaged_metadata_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let server = ServerProcess::spawn_with(&["--data-dir", &data_dir]);
+    let client = RegistryClient::new(&server.base_url);
+    let (app, _) = client.push_tiny_image("team/app", "v1", "app").await;
+    let (other, _) = client.push_tiny_image("team/other", "v1", "other").await;
+    let fsck = |data_dir: String| tokio::task::spawn_blocking(move || portcullis(&["fsck", "--data-dir", &data_dir]));
+
+    let out = fsck(data_dir.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("fsck: ") && stdout.trim_end().ends_with("objects checked, no problems"), "{stdout}");
+
+    // Damage, written through the store as a broken disk or a careless operator would leave it.
+    let store = storage::FsBlobStore::open_existing(dir.path().join("store")).await.unwrap();
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+    let damage = [
+        ("repositories/team/app/_tags/v1".to_owned(), r#"{"digest":"sha2"#.to_owned(), "EOF while parsing"),
+        (format!("repositories/team/other/_manifests/sha256/{}", hex(&other)), r#"{"mediaType":"text/plain\r\nX-Injected: 1","size":1}"#.to_owned(), "is not a media type"),
+        (
+            "repositories/team/app/_tags/v2".to_owned(),
+            format!(r#"{{"digest":"{}"}}"#, sha256(b"nothing")),
+            "points to repositories/team/app/_manifests/sha256/",
+        ),
+        (format!("repositories/team/app/_referrers/sha256/{}/{}", hex(&app), hex(&other)), "{}".to_owned(), "not a descriptor"),
+        ("repositories/team/app/_notes/x".to_owned(), "x".to_owned(), "not a key the registry writes"),
+        (format!("promotions/prod/app/_records/{}", hex(&app)), "{".to_owned(), "not a promotion record"),
+        ("audit/records/00000000000000000001".to_owned(), "{".to_owned(), "record 1 is unreadable"),
+    ];
+    for (key, bytes, _) in &damage {
+        store.put_small(key, bytes.clone().into(), storage::PutCondition::Always).await.unwrap();
+    }
+    let before = tree(&dir.path().join("store"));
+    let out = fsck(data_dir.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), damage.len() + 1, "one line per damaged object and a summary: {stdout}");
+    for (key, _, problem) in &damage {
+        assert!(lines.iter().any(|line| line.starts_with(&format!("{key}: ")) && line.contains(problem)), "{key}: {problem} in {stdout}");
+    }
+    assert!(lines.last().unwrap().ends_with(&format!("objects checked, {} damaged", damage.len())), "{stdout}");
+    assert!(tree(&dir.path().join("store")) == before, "fsck wrote to the store");
+    // The server it ran beside still serves.
+    assert_eq!(reqwest::get(format!("{}/v2/", server.base_url)).await.unwrap().status(), 200);
+
+    // No store: an error, and nothing is created.
+    let absent = dir.path().join("absent").to_str().unwrap().to_owned();
+    let out = fsck(absent.clone()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::path::Path::new(&absent).exists());
+}
+
+/// Every directory and file below `root`, with the files' bytes, in order.
+fn tree(root: &std::path::Path) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+    let mut entries = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                entries.push((path.clone(), None));
+                pending.push(path);
+            } else {
+                entries.push((path.clone(), Some(std::fs::read(&path).unwrap())));
+            }
+        }
+    }
+    entries.sort();
+    entries
 }

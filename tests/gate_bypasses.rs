@@ -181,6 +181,9 @@ async fn promotion_leaves_runnable_referrers_behind() {
     assert_eq!(status, 201, "{body}");
     let left: Vec<&str> = body["promotion"]["left_behind"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
     assert!(left.contains(&image.as_str()) && left.contains(&index.as_str()), "{body}");
+    for left in body["promotion"]["left_behind"].as_array().unwrap() {
+        assert_eq!(left["found_as"], format!("referrer {}", left["digest"].as_str().unwrap()), "{body}");
+    }
     for digest in [&image, &index] {
         for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
             let (status, body) = status_of(&registry, method.clone(), &format!("/v2/prod/app/manifests/{digest}")).await;
@@ -293,7 +296,7 @@ async fn cosign_tag_names_are_not_promotion_tags() {
     assert_eq!(status, 201, "{body}");
     let victim_sig = format!("sha256-{}.sig", victim.trim_start_matches("sha256:"));
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v2", "target": "prod/app", "tags": [victim_sig] })).await;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (400, Some("INVALID_REQUEST")), "{body}");
     let res = registry.client.get(registry.url(&format!("/v2/prod/app/manifests/{victim_sig}"))).send().await.unwrap();
     let sig: serde_json::Value = res.json().await.unwrap();
     assert_eq!(sig["layers"].as_array().unwrap().len(), 1, "the victim's signature tag is unchanged: {sig}");
@@ -301,7 +304,7 @@ async fn cosign_tag_names_are_not_promotion_tags() {
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v2", "target": "prod/app", "tags": ["sha256-x.sig"] })).await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = promote(&registry, serde_json::json!({ "source": "build/app:v1", "target": "prod/app", "tags": ["sha256-x.sig"] })).await;
-    assert_eq!(status, 409, "a look-alike prod tag does not move: {body}");
+    assert_eq!((status, body["errors"][0]["code"].as_str()), (409, Some("TAG_CONFLICT")), "a look-alike prod tag does not move: {body}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/sha256-x.sig")).send().await.unwrap();
     assert_eq!(res.headers()["docker-content-digest"], attacker.as_str());
 }

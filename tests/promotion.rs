@@ -53,6 +53,12 @@ impl Setup {
     }
 }
 
+/// The `source` of every piece of evidence a verdict's requirements used.
+fn evidence_sources(verdict: &serde_json::Value) -> Vec<String> {
+    let requirements = verdict["requirements"].as_array().unwrap().iter();
+    requirements.flat_map(|r| r["evidence"].as_array().unwrap().iter().map(|fact| fact["source"].as_str().unwrap().to_owned())).collect()
+}
+
 /// Verifies a DSSE envelope with the PEM key, independently of the registry's code; returns the statement.
 fn verify_dsse(envelope: &serde_json::Value, public_pem: &str) -> serde_json::Value {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -83,6 +89,10 @@ async fn promote_image_and_index_with_their_evidence() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["promotion"]["digest"], digest);
     assert_eq!(body["promotion"]["source"], "build/app:v1");
+    // The verdict names each piece of evidence by how it is attached, and its layer.
+    let referrers: Vec<String> = build_referrers["manifests"].as_array().unwrap().iter().map(|d| format!("referrer {} layer 0", d["digest"].as_str().unwrap())).collect();
+    let sources = evidence_sources(&body["promotion"]["verdict"]);
+    assert!(!sources.is_empty() && sources.iter().all(|s| referrers.contains(s)), "{sources:?} from {referrers:?}");
 
     // Pull from prod with skopeo, by tag and by digest: the digest is unchanged.
     for reference in [":v2.1".to_owned(), format!("@{digest}")] {
@@ -161,17 +171,23 @@ async fn refusals_conflicts_and_idempotence() {
         digests.push(digest);
     }
     let promote_a = serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"]});
-    assert_eq!(setup.promote(serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"], "dry_run": true})).await.0, 200);
+    let (status, dry_run) = setup.promote(serde_json::json!({"source": "build/app-a:v1", "target": "prod/app", "tags": ["v1"], "dry_run": true})).await;
+    assert_eq!((status, &dry_run["promotion"]["result"]), (200, &serde_json::json!("dry_run")), "{dry_run}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
     assert_eq!(res.status(), 404, "a dry run writes nothing");
     let (status, first) = setup.promote(promote_a.clone()).await;
-    assert_eq!(status, 201, "{first}");
+    let hex = digests[0].trim_start_matches("sha256:");
+    let tags = [format!("tag sha256-{hex}.sig layer 0"), format!("tag sha256-{hex}.att layer 0")];
+    assert_eq!(evidence_sources(&first["promotion"]["verdict"]).into_iter().collect::<std::collections::BTreeSet<_>>(), tags.into_iter().collect(), "{first}");
+    assert_eq!((status, &first["promotion"]["result"]), (201, &serde_json::json!("promoted")), "{first}");
     let (status, again) = setup.promote(promote_a).await;
     assert_eq!((status, &again["already_done"]), (200, &serde_json::json!(true)), "{again}");
+    assert_eq!(again["promotion"]["result"], "promoted", "the stored record reads back: {again}");
     assert_eq!(again["promotion"]["time"], first["promotion"]["time"], "the existing record comes back");
 
     let (status, body) = setup.promote(serde_json::json!({"source": "build/app-b:v1", "target": "prod/app", "tags": ["v1"]})).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["errors"][0]["code"], "TAG_CONFLICT", "{body}");
     assert!(body["errors"][0]["message"].as_str().unwrap().contains(&digests[0]), "{body}");
     let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
     assert_eq!(res.headers()["docker-content-digest"], digests[0].as_str());
@@ -181,6 +197,43 @@ async fn refusals_conflicts_and_idempotence() {
     let res = registry.put_manifest("prod/direct", "v1", common::OCI_MANIFEST, &manifest).await;
     assert_eq!(res.status(), 403);
     assert!(res.text().await.unwrap().contains("only through promotion"));
+}
+
+// Regression: #13 (item 14). The registry's own API answered malformed requests with the OCI
+// code UNSUPPORTED ("the operation is unsupported"); they are INVALID_REQUEST now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_api_errors_have_their_own_codes() {
+    let registry = TestRegistry::start().await;
+    registry.push_tiny_image("build/app", "v1", "codes").await;
+    let promotion = |body: &str| registry.client.post(registry.url("/api/v1/promotions")).body(body.to_owned());
+    let get = |path: &str| registry.client.get(registry.url(path));
+    let huge = format!(r#"{{"source":"build/app:v1","target":"prod/app","tags":["{}"]}}"#, "v".repeat(64 << 10));
+    let cases = [
+        ("body is not JSON", promotion("{\"source\":"), 400, "INVALID_REQUEST"),
+        ("unknown field", promotion(r#"{"source":"build/app:v1","target":"prod/app","force":true}"#), 400, "INVALID_REQUEST"),
+        ("no target", promotion(r#"{"source":"build/app:v1"}"#), 400, "INVALID_REQUEST"),
+        ("bad source name", promotion(r#"{"source":"Build/App:v1","target":"prod/app"}"#), 400, "INVALID_REQUEST"),
+        ("bad target name", promotion(r#"{"source":"build/app:v1","target":"prod/_app"}"#), 400, "INVALID_REQUEST"),
+        ("bad tag", promotion(r#"{"source":"build/app:v1","target":"prod/app","tags":["-v1"]}"#), 400, "INVALID_REQUEST"),
+        ("body over 64 KiB", promotion(&huge), 400, "INVALID_REQUEST"),
+        ("source that is not there", promotion(r#"{"source":"build/app:v9","target":"prod/app"}"#), 404, "MANIFEST_UNKNOWN"),
+        ("listing without a repository", get("/api/v1/promotions"), 400, "INVALID_REQUEST"),
+        ("listing of a bad name", get("/api/v1/promotions?repository=Prod"), 400, "INVALID_REQUEST"),
+        ("verdict without an image", get("/api/v1/verdict"), 400, "INVALID_REQUEST"),
+        ("verdict of a bad image", get("/api/v1/verdict?image=build/app:-v1"), 400, "INVALID_REQUEST"),
+        ("verdict for a bad target", get("/api/v1/verdict?image=build/app:v1&target=Prod"), 400, "INVALID_REQUEST"),
+        ("audit page of a bad size", get("/api/v1/audit?limit=many"), 400, "INVALID_REQUEST"),
+        ("wrong method", registry.client.put(registry.url("/api/v1/promotions")), 405, "UNSUPPORTED"),
+    ];
+    for (what, request, status, code) in cases {
+        let res = request.send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status, "{what}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{what}");
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["code"], code, "{what}: {body}");
+    }
+    let res = registry.client.head(registry.url("/v2/prod/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(res.status(), 404, "nothing was promoted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! The registry on S3, where it differs from the filesystem: several processes over one bucket,
-//! an S3 server that goes away in the middle of a push, and blob downloads redirected to the bucket.
+//! an S3 server that goes away in the middle of a push, and blob downloads redirected to the bucket
+//! (followed by skopeo and podman; on a server that checks signatures, tampered and expired URLs
+//! are refused).
 //! (The whole API, client and tag-rule suites also run on S3: `PORTCULLIS_TEST_BACKEND=s3`.)
 //!
 //! Every test returns early without `PORTCULLIS_TEST_S3_ENDPOINT`, and fails instead under `CI` or
@@ -303,6 +305,89 @@ async fn blob_get_redirects_to_a_presigned_url() {
     // Config and three layers: four blob GETs, all answered with a redirect.
     assert!(after.redirected - before.redirected >= 4, "blob GETs: before {before:?}, after {after:?}");
     assert_eq!(after.served, before.served, "the registry served blob bytes itself: before {before:?}, after {after:?}");
+
+    // podman too.
+    let policy = format!("--signature-policy={}", clients.path("policy.json").display());
+    let remote = remote.trim_start_matches("docker://");
+    clients.podman(&["pull", "--tls-verify=false", &policy, remote]).await.ok();
+    let after_podman = blob_gets(&registry).await;
+    let inspected = clients.podman(&["image", "inspect", "--format", "{{.Digest}}", remote]).await.ok();
+    assert_eq!(inspected.stdout.trim(), image.manifest_digest, "the image podman pulled");
+    assert!(after_podman.redirected - after.redirected >= 4, "blob GETs: before {after:?}, after {after_podman:?}");
+    assert_eq!(after_podman.served, after.served, "the registry served blob bytes to podman: before {after:?}, after {after_podman:?}");
+}
+
+/// The URLs blob GETs are redirected to are signed for one object and a limited time: a server
+/// that verifies signatures (Ceph RGW; `PORTCULLIS_TEST_S3_CHECKS_SIGNATURES=1`) serves the URL
+/// as given and refuses it with its signature changed, pointed at another object, or expired.
+/// moto checks no signature, so there the test returns early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_and_expired_presigned_urls_are_refused() {
+    let Some(s3) = TestS3::from_env() else { return };
+    if !s3.checks_signatures {
+        eprintln!("skipping: the S3 server checks no signatures (PORTCULLIS_TEST_S3_CHECKS_SIGNATURES is not 1)");
+        return;
+    }
+    let mut storage = fresh_storage(&s3).await;
+    storage.redirect_blobs = true;
+    let registry = TestRegistry::with_config(|config| config.storage = StorageConfig::S3(storage)).await;
+    let repo = "build/app";
+    let (bytes, other_bytes) = (patterned(MIB as usize, 4), patterned(MIB as usize, 5));
+    let digest = registry.push_blob(repo, &bytes).await;
+    let other = registry.push_blob(repo, &other_bytes).await;
+    let location = redirect_location(&registry, repo, &digest).await;
+    let other_location = redirect_location(&registry, repo, &other).await;
+    // The status, the body, and the start of the body as text for messages (an error document).
+    let fetch = |url: String| async move {
+        let res = reqwest::Client::new().get(&url).send().await.unwrap_or_else(|err| panic!("GET {url}: {err}"));
+        let status = res.status().as_u16();
+        let body = res.bytes().await.expect("response body");
+        let text = String::from_utf8_lossy(&body[..body.len().min(400)]).into_owned();
+        (status, body, text)
+    };
+
+    let (status, body, text) = fetch(location.clone()).await;
+    assert_eq!(status, 200, "the URL as given: {text}");
+    assert!(body == bytes, "the URL as given serves other bytes");
+
+    // The signature with its last hex digit changed.
+    let (head, signature) = location.split_once("X-Amz-Signature=").expect("a signature");
+    let (signature, tail) = signature.split_at(signature.find('&').unwrap_or(signature.len()));
+    let last = if signature.ends_with('0') { '1' } else { '0' };
+    let tampered = format!("{head}X-Amz-Signature={}{last}{tail}", &signature[..signature.len() - 1]);
+    let refusals = [
+        ("signature changed", tampered),
+        // The signed query of one blob on the path of another.
+        ("another object", format!("{}?{}", path_of(&other_location), query_of(&location))),
+    ];
+    for (what, url) in refusals {
+        let (status, _, text) = fetch(url).await;
+        assert_eq!(status, 403, "{what}: {text}");
+        assert!(text.contains("<Code>SignatureDoesNotMatch</Code>"), "{what}: {text}");
+    }
+
+    // Expired: the same presigning as the registry's redirects, for one second.
+    let expiring = registry.store().await.presigned_get(&common::blob_key(&digest), Duration::from_secs(1)).await.expect("presign");
+    let expiring = expiring.expect("the S3 store presigns");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _, text) = fetch(expiring).await;
+    assert_eq!(status, 403, "expired: {text}");
+    assert!(text.contains("<Code>AccessDenied</Code>"), "expired: {text}");
+}
+
+/// The `Location` of the redirect a blob GET answers with.
+async fn redirect_location(registry: &RegistryClient, repo: &str, digest: &str) -> String {
+    let res = get(registry, &format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(res.status(), 307, "blob GET of {digest}");
+    res.headers()["location"].to_str().expect("ASCII Location").to_owned()
+}
+
+fn path_of(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(path, _)| path)
+}
+
+fn query_of(url: &str) -> &str {
+    url.split_once('?').map_or("", |(_, query)| query)
 }
 
 /// Blob GETs the registry answered so far, from its metrics.

@@ -1,7 +1,8 @@
 //! Evidence in cosign's format, made with a real key, for the gated-namespace workloads:
 //! `cosign sign --key` (a simple-signing layer under the `sha256-<hex>.sig` tag) and `cosign attest
 //! --key --type vuln` (a DSSE envelope of an in-toto statement under `sha256-<hex>.att`) carrying a
-//! Trivy report with no findings.
+//! Trivy report with no findings. And what an attacker with push rights attaches to such an image:
+//! junk referrers, and referrers whose layers all name one big envelope that does not verify.
 //!
 //! The same formats as `tests/common/cosign.rs`, cut to what a passing verdict needs and copied
 //! rather than shared: that module pushes through the test harness's client, this one through the
@@ -11,16 +12,20 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use base64::Engine as _;
+use futures::StreamExt as _;
 use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 
-use crate::registry::{image_manifest, Registry, OCI_MANIFEST};
+use crate::registry::{image_manifest, Registry, MANIFEST_ACCEPT, OCI_MANIFEST};
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
 const IN_TOTO: &str = "application/vnd.in-toto+json";
 /// cosign's vulnerability predicate type.
 const VULN: &str = "https://cosign.sigstore.dev/attestation/vuln/v1";
+/// The config of artifact manifests (OCI 1.1), and its content.
+const EMPTY: &str = "application/vnd.oci.empty.v1+json";
+const EMPTY_JSON: &[u8] = b"{}";
 
 /// Writes `cosign.key` (PKCS#8 PEM, unencrypted) and `cosign.pub` into `dir`.
 pub(crate) fn keygen(dir: &Path) -> anyhow::Result<()> {
@@ -118,4 +123,77 @@ fn trivy_predicate(now: &str) -> serde_json::Value {
         },
         "metadata": { "scanStartedOn": now, "scanFinishedOn": now },
     })
+}
+
+/// Pushes `n` referrers of `digest` in `repo` under an artifact type that carries no evidence,
+/// each a distinct manifest of one small layer.
+pub(crate) async fn push_junk_referrers(registry: &Registry, repo: &str, digest: &str, n: usize) -> anyhow::Result<()> {
+    let subject = subject_descriptor(registry, repo, digest).await?;
+    let layer = registry.push_blob(repo, b"junk").await?;
+    let manifests = (0..n).map(|index| {
+        let layers = vec![serde_json::json!({ "mediaType": "application/octet-stream", "digest": layer, "size": 4, "annotations": { "n": index.to_string() } })];
+        (layers, "application/vnd.example.junk")
+    });
+    push_referrers(registry, repo, &subject, manifests.collect()).await
+}
+
+/// Pushes `n` attestation referrers of `digest` in `repo`, each of `n_layers` DSSE layers naming
+/// the same envelope of about `size` bytes: the most evidence bytes and layers a verdict can be
+/// asked to read. The envelope's statement is about `digest`, with a predicate of many small
+/// values (the most memory a JSON parser needs per byte), and its signature does not verify, so
+/// the verifier decodes and parses all of it before rejecting it.
+pub(crate) async fn push_heavy_referrers(registry: &Registry, repo: &str, digest: &str, n: usize, n_layers: usize, size: usize) -> anyhow::Result<()> {
+    let subject = subject_descriptor(registry, repo, digest).await?;
+    let padding = "0,".repeat(size * 3 / 8);
+    let statement = format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"{repo}","digest":{{"sha256":"{}"}}}}],"predicateType":"{VULN}","predicate":{{"padding":[{padding}0]}}}}"#,
+        digest.trim_start_matches("sha256:")
+    );
+    let envelope = serde_json::to_vec(&serde_json::json!({
+        "payloadType": IN_TOTO,
+        "payload": b64(statement.as_bytes()),
+        "signatures": [{ "keyid": "", "sig": b64(&[1; 72]) }],
+    }))?;
+    let envelope_digest = registry.push_blob(repo, &envelope).await?;
+    let manifests = (0..n).map(|index| {
+        let layers = (0..n_layers)
+            .map(|layer| {
+                serde_json::json!({
+                    "mediaType": DSSE, "digest": envelope_digest, "size": envelope.len(),
+                    "annotations": { "predicateType": VULN, "piece": format!("{index}/{layer}") },
+                })
+            })
+            .collect();
+        (layers, DSSE)
+    });
+    push_referrers(registry, repo, &subject, manifests.collect()).await
+}
+
+/// The descriptor of manifest `digest` in `repo`, as a `subject` names it.
+async fn subject_descriptor(registry: &Registry, repo: &str, digest: &str) -> anyhow::Result<serde_json::Value> {
+    let res = registry.client().head(registry.url(&format!("/v2/{repo}/manifests/{digest}"))).header("accept", MANIFEST_ACCEPT).send().await?;
+    anyhow::ensure!(res.status() == 200, "HEAD {repo}@{digest} answered {}", res.status());
+    let size = res.content_length().context("HEAD of a manifest has no Content-Length")?;
+    Ok(serde_json::json!({ "mediaType": OCI_MANIFEST, "digest": digest, "size": size }))
+}
+
+/// Pushes artifact manifests of (layers, artifact type) with `subject`, by digest, eight at a time.
+async fn push_referrers(registry: &Registry, repo: &str, subject: &serde_json::Value, manifests: Vec<(Vec<serde_json::Value>, &str)>) -> anyhow::Result<()> {
+    let config = registry.push_blob(repo, EMPTY_JSON).await?;
+    let pushes = manifests.into_iter().map(|(layers, artifact_type)| {
+        let config = config.clone();
+        async move {
+            let manifest = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_MANIFEST,
+                "artifactType": artifact_type,
+                "config": { "mediaType": EMPTY, "digest": config, "size": EMPTY_JSON.len() },
+                "layers": layers,
+                "subject": subject,
+            }))?;
+            registry.put_manifest(repo, &crate::content::sha256(&manifest), OCI_MANIFEST, &manifest).await
+        }
+    });
+    let pushed: Vec<anyhow::Result<String>> = futures::stream::iter(pushes).buffer_unordered(8).collect().await;
+    pushed.into_iter().try_for_each(|result| result.map(drop))
 }

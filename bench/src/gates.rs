@@ -1,10 +1,14 @@
 //! portcullis's own workloads, which Distribution has no counterpart for: cold verdicts (every
-//! signature and scan attestation verified, nothing cached) and promotions of a 20-layer image.
+//! signature and scan attestation verified, nothing cached), promotions of a 20-layer image, and
+//! what hostile evidence costs: pulls of an image flooded with junk referrers, and concurrent
+//! verdicts of images whose referrers name far more evidence than a verdict reads.
 
 use std::time::{Duration, Instant};
 
 use crate::evidence::{self, Key};
-use crate::registry::Registry;
+use crate::load;
+use crate::memory;
+use crate::registry::{Registry, MANIFEST_ACCEPT};
 
 /// p50 and p99 of a set of latencies, milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +78,49 @@ pub(crate) async fn promotions(registry: &Registry, key: &Key, run: u32, n: usiz
         anyhow::ensure!(status == 201, "promotion of {source}@{digest} to {target} answered {status}: {body}");
     }
     Ok(Latencies::of(samples))
+}
+
+/// Closed-loop manifest GETs by digest, cached verdict, of a signed and attested image in the gated
+/// namespace with `n_junk` junk referrers: what a flood adds to every pull.
+pub(crate) async fn flooded_pulls(registry: &Registry, key: &Key, run: u32, n_junk: usize, concurrency: usize, warmup: Duration, window: Duration) -> anyhow::Result<load::Outcome> {
+    let repo = format!("gated/flood-{run}-{n_junk}");
+    let digest = signed_image(registry, key, &repo, "v1", 1, seed(run, 50, n_junk)).await?;
+    evidence::push_junk_referrers(registry, &repo, &digest, n_junk).await?;
+    let spec = load::Spec { method: http::Method::GET, path: format!("/v2/{repo}/manifests/{digest}"), accept: MANIFEST_ACCEPT.to_owned() };
+    // The verdict is computed and cached here, before the clock starts.
+    let res = registry.client().get(registry.url(&spec.path)).header("accept", MANIFEST_ACCEPT).send().await?;
+    anyhow::ensure!(res.status() == 200, "GET {repo}@{digest} with {n_junk} junk referrers answered {}", res.status());
+    load::run(registry.addr, &spec, concurrency, warmup, window).await
+}
+
+/// Peak memory (MiB, `VmHWM`) and wall time of `concurrency` verdict requests sent at once,
+/// spread over `n_images` signed and attested images, each with `n_referrers` attestation
+/// referrers of `n_layers` layers naming one envelope of `size` bytes. Every verdict must pass:
+/// the image's own evidence is read before the junk.
+pub(crate) async fn heavy_verdicts(registry: &Registry, key: &Key, run: u32, n_images: usize, heavy: (usize, usize, usize), concurrency: usize) -> anyhow::Result<(f64, Duration)> {
+    let (n_referrers, n_layers, size) = heavy;
+    let mut images = Vec::with_capacity(n_images);
+    for index in 0..n_images {
+        let repo = format!("gated/heavy-{run}-{n_images}-{index}");
+        let digest = signed_image(registry, key, &repo, "v1", 1, seed(run, 51 + n_images as u64, index)).await?;
+        evidence::push_heavy_referrers(registry, &repo, &digest, n_referrers, n_layers, size).await?;
+        images.push(format!("{repo}@{digest}"));
+    }
+    memory::reset_peak(registry.pid)?;
+    let started = Instant::now();
+    let requests = (0..concurrency).map(|index| {
+        let image = &images[index % images.len()];
+        async move {
+            let res = registry.client().get(registry.url("/api/v1/verdict")).query(&[("image", image)]).send().await?;
+            let status = res.status();
+            let body: serde_json::Value = res.json().await?;
+            anyhow::ensure!(status == 200, "verdict of {image} answered {status}: {body}");
+            anyhow::ensure!(body["verdict"]["passed"] == true, "verdict of {image} did not pass: {body}");
+            Ok(())
+        }
+    });
+    futures::future::try_join_all(requests).await?;
+    Ok((memory::peak_mib(registry.pid)?, started.elapsed()))
 }
 
 /// A seed unique to (run, workload, index), so no two images share a layer.

@@ -4,7 +4,8 @@
 //! and the CNCF Distribution registry on loopback with fresh temp dirs. This binary then drives the
 //! same workloads against both (`measure`, one JSON file per run) and turns the runs into one
 //! markdown table of medians (`report`). It starts and stops no server itself: it is handed their
-//! URLs and process ids, and reads their memory from `/proc`.
+//! URLs and process ids, and reads their memory from `/proc`. On S3 it also creates the buckets
+//! of the runs (`create-bucket`) and measures the store itself with a plain S3 client (`s3.rs`).
 //!
 //! It measures, and asserts nothing about the numbers: a workload that gets a wrong answer (a 403,
 //! a short download) fails the run, because a fast wrong answer is not a result.
@@ -19,6 +20,7 @@ mod memory;
 mod registry;
 mod report;
 mod results;
+mod s3;
 mod workloads;
 
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ enum Command {
         /// Directory to write the key pair into.
         dir: PathBuf,
     },
+    /// Creates BUCKET on the S3 store `PORTCULLIS_TEST_S3_*` names.
+    CreateBucket {
+        /// The bucket's name.
+        bucket: String,
+    },
     /// Runs every workload once against both servers and writes the measurements as JSON.
     Measure(Box<workloads::MeasureArgs>),
     /// Prints the markdown tables (medians over the runs, targets) from the runs' JSON files.
@@ -46,6 +53,10 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     match Command::parse() {
         Command::Keygen { dir } => evidence::keygen(&dir),
+        Command::CreateBucket { bucket } => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            runtime.block_on(async { s3::Store::from_env(&bucket, "")?.create_bucket().await })
+        }
         Command::Measure(args) => {
             // One thread drives the load, so the driver takes at most one core from the servers,
             // the same for each of them.

@@ -162,13 +162,25 @@ impl Registry {
         let started = Instant::now();
         let res = self.client.get(self.url(&format!("/v2/{repo}/blobs/{digest}"))).send().await?;
         anyhow::ensure!(res.status() == 200, "{}: GET blob: {}", self.name, res.status());
-        let mut received = 0u64;
-        let mut stream = res.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            received += chunk?.len() as u64;
-        }
+        let received = drain(res).await?;
         let elapsed = started.elapsed();
         anyhow::ensure!(received == expected_len, "{}: blob download gave {received} of {expected_len} bytes", self.name);
+        Ok(elapsed)
+    }
+
+    /// Downloads a blob from where the registry redirects its GET (which must be a 307),
+    /// discarding the bytes; checks the length. Returns the time from the first request to the
+    /// last byte.
+    pub(crate) async fn download_redirected(&self, repo: &str, digest: &str, expected_len: u64) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let res = self.client.get(self.url(&format!("/v2/{repo}/blobs/{digest}"))).send().await?;
+        anyhow::ensure!(res.status() == 307, "{}: GET blob: {}, expected a 307", self.name, res.status());
+        let location = location_of(&res)?;
+        let res = self.client.get(&location).send().await?;
+        anyhow::ensure!(res.status() == 200, "{}: GET of the presigned URL: {}", self.name, res.status());
+        let received = drain(res).await?;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(received == expected_len, "{}: redirected download gave {received} of {expected_len} bytes", self.name);
         Ok(elapsed)
     }
 
@@ -209,6 +221,16 @@ impl Registry {
         let manifest = image_manifest(&config_digest, config.len(), layers)?;
         self.put_manifest(repo, tag, OCI_MANIFEST, &manifest).await
     }
+}
+
+/// Reads a response body to its end; returns its length.
+async fn drain(res: reqwest::Response) -> anyhow::Result<u64> {
+    let mut received = 0u64;
+    let mut stream = res.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        received += chunk?.len() as u64;
+    }
+    Ok(received)
 }
 
 /// `url` with `query` appended (`?` or `&`).

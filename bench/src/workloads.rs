@@ -52,14 +52,35 @@ pub(crate) struct MeasureArgs {
     #[arg(long)]
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
-    /// `manifests` (with cold verdicts and promotions), `parallel`, `log` (the request log). `scripts/bench` runs each
-    /// group on freshly started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,log")]
+    /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
+    /// portcullis only), `log` (the request log). `scripts/bench` runs each group on freshly
+    /// started servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
     #[arg(long, default_value_t = 1024)]
     parallel_upload_mib: usize,
+    /// With `--storage s3`: the bucket both servers store in, on the store `PORTCULLIS_TEST_S3_*`
+    /// names. The blob group then also measures the store itself with a plain S3 client.
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    /// The key prefix of this run in `--s3-bucket`; the store's ceilings are measured below it.
+    #[arg(long, default_value = "")]
+    s3_prefix: String,
+    /// A second portcullis on the same store, with `redirect_blobs`: the blob group also measures
+    /// the download through it (a 307 to a presigned URL, followed).
+    #[arg(long, requires = "portcullis_redirect_pid")]
+    portcullis_redirect: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    portcullis_redirect_pid: Option<u32>,
+    /// A second Distribution on the same store, with its redirects on.
+    #[arg(long, requires = "distribution_redirect_pid")]
+    distribution_redirect: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    distribution_redirect_pid: Option<u32>,
     /// portcullis's log file (its stderr), for the `log` group.
     #[arg(long)]
     portcullis_log: Option<PathBuf>,
@@ -86,6 +107,8 @@ pub(crate) enum Group {
     Manifests,
     /// Concurrent uploads, for memory.
     Parallel,
+    /// Junk referrers on the pull path, and concurrent verdicts of heavy evidence, for memory.
+    Evidence,
     /// The request log: bytes per request, and throughput with it on and off.
     Log,
 }
@@ -105,6 +128,10 @@ struct Sizes {
     cold_verdicts: usize,
     promotions: usize,
     promotion_layers: usize,
+    junk_referrers: usize,
+    /// Referrers per image, layers per referrer, bytes of the one envelope they all name.
+    heavy: (usize, usize, usize),
+    heavy_verdicts: usize,
 }
 
 const KIB: usize = 1 << 10;
@@ -128,6 +155,9 @@ impl Sizes {
                 cold_verdicts: 3,
                 promotions: 3,
                 promotion_layers: 20,
+                junk_referrers: 20,
+                heavy: (4, 4, 64 * KIB),
+                heavy_verdicts: 4,
             };
         }
         Sizes {
@@ -144,7 +174,16 @@ impl Sizes {
             cold_verdicts: 100,
             promotions: 20,
             promotion_layers: 20,
+            junk_referrers: 1000,
+            heavy: (64, 16, 2 * MIB),
+            heavy_verdicts: 16,
         }
+    }
+
+    /// `64 referrers x 16 layers of one 2 MiB envelope`.
+    fn heavy_words(&self) -> String {
+        let (n_referrers, n_layers, size) = self.heavy;
+        format!("{n_referrers} referrers x {n_layers} layers of one {} envelope", human(size))
     }
 
     fn describe(&self, groups: &[Group]) -> Vec<String> {
@@ -158,6 +197,10 @@ impl Sizes {
                     words.push(format!("{} cold verdicts, {} promotions of {} layers", self.cold_verdicts, self.promotions, self.promotion_layers));
                 }
                 Group::Parallel => words.push(format!("{} concurrent uploads of {}", self.parallel_uploads, human(self.parallel_upload))),
+                Group::Evidence => {
+                    words.push(format!("{} junk referrers", self.junk_referrers));
+                    words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
+                }
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
             }
         }
@@ -188,7 +231,18 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     let distribution = Registry::new(DISTRIBUTION, &args.distribution, args.distribution_pid)?;
     let key = Key::load(&args.key)?;
     std::fs::create_dir_all(&args.scratch)?;
-    for registry in [&portcullis, &distribution] {
+    // The redirecting twins answer blob GETs with 307s; they are listed under the column of the
+    // server they twin.
+    let mut redirecting = Vec::new();
+    for (name, url, pid) in [
+        (PORTCULLIS, &args.portcullis_redirect, args.portcullis_redirect_pid),
+        (DISTRIBUTION, &args.distribution_redirect, args.distribution_redirect_pid),
+    ] {
+        if let (Some(url), Some(pid)) = (url, pid) {
+            redirecting.push(Registry::new(name, url, pid)?);
+        }
+    }
+    for registry in [&portcullis, &distribution].into_iter().chain(&redirecting) {
         registry.wait_ready(Duration::from_secs(30)).await?;
     }
     // Alternate who goes first, so neither always meets the page cache the other left behind.
@@ -206,8 +260,13 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         progress(run, "machine ceilings");
         let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 9, 0));
         results.ceilings = crate::ceilings::measure(&data, &args.scratch)?;
+        if let Some(bucket) = &args.s3_bucket {
+            progress(run, "the S3 store's own throughput");
+            let store = crate::s3::Store::from_env(bucket, &args.s3_prefix)?;
+            results.ceilings.extend(store.ceilings(&data, portcullis.client()).await?);
+        }
         drop(data);
-        blob_workloads(&sizes, run, &both, &mut results).await?;
+        blob_workloads(&sizes, run, &both, &redirecting, &mut results).await?;
     }
     if args.groups.contains(&Group::Skopeo) {
         skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
@@ -232,6 +291,9 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     }
     if args.groups.contains(&Group::Parallel) {
         parallel_uploads(&sizes, run, &both, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Evidence) {
+        evidence_workloads(&sizes, run, &portcullis, &key, &mut results).await?;
     }
     if args.groups.contains(&Group::Log) {
         let (Some(url), Some(pid), Some(portcullis_log), Some(distribution_log)) =
@@ -269,8 +331,9 @@ fn record_peaks(results: &mut RunResults, key: &str, what: &str, registries: &[&
     Ok(())
 }
 
-/// Monolithic and chunked uploads, and a download of the uploaded blob.
-async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], results: &mut RunResults) -> anyhow::Result<()> {
+/// Monolithic and chunked uploads, and a download of the uploaded blob: from each server, and
+/// through its redirecting twin when there is one.
+async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], redirecting: &[Registry], results: &mut RunResults) -> anyhow::Result<()> {
     let size = human(sizes.blob);
     for (index, &registry) in both.iter().enumerate() {
         let repo = format!("bench/blobs-{run}");
@@ -287,6 +350,15 @@ async fn blob_workloads(sizes: &Sizes, run: u32, both: &[&Registry], results: &m
         let elapsed = registry.download(&repo, &digest, sizes.blob as u64).await?;
         results.record("download", &format!("blob download, {size} (MiB/s)"), Better::Higher, registry.name, mib_per_s(sizes.blob, elapsed));
         record_peaks(results, "download", &format!("blob download {size}"), &[registry])?;
+
+        if let Some(twin) = redirecting.iter().find(|twin| twin.name == registry.name) {
+            progress(run, &format!("{}: download {size} through a 307 to the store", registry.name));
+            reset_peaks(&[twin])?;
+            let elapsed = twin.download_redirected(&repo, &digest, sizes.blob as u64).await?;
+            let label = format!("blob download, {size}, 307 to a presigned URL, followed (MiB/s)");
+            results.record("download_redirect", &label, Better::Higher, twin.name, mib_per_s(sizes.blob, elapsed));
+            record_peaks(results, "download_redirect", &format!("blob download {size} redirected"), &[twin])?;
+        }
 
         progress(run, &format!("{}: upload {size} in {} chunks", registry.name, human(sizes.chunk)));
         let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 11, index));
@@ -439,6 +511,31 @@ async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: 
         for location in next_locations {
             registry.cancel_upload(&location).await?;
         }
+    }
+    Ok(())
+}
+
+/// Gated pulls with and without a flood of junk referrers (the verdict cached), and concurrent
+/// verdicts of images whose referrers name far more evidence than a verdict reads: of one image
+/// (they share one computation) and of as many images (they do not). portcullis only.
+async fn evidence_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, key: &Key, results: &mut RunResults) -> anyhow::Result<()> {
+    let concurrency = 16;
+    for n_junk in [0, sizes.junk_referrers] {
+        progress(run, &format!("evidence: gated GET by digest, {n_junk} junk referrers, concurrency {concurrency}"));
+        let outcome = gates::flooded_pulls(portcullis, key, run, n_junk, concurrency, sizes.warmup, sizes.window).await?;
+        let row = format!("flood_{n_junk}_get");
+        let what = format!("gated manifest GET by digest, c={concurrency}, {n_junk} junk referrers");
+        results.record(&format!("{row}_rps"), &format!("{what} (req/s)"), Better::Higher, PORTCULLIS, outcome.requests_per_s);
+        results.record(&format!("{row}_p50"), &format!("{what}: p50 (ms)"), Better::Lower, PORTCULLIS, outcome.p50_ms);
+        results.record(&format!("{row}_p99"), &format!("{what}: p99 (ms)"), Better::Lower, PORTCULLIS, outcome.p99_ms);
+    }
+    for (row, n_images) in [("heavy_one", 1), ("heavy_many", sizes.heavy_verdicts)] {
+        let images = if n_images == 1 { "one image".to_owned() } else { format!("{n_images} images") };
+        let what = format!("{} concurrent verdicts of {images} with {}", sizes.heavy_verdicts, sizes.heavy_words());
+        progress(run, &format!("evidence: {what}"));
+        let (peak, elapsed) = gates::heavy_verdicts(portcullis, key, run, n_images, sizes.heavy, sizes.heavy_verdicts).await?;
+        results.record(&format!("rss_peak_{row}"), &format!("peak memory: {what} (MiB)"), Better::Lower, PORTCULLIS, peak);
+        results.record(&format!("{row}_time"), &format!("{what}: all answered (ms)"), Better::Lower, PORTCULLIS, elapsed.as_secs_f64() * 1000.0);
     }
     Ok(())
 }

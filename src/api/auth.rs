@@ -118,7 +118,14 @@ impl<'a> ChallengeFor<'a> {
     }
 
     fn unauthorized(&self, message: impl Into<String>, scope: Option<&str>, error: Option<&str>) -> ApiError {
-        ApiError::Unauthorized { message: message.into(), challenge: self.header(scope, error) }
+        ApiError::Challenged { err: Box::new(ApiError::Unauthorized(message.into())), challenge: self.header(scope, error) }
+    }
+
+    /// A failed login or token check, with the challenge for `scope`. A rejected registry token
+    /// is named as such (RFC 6750 `error="invalid_token"`), so the client fetches a new one.
+    fn refused(&self, err: AuthError, scope: Option<&str>) -> ApiError {
+        let error = matches!(err, AuthError::InvalidToken(_)).then_some("invalid_token");
+        ApiError::Challenged { err: Box::new(err.into()), challenge: self.header(scope, error) }
     }
 }
 
@@ -127,15 +134,6 @@ fn scope_for(repo: &str, action: Action) -> String {
     match action {
         Action::Push => format!("repository:{repo}:pull,push"),
         other => format!("repository:{repo}:{other}"),
-    }
-}
-
-fn auth_error(err: AuthError, challenge: &ChallengeFor<'_>, scope: Option<&str>) -> ApiError {
-    match err {
-        AuthError::BadCredentials => challenge.unauthorized(err.to_string(), scope, None),
-        AuthError::InvalidToken(_) => challenge.unauthorized(err.to_string(), scope, Some("invalid_token")),
-        AuthError::Throttled(wait) => ApiError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) },
-        AuthError::Unavailable(message) => ApiError::AuthUnavailable(message),
     }
 }
 
@@ -179,10 +177,10 @@ pub(super) async fn admit(
                 if !auth.config().basic {
                     return Err(challenge.unauthorized("basic authentication is not accepted here; use a token", first_scope.as_deref(), None));
                 }
-                auth.login(&user, &password, conn.peer.ip()).await.map_err(|err| auth_error(err, &challenge, first_scope.as_deref()))?
+                auth.login(&user, &password, conn.peer.ip()).await.map_err(|err| challenge.refused(err, first_scope.as_deref()))?
             }
             Ok(Credentials::Bearer(token)) => {
-                auth.verify_token(&token).map_err(|err| auth_error(err, &challenge, first_scope.as_deref()))?
+                auth.verify_token(&token).map_err(|err| challenge.refused(err, first_scope.as_deref()))?
             }
             Err(()) => return Err(challenge.unauthorized("malformed Authorization header", first_scope.as_deref(), None)),
         }
@@ -265,15 +263,9 @@ pub(super) async fn token(
             Some(_) => return Err(ApiError::BadRequest("unsupported grant_type; use password".to_owned())),
         }
     }
-    let login_challenge = || ApiError::Unauthorized {
-        message: AuthError::BadCredentials.to_string(),
-        challenge: format!("Basic realm=\"{}\"", auth.config().service),
-    };
-    let refused = |err: AuthError| match err {
-        AuthError::BadCredentials | AuthError::InvalidToken(_) => login_challenge(),
-        AuthError::Throttled(wait) => ApiError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) },
-        AuthError::Unavailable(message) => ApiError::AuthUnavailable(message),
-    };
+    // The token endpoint is where clients send credentials, so it asks for them plainly.
+    let challenge = format!("Basic realm=\"{}\"", auth.config().service);
+    let refused = |err: AuthError| ApiError::Challenged { err: Box::new(err.into()), challenge: challenge.clone() };
     let client = conn.peer.ip();
     let principal = match (form_login, credentials(headers)) {
         (Some((user, password)), _) => auth.login(&user, &password, client).await.map_err(refused)?,
@@ -283,7 +275,7 @@ pub(super) async fn token(
             Some(name) => auth.certificate(name),
             None => auth.anonymous(),
         },
-        (None, Err(())) => return Err(login_challenge()),
+        (None, Err(())) => return Err(refused(AuthError::BadCredentials)),
     };
     let scopes: Vec<Scope> = scopes.iter().flat_map(|s| s.split(' ')).filter_map(Scope::parse).collect();
     let issued = auth.issue(&principal, &scopes);
@@ -357,7 +349,7 @@ where
             if let (true, Some(peer)) = (presents_credentials, peer) {
                 if let Some(wait) = auth.address_blocked(peer) {
                     tracing::info!(client = %peer, path = req.uri().path(), "login throttled");
-                    let err = ApiError::TooManyRequests { retry_after_secs: wait.as_secs().max(1) };
+                    let err = ApiError::from(AuthError::Throttled(wait));
                     return Box::pin(std::future::ready(Ok(super::error_response(&self.registry, &err))));
                 }
             }

@@ -20,7 +20,7 @@ pub(super) async fn get(
         if let Some(url) = registry.blob_redirect(name, digest).await? {
             // The object store serves the bytes (and any Range) itself.
             let reply = [(header::LOCATION, url), (DOCKER_CONTENT_DIGEST, digest.to_string())];
-            return Ok(empty_response(StatusCode::TEMPORARY_REDIRECT, &reply));
+            return empty_response(StatusCode::TEMPORARY_REDIRECT, &reply);
         }
     }
     let size = registry.blob_size(name, digest).await?;
@@ -43,21 +43,19 @@ pub(super) async fn get(
         reply.push((header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", end - 1)));
     }
     if head {
-        let mut response = empty_response(status, &reply);
-        super::set_headers(&mut response, &reply);
-        return Ok(response);
+        return empty_response(status, &reply);
     }
     let reader = registry.open_blob(name, digest, range).await?;
     let mut response = http::Response::new(stream_body(reader.body));
     *response.status_mut() = status;
-    super::set_headers(&mut response, &reply);
+    super::set_headers(&mut response, &reply)?;
     Ok(response)
 }
 
 /// end-10: `DELETE /v2/<name>/blobs/<digest>`.
 pub(super) async fn delete(registry: &Registry, name: &RepoName, digest: &Digest, actor: &str) -> Result<http::Response<Body>, ApiError> {
     registry.delete_blob(name, digest, actor).await?;
-    Ok(empty_response(StatusCode::ACCEPTED, &[(DOCKER_CONTENT_DIGEST, digest.to_string())]))
+    empty_response(StatusCode::ACCEPTED, &[(DOCKER_CONTENT_DIGEST, digest.to_string())])
 }
 
 /// Parses a single `bytes=` range against a blob of `size` bytes into `start..end` (exclusive).

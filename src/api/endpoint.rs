@@ -1,14 +1,17 @@
-//! Routing: `(method, path, query)` -> [`Endpoint`], with names of any depth parsed once.
+//! Routing: `(method, path, query)` -> [`Endpoint`], with names, digests and upload ids parsed
+//! once, here.
 //!
-//! Repository names contain `/`, so routes are recognised by their suffix (`.../manifests/<ref>`,
-//! `.../blobs/uploads/<id>`, ...) and everything before it must be a valid name. Ids cite the
-//! distribution-spec's endpoint table.
+//! Paths without a repository name are the rows of one table (`fixed_path`). Repository names
+//! contain `/`, so the others are recognised by their suffix (`.../manifests/<ref>`,
+//! `.../blobs/uploads/<id>`, ...; `split_suffix`) and everything before it must be a valid name.
+//! Ids cite the distribution-spec's endpoint table.
 
 use http::Method;
+use storage::digest::DigestError;
 use storage::Digest;
 
 use crate::auth::rules::Action;
-use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag};
+use crate::registry::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
 
 /// A recognised request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,13 +25,13 @@ pub enum Endpoint {
     /// end-4a/4b/11: `POST /v2/<name>/blobs/uploads/` (session, monolithic with `digest`, or mount)
     StartUpload { name: RepoName, digest: Option<Digest>, mount: Option<Digest>, from: Option<RepoName> },
     /// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`
-    PatchUpload { name: RepoName, upload_id: String },
+    PatchUpload { name: RepoName, upload_id: UploadId },
     /// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`
-    FinishUpload { name: RepoName, upload_id: String, digest: Digest },
+    FinishUpload { name: RepoName, upload_id: UploadId, digest: Digest },
     /// end-13: `GET /v2/<name>/blobs/uploads/<id>`
-    UploadStatus { name: RepoName, upload_id: String },
+    UploadStatus { name: RepoName, upload_id: UploadId },
     /// `DELETE /v2/<name>/blobs/uploads/<id>`
-    CancelUpload { name: RepoName, upload_id: String },
+    CancelUpload { name: RepoName, upload_id: UploadId },
     /// end-3: `GET`/`HEAD /v2/<name>/manifests/<reference>`
     GetManifest { name: RepoName, reference: Reference, head: bool },
     /// end-7: `PUT /v2/<name>/manifests/<reference>` (with `?tag=` repeated, v1.1.1)
@@ -94,6 +97,12 @@ pub enum RouteError {
     /// A query parameter is malformed.
     #[error("invalid query parameter {0}")]
     Query(String),
+    /// A manifest read or delete names a reference that is neither a tag nor a digest.
+    #[error("manifest unknown: {0}")]
+    ManifestUnknown(NameError),
+    /// A parameter of the registry's own API (`/api/v1/`) is missing or malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 impl Endpoint {
@@ -162,128 +171,184 @@ impl Endpoint {
     /// Routes a request. `query` is the raw query string, if any.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, RouteError> {
         let query = Query::parse(query.unwrap_or(""));
-        match path {
-            "/healthz" => return only_get(method, Endpoint::Health),
-            "/readyz" => return only_get(method, Endpoint::Ready),
-            "/metrics" => return only_get(method, Endpoint::Metrics),
-            "/admission/healthz" => return only_get(method, Endpoint::AdmissionHealth),
-            super::auth::TOKEN_PATH => {
-                let scopes = query.all("scope").map(str::to_owned).collect();
-                return match *method {
-                    // `POST` is the OAuth2 variant: the parameters come as a form in the body.
-                    Method::GET => Ok(Endpoint::Token { scopes, form: false }),
-                    Method::POST => Ok(Endpoint::Token { scopes, form: true }),
-                    _ => Err(RouteError::MethodNotAllowed),
-                };
-            }
-            "/v2" | "/v2/" => return only_get(method, Endpoint::Base),
-            "/api/v1/verdict" => {
-                let image = query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned()))?;
-                let target = query.one("target").map(str::parse).transpose()?;
-                return only_get(method, Endpoint::Verdict { image: image.parse()?, target });
-            }
-            "/api/v1/keys" => return only_get(method, Endpoint::Keys),
-            "/api/v1/promotions" if *method == Method::POST => return Ok(Endpoint::Promote),
-            "/api/v1/promotions" => {
-                let repository = query.one("repository").ok_or_else(|| RouteError::Query("repository is required".to_owned()))?;
-                return only_get(method, Endpoint::ListPromotions { repository: repository.parse()? });
-            }
-            "/api/v1/audit" => {
-                let after = query.count("after")?.unwrap_or(0) as u64;
-                let endpoint = Endpoint::Audit {
-                    kind: query.one("kind").map(str::to_owned),
-                    repository: query.one("repository").map(str::to_owned),
-                    after,
-                    limit: query.count("limit")?,
-                };
-                return only_get(method, endpoint);
-            }
-            "/v2/_catalog" => {
-                let last = query.one("last").map(|l| l.parse()).transpose()?;
-                return only_get(method, Endpoint::Catalog { n: query.count("n")?, last });
-            }
-            _ => {}
+        if let Some(routed) = fixed_path(method, path, &query) {
+            return routed;
         }
         let rest = path.strip_prefix("/v2/").ok_or(RouteError::NotFound)?;
-        let segments: Vec<&str> = rest.split('/').collect();
-        let n = segments.len();
-        let name_of = |end: usize| -> Result<RepoName, RouteError> {
-            if end == 0 {
-                return Err(RouteError::NotFound);
-            }
-            Ok(segments[..end].join("/").parse()?)
-        };
-        let head = method == Method::HEAD;
-        let get_or_head = method == Method::GET || head;
+        repository_path(method, rest, &query)
+    }
+}
 
-        // `.../blobs/uploads/` and `.../blobs/uploads/<id>`
-        if n >= 3 && segments[n - 3] == "blobs" && segments[n - 2] == "uploads" {
-            let name = name_of(n - 3)?;
-            let upload_id = segments[n - 1];
-            if upload_id.is_empty() {
-                if *method != Method::POST {
-                    return Err(RouteError::MethodNotAllowed);
-                }
-                let digest = query.one("digest").map(str::parse).transpose().map_err(NameError::from)?;
-                let mount = query.one("mount").map(str::parse).transpose().map_err(NameError::from)?;
-                let from = query.one("from").map(str::parse).transpose()?;
-                return Ok(Endpoint::StartUpload { name, digest, mount, from });
-            }
-            let upload_id = upload_id.to_owned();
-            return match *method {
-                Method::PATCH => Ok(Endpoint::PatchUpload { name, upload_id }),
-                Method::PUT => {
-                    let digest = query.one("digest").ok_or_else(|| RouteError::Query("digest is required".to_owned()))?;
-                    Ok(Endpoint::FinishUpload { name, upload_id, digest: digest.parse().map_err(NameError::from)? })
-                }
-                Method::GET => Ok(Endpoint::UploadStatus { name, upload_id }),
-                Method::DELETE => Ok(Endpoint::CancelUpload { name, upload_id }),
+/// The paths that hold no repository name, one row each; `None` for any other path.
+fn fixed_path(method: &Method, path: &str, query: &Query) -> Option<Result<Endpoint, RouteError>> {
+    let routed = match path {
+        "/v2" | "/v2/" => only_get(method, Endpoint::Base),
+        "/v2/_catalog" => catalog(method, query),
+        "/healthz" => only_get(method, Endpoint::Health),
+        "/readyz" => only_get(method, Endpoint::Ready),
+        "/metrics" => only_get(method, Endpoint::Metrics),
+        "/admission/healthz" => only_get(method, Endpoint::AdmissionHealth),
+        super::auth::TOKEN_PATH => {
+            let scopes = query.all("scope").map(str::to_owned).collect();
+            match *method {
+                // `POST` is the OAuth2 variant: the parameters come as a form in the body.
+                Method::GET => Ok(Endpoint::Token { scopes, form: false }),
+                Method::POST => Ok(Endpoint::Token { scopes, form: true }),
                 _ => Err(RouteError::MethodNotAllowed),
-            };
+            }
         }
-        if n >= 2 && segments[n - 2] == "blobs" && segments[n - 1] == "uploads" && *method == Method::POST {
-            // `POST .../blobs/uploads` without the trailing slash: clients send both.
-            let name = name_of(n - 2)?;
-            let digest = query.one("digest").map(str::parse).transpose().map_err(NameError::from)?;
-            let mount = query.one("mount").map(str::parse).transpose().map_err(NameError::from)?;
-            let from = query.one("from").map(str::parse).transpose()?;
-            return Ok(Endpoint::StartUpload { name, digest, mount, from });
+        "/api/v1/promotions" if *method == Method::POST => Ok(Endpoint::Promote),
+        "/api/v1/promotions" => own_api(method, || {
+            let repository = query.one("repository").ok_or_else(|| RouteError::Query("repository is required".to_owned()))?;
+            Ok(Endpoint::ListPromotions { repository: repository.parse()? })
+        }),
+        "/api/v1/verdict" => own_api(method, || {
+            let image = query.one("image").ok_or_else(|| RouteError::Query("image is required".to_owned()))?;
+            let target = query.one("target").map(str::parse).transpose()?;
+            Ok(Endpoint::Verdict { image: image.parse()?, target })
+        }),
+        "/api/v1/keys" => own_api(method, || Ok(Endpoint::Keys)),
+        "/api/v1/audit" => own_api(method, || {
+            Ok(Endpoint::Audit {
+                after: query.count("after")?.unwrap_or(0) as u64,
+                kind: query.one("kind").map(str::to_owned),
+                repository: query.one("repository").map(str::to_owned),
+                limit: query.count("limit")?,
+            })
+        }),
+        _ => return None,
+    };
+    Some(routed)
+}
+
+fn catalog(method: &Method, query: &Query) -> Result<Endpoint, RouteError> {
+    let last = query.one("last").map(str::parse).transpose()?;
+    only_get(method, Endpoint::Catalog { n: query.count("n")?, last })
+}
+
+/// What follows the name in `/v2/<name>/...`.
+enum Suffix<'a> {
+    /// `blobs/uploads/`
+    Uploads,
+    /// `blobs/uploads/<id>`
+    Upload(&'a str),
+    /// `blobs/<digest>`
+    Blob(&'a str),
+    /// `manifests/<reference>`
+    Manifest(&'a str),
+    /// `tags/list`
+    TagsList,
+    /// `referrers/<digest>`
+    Referrers(&'a str),
+}
+
+/// Splits the segments after `/v2/` into the name and the suffix. Names contain `/` and may
+/// contain the route words themselves (`blobs/manifests`), so the suffix is matched from the end
+/// and everything before it is the name.
+fn split_suffix<'a>(method: &Method, segments: &'a [&'a str]) -> Option<(&'a [&'a str], Suffix<'a>)> {
+    let split = match segments {
+        [name @ .., "blobs", "uploads", ""] => (name, Suffix::Uploads),
+        [name @ .., "blobs", "uploads", upload_id] => (name, Suffix::Upload(upload_id)),
+        // Clients POST to `.../blobs/uploads` without the trailing slash too.
+        [name @ .., "blobs", "uploads"] if *method == Method::POST => (name, Suffix::Uploads),
+        [name @ .., "blobs", digest] => (name, Suffix::Blob(digest)),
+        [name @ .., "manifests", reference] => (name, Suffix::Manifest(reference)),
+        [name @ .., "tags", "list"] => (name, Suffix::TagsList),
+        [name @ .., "referrers", digest] => (name, Suffix::Referrers(digest)),
+        _ => return None,
+    };
+    Some(split)
+}
+
+/// `/v2/<name>/<suffix>`, `rest` being what follows `/v2/`. The name is checked first, then the
+/// method, then the rest of the path and the query.
+fn repository_path(method: &Method, rest: &str, query: &Query) -> Result<Endpoint, RouteError> {
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (name, suffix) = split_suffix(method, &segments).ok_or(RouteError::NotFound)?;
+    if name.is_empty() {
+        return Err(RouteError::NotFound);
+    }
+    let name: RepoName = name.join("/").parse()?;
+    let head = *method == Method::HEAD;
+    let get_or_head = *method == Method::GET || head;
+    let digest = |text: &str| text.parse::<Digest>().map_err(|err| RouteError::Name(err.into()));
+    match suffix {
+        Suffix::Uploads if *method == Method::POST => Ok(Endpoint::StartUpload {
+            name,
+            digest: query.one("digest").map(digest).transpose()?,
+            mount: query.one("mount").map(digest).transpose()?,
+            from: query.one("from").map(str::parse).transpose()?,
+        }),
+        Suffix::Uploads => Err(RouteError::MethodNotAllowed),
+        Suffix::Upload(upload_id) => {
+            // An id the registry cannot have handed out names no session; it is parsed after the
+            // method and the digest, which say more.
+            let upload_id = || upload_id.parse::<UploadId>();
+            match *method {
+                Method::PATCH => Ok(Endpoint::PatchUpload { name, upload_id: upload_id()? }),
+                Method::PUT => {
+                    let digest = digest(query.one("digest").ok_or_else(|| RouteError::Query("digest is required".to_owned()))?)?;
+                    Ok(Endpoint::FinishUpload { name, upload_id: upload_id()?, digest })
+                }
+                Method::GET => Ok(Endpoint::UploadStatus { name, upload_id: upload_id()? }),
+                Method::DELETE => Ok(Endpoint::CancelUpload { name, upload_id: upload_id()? }),
+                _ => Err(RouteError::MethodNotAllowed),
+            }
         }
-        if n >= 2 && segments[n - 2] == "blobs" {
-            let name = name_of(n - 2)?;
-            let digest: Digest = segments[n - 1].parse().map_err(NameError::from)?;
-            return match *method {
+        Suffix::Blob(text) => {
+            let digest = digest(text)?;
+            match *method {
                 _ if get_or_head => Ok(Endpoint::GetBlob { name, digest, head }),
                 Method::DELETE => Ok(Endpoint::DeleteBlob { name, digest }),
                 _ => Err(RouteError::MethodNotAllowed),
-            };
+            }
         }
-        if n >= 2 && segments[n - 2] == "manifests" {
-            let name = name_of(n - 2)?;
-            let reference: Reference = segments[n - 1].parse()?;
-            return match *method {
-                _ if get_or_head => Ok(Endpoint::GetManifest { name, reference, head }),
+        Suffix::Manifest(text) => {
+            let reference = text.parse::<Reference>();
+            match *method {
+                _ if get_or_head => Ok(Endpoint::GetManifest { name, reference: existing(reference)?, head }),
                 Method::PUT => {
                     let tags = query.all("tag").map(str::parse).collect::<Result<Vec<Tag>, _>>()?;
-                    Ok(Endpoint::PutManifest { name, reference, tags })
+                    Ok(Endpoint::PutManifest { name, reference: reference?, tags })
                 }
-                Method::DELETE => Ok(Endpoint::DeleteManifest { name, reference }),
+                Method::DELETE => Ok(Endpoint::DeleteManifest { name, reference: existing(reference)? }),
                 _ => Err(RouteError::MethodNotAllowed),
-            };
+            }
         }
-        if n >= 2 && segments[n - 2] == "tags" && segments[n - 1] == "list" {
-            let name = name_of(n - 2)?;
+        Suffix::TagsList => {
             let endpoint = Endpoint::ListTags { name, n: query.count("n")?, last: query.one("last").map(str::to_owned) };
-            return only_get(method, endpoint);
+            only_get(method, endpoint)
         }
-        if n >= 2 && segments[n - 2] == "referrers" {
-            let name = name_of(n - 2)?;
-            let digest: Digest = segments[n - 1].parse().map_err(NameError::from)?;
-            let artifact_type = query.one("artifactType").map(str::to_owned);
-            return only_get(method, Endpoint::Referrers { name, digest, artifact_type });
+        Suffix::Referrers(text) => {
+            let endpoint = Endpoint::Referrers { name, digest: digest(text)?, artifact_type: query.one("artifactType").map(str::to_owned) };
+            only_get(method, endpoint)
         }
-        Err(RouteError::NotFound)
     }
+}
+
+/// A read of the registry's own API below `/api/v1/`. A wrong method is that, whatever the
+/// parameters; malformed or missing parameters (names included) are `InvalidRequest`, since the
+/// OCI codes describe `/v2/`, not this API.
+fn own_api(method: &Method, route: impl FnOnce() -> Result<Endpoint, RouteError>) -> Result<Endpoint, RouteError> {
+    if *method != Method::GET && *method != Method::HEAD {
+        return Err(RouteError::MethodNotAllowed);
+    }
+    route().map_err(|err| match err {
+        RouteError::Query(message) => RouteError::InvalidRequest(message),
+        RouteError::Name(err) => RouteError::InvalidRequest(err.to_string()),
+        other => other,
+    })
+}
+
+/// The reference of a read or a delete. One that is neither a tag nor a digest names nothing
+/// that can exist, so it is unknown (404 `MANIFEST_UNKNOWN`, as Distribution answers and the
+/// conformance suite expects), not a bad request; only a push with it is malformed. A digest of
+/// an algorithm the registry does not support stays `UNSUPPORTED`, which says more.
+fn existing(reference: Result<Reference, NameError>) -> Result<Reference, RouteError> {
+    reference.map_err(|err| match err {
+        NameError::Digest(DigestError::Unsupported(_)) => RouteError::Name(err),
+        other => RouteError::ManifestUnknown(other),
+    })
 }
 
 fn only_get(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError> {
@@ -322,104 +387,215 @@ impl Query {
 mod tests {
     use super::*;
 
-    fn check(method: Method, path: &str, query: Option<&str>, expected: &str) {
-        let got = match Endpoint::parse(&method, path, query) {
-            Ok(endpoint) => format!("{endpoint:?}"),
-            Err(err) => format!("error: {err:?}"),
-        };
-        assert!(got.starts_with(expected), "{method} {path}?{query:?}: got {got}, expected {expected}");
+    const ID: &str = "0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11";
+
+    /// A request, and the endpoint with its required access, or the error, that it routes to.
+    type Case<'a> = (Method, String, Option<&'a str>, Result<(Endpoint, Required), RouteError>);
+
+    fn check(method: Method, path: &str, query: Option<&str>, expected: Result<(Endpoint, Required), RouteError>) {
+        let got = Endpoint::parse(&method, path, query).map(|endpoint| {
+            let required = endpoint.required();
+            (endpoint, required)
+        });
+        assert_eq!(got, expected, "{method} {path}?{query:?}");
+    }
+
+    fn name(name: &str) -> RepoName {
+        name.parse().unwrap()
+    }
+
+    fn needs(action: Action, repo: &str) -> Required {
+        Required::Repository(vec![(name(repo), action)])
+    }
+
+    fn invalid(text: &str) -> RouteError {
+        RouteError::InvalidRequest(text.to_owned())
     }
 
     #[test]
-    fn routes() {
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let mount_query = format!("mount={digest}&from=b/c");
+    fn routes_and_required_access() {
+        use Action::{Delete, Pull, Push};
+        use Endpoint as E;
+        let hex = "a".repeat(64);
+        let digest: Digest = format!("sha256:{hex}").parse().unwrap();
+        let id: UploadId = ID.parse().unwrap();
+        let upload = format!("/v2/a/blobs/uploads/{ID}");
         let digest_query = format!("digest={digest}");
-        let cases: Vec<(Method, String, Option<&str>, &str)> = vec![
-            (Method::GET, "/v2/".into(), None, "Base"),
-            (Method::GET, "/v2".into(), None, "Base"),
-            (Method::POST, "/v2/".into(), None, "error: MethodNotAllowed"),
-            (Method::GET, "/v2/_catalog".into(), Some("n=2&last=a/b"), "Catalog { n: Some(2), last: Some(RepoName(\"a/b\")) }"),
-            (Method::GET, format!("/v2/a/b/c/blobs/{digest}"), None, "GetBlob { name: RepoName(\"a/b/c\")"),
-            (Method::HEAD, format!("/v2/a/blobs/{digest}"), None, "GetBlob { name: RepoName(\"a\"), digest: sha256:aaaa"),
-            (Method::DELETE, format!("/v2/a/blobs/{digest}"), None, "DeleteBlob"),
-            (Method::PUT, format!("/v2/a/blobs/{digest}"), None, "error: MethodNotAllowed"),
-            (Method::POST, "/v2/build/app/blobs/uploads/".into(), None, "StartUpload { name: RepoName(\"build/app\"), digest: None"),
-            (Method::POST, "/v2/build/app/blobs/uploads".into(), None, "StartUpload"),
-            (Method::POST, "/v2/a/blobs/uploads/".into(), Some(&mount_query), "StartUpload { name: RepoName(\"a\"), digest: None, mount: Some"),
-            (Method::PATCH, "/v2/a/blobs/uploads/u1".into(), None, "PatchUpload { name: RepoName(\"a\"), upload_id: \"u1\" }"),
-            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), Some(&digest_query), "FinishUpload"),
-            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), None, "error: Query"),
-            (Method::GET, "/v2/a/blobs/uploads/u1".into(), None, "UploadStatus"),
-            (Method::DELETE, "/v2/a/blobs/uploads/u1".into(), None, "CancelUpload"),
-            (Method::GET, "/v2/a/manifests/v1".into(), None, "GetManifest { name: RepoName(\"a\"), reference: Tag(Tag(\"v1\")), head: false }"),
-            (Method::PUT, format!("/v2/a/manifests/{digest}"), Some("tag=x&tag=y"), "PutManifest { name: RepoName(\"a\"), reference: Digest(sha256:aaaa"),
-            (Method::DELETE, "/v2/a/manifests/v1".into(), None, "DeleteManifest"),
-            (Method::GET, "/v2/a/tags/list".into(), Some("n=10&last=v1"), "ListTags { name: RepoName(\"a\"), n: Some(10), last: Some(\"v1\") }"),
-            (Method::GET, format!("/v2/a/referrers/{digest}"), Some("artifactType=application%2Fx"), "Referrers { name: RepoName(\"a\"), digest: sha256:aaaa"),
+        let mount_query = format!("mount={digest}&from=other/app");
+        let sha512 = format!("sha512:{}", "a".repeat(128));
+        let digest_error = |text: &str| NameError::from(text.parse::<Digest>().unwrap_err());
+        let tag = |text: &str| Reference::Tag(text.parse().unwrap());
+        let cases: Vec<Case<'_>> = vec![
+            // Paths without a name.
+            (Method::GET, "/v2/".into(), None, Ok((E::Base, Required::Login))),
+            (Method::GET, "/v2".into(), None, Ok((E::Base, Required::Login))),
+            (Method::POST, "/v2/".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/v2/_catalog".into(), Some("n=2&last=a/b"), Ok((E::Catalog { n: Some(2), last: Some(name("a/b")) }, Required::Catalog))),
+            (Method::DELETE, "/v2/_catalog".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/healthz".into(), None, Ok((E::Health, Required::Nothing))),
+            (Method::GET, "/readyz".into(), None, Ok((E::Ready, Required::Nothing))),
+            (Method::GET, "/metrics".into(), None, Ok((E::Metrics, Required::Nothing))),
+            (Method::HEAD, "/metrics".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/admission/healthz".into(), None, Ok((E::AdmissionHealth, Required::ClientCert))),
+            (
+                Method::GET,
+                "/auth/token".into(),
+                Some("service=p&scope=repository:a:pull&scope=registry:catalog:*"),
+                Ok((E::Token { scopes: vec!["repository:a:pull".into(), "registry:catalog:*".into()], form: false }, Required::Nothing)),
+            ),
+            (Method::POST, "/auth/token".into(), None, Ok((E::Token { scopes: vec![], form: true }, Required::Nothing))),
+            (Method::PUT, "/auth/token".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/elsewhere".into(), None, Err(RouteError::NotFound)),
+            // The registry's own API: its parameters are INVALID_REQUEST, names included.
+            (
+                Method::GET,
+                "/api/v1/verdict".into(),
+                Some("image=build/app:v1&target=prod/app"),
+                Ok((E::Verdict { image: "build/app:v1".parse().unwrap(), target: Some(name("prod/app")) }, needs(Pull, "build/app"))),
+            ),
+            (Method::GET, "/api/v1/verdict".into(), None, Err(invalid("image is required"))),
+            (Method::GET, "/api/v1/verdict".into(), Some("image=Bad/App:v1"), Err(invalid("invalid repository name \"Bad/App\""))),
+            (Method::GET, "/api/v1/verdict".into(), Some("image=a:v1&target=_x"), Err(invalid("invalid repository name \"_x\""))),
+            (Method::POST, "/api/v1/verdict".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/api/v1/keys".into(), None, Ok((E::Keys, Required::Login))),
+            (Method::DELETE, "/api/v1/keys".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::POST, "/api/v1/promotions".into(), None, Ok((E::Promote, Required::Login))),
+            (
+                Method::GET,
+                "/api/v1/promotions".into(),
+                Some("repository=prod/app"),
+                Ok((E::ListPromotions { repository: name("prod/app") }, needs(Pull, "prod/app"))),
+            ),
+            (Method::GET, "/api/v1/promotions".into(), None, Err(invalid("repository is required"))),
+            (
+                Method::GET,
+                "/api/v1/audit".into(),
+                Some("kind=promotion&after=3&limit=5"),
+                Ok((E::Audit { kind: Some("promotion".into()), repository: None, after: 3, limit: Some(5) }, Required::Login)),
+            ),
+            (Method::GET, "/api/v1/audit".into(), None, Ok((E::Audit { kind: None, repository: None, after: 0, limit: None }, Required::Login))),
+            (Method::GET, "/api/v1/audit".into(), Some("limit=-1"), Err(invalid("limit must be a non-negative integer"))),
+            (Method::PUT, "/api/v1/audit".into(), Some("limit=-1"), Err(RouteError::MethodNotAllowed)),
+            // Blobs.
+            (Method::GET, format!("/v2/a/b/c/blobs/{digest}"), None, Ok((E::GetBlob { name: name("a/b/c"), digest: digest.clone(), head: false }, needs(Pull, "a/b/c")))),
+            (Method::HEAD, format!("/v2/a/blobs/{digest}"), None, Ok((E::GetBlob { name: name("a"), digest: digest.clone(), head: true }, needs(Pull, "a")))),
+            (Method::DELETE, format!("/v2/a/blobs/{digest}"), None, Ok((E::DeleteBlob { name: name("a"), digest: digest.clone() }, needs(Delete, "a")))),
+            (Method::PUT, format!("/v2/a/blobs/{digest}"), None, Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/v2/a/blobs/sha256:zz".into(), None, Err(RouteError::Name(digest_error("sha256:zz")))),
+            (Method::GET, "/v2/a/blobs/sha512:aa".into(), None, Err(RouteError::Name(digest_error("sha512:aa")))),
+            // Uploads: the collection, with and without its slash, for sessions, monolithic
+            // pushes and mounts.
+            (
+                Method::POST,
+                "/v2/build/app/blobs/uploads/".into(),
+                None,
+                Ok((E::StartUpload { name: name("build/app"), digest: None, mount: None, from: None }, needs(Push, "build/app"))),
+            ),
+            (
+                Method::POST,
+                "/v2/build/app/blobs/uploads".into(),
+                Some(&digest_query),
+                Ok((E::StartUpload { name: name("build/app"), digest: Some(digest.clone()), mount: None, from: None }, needs(Push, "build/app"))),
+            ),
+            (
+                Method::POST,
+                "/v2/build/app/blobs/uploads/".into(),
+                Some(&mount_query),
+                Ok((
+                    E::StartUpload { name: name("build/app"), digest: None, mount: Some(digest.clone()), from: Some(name("other/app")) },
+                    needs(Push, "build/app"),
+                )),
+            ),
+            (Method::POST, "/v2/a/blobs/uploads/".into(), Some("digest=sha256:zz"), Err(RouteError::Name(digest_error("sha256:zz")))),
+            (Method::GET, "/v2/a/blobs/uploads/".into(), None, Err(RouteError::MethodNotAllowed)),
+            // Without its slash the collection is only a POST; otherwise `uploads` is a digest.
+            (Method::GET, "/v2/a/blobs/uploads".into(), None, Err(RouteError::Name(digest_error("uploads")))),
+            // One session.
+            (Method::PATCH, upload.clone(), None, Ok((E::PatchUpload { name: name("a"), upload_id: id.clone() }, needs(Push, "a")))),
+            (
+                Method::PUT,
+                upload.clone(),
+                Some(&digest_query),
+                Ok((E::FinishUpload { name: name("a"), upload_id: id.clone(), digest: digest.clone() }, needs(Push, "a"))),
+            ),
+            (Method::PUT, upload.clone(), None, Err(RouteError::Query("digest is required".into()))),
+            (Method::GET, upload.clone(), None, Ok((E::UploadStatus { name: name("a"), upload_id: id.clone() }, needs(Push, "a")))),
+            (Method::DELETE, upload.clone(), None, Ok((E::CancelUpload { name: name("a"), upload_id: id.clone() }, needs(Push, "a")))),
+            (Method::POST, upload.clone(), None, Err(RouteError::MethodNotAllowed)),
+            // An id the registry cannot have handed out names no session.
+            (Method::PATCH, "/v2/a/blobs/uploads/u1".into(), None, Err(RouteError::Name(NameError::UploadId("u1".into())))),
+            (Method::GET, "/v2/a/blobs/uploads/not-a-uuid".into(), None, Err(RouteError::Name(NameError::UploadId("not-a-uuid".into())))),
+            (Method::PUT, "/v2/a/blobs/uploads/u1".into(), None, Err(RouteError::Query("digest is required".into()))),
+            // Manifests.
+            (Method::GET, "/v2/a/manifests/v1".into(), None, Ok((E::GetManifest { name: name("a"), reference: tag("v1"), head: false }, needs(Pull, "a")))),
+            (
+                Method::HEAD,
+                format!("/v2/build/app/manifests/{digest}"),
+                None,
+                Ok((E::GetManifest { name: name("build/app"), reference: Reference::Digest(digest.clone()), head: true }, needs(Pull, "build/app"))),
+            ),
+            (
+                Method::PUT,
+                format!("/v2/prod/app/manifests/{digest}"),
+                Some("tag=x&tag=y"),
+                Ok((
+                    E::PutManifest { name: name("prod/app"), reference: Reference::Digest(digest.clone()), tags: vec!["x".parse().unwrap(), "y".parse().unwrap()] },
+                    needs(Push, "prod/app"),
+                )),
+            ),
+            (Method::DELETE, "/v2/build/app/manifests/v1".into(), None, Ok((E::DeleteManifest { name: name("build/app"), reference: tag("v1") }, needs(Delete, "build/app")))),
+            (Method::PATCH, "/v2/a/manifests/..".into(), None, Err(RouteError::MethodNotAllowed)),
             // Names that look like route words are still names.
-            (Method::GET, "/v2/blobs/manifests/manifests/v1".into(), None, "GetManifest { name: RepoName(\"blobs/manifests\")"),
-            // Hostile or malformed names, tags and digests.
-            (Method::GET, "/v2/../etc/manifests/v1".into(), None, "error: Name(Name"),
-            (Method::GET, "/v2/a//b/manifests/v1".into(), None, "error: Name(Name"),
-            (Method::GET, "/v2/A/manifests/v1".into(), None, "error: Name(Name"),
-            (Method::GET, "/v2/a/manifests/..".into(), None, "error: Name(Tag"),
-            (Method::GET, "/v2/a/blobs/sha256:zz".into(), None, "error: Name(Digest(Invalid"),
-            (Method::GET, "/v2/a/blobs/sha512:aa".into(), None, "error: Name(Digest(Unsupported"),
-            (Method::GET, "/v2/manifests/v1".into(), None, "error: NotFound"),
-            (Method::GET, "/v2/a/tags/list".into(), Some("n=-1"), "error: Query"),
-            (Method::GET, "/v2/a/unknown".into(), None, "error: NotFound"),
-            (Method::GET, "/elsewhere".into(), None, "error: NotFound"),
-            (Method::GET, "/healthz".into(), None, "Health"),
-            (Method::GET, "/api/v1/verdict".into(), Some("image=prod/app:v1"), "Verdict { image: ImageRef { repo: RepoName(\"prod/app\")"),
-            (Method::GET, "/api/v1/verdict".into(), None, "error: Query"),
-            (Method::POST, "/api/v1/promotions".into(), None, "Promote"),
-            (Method::GET, "/api/v1/promotions".into(), Some("repository=prod/app"), "ListPromotions"),
-            (Method::GET, "/api/v1/audit".into(), Some("kind=promotion&after=3&limit=5"), "Audit { kind: Some(\"promotion\"), repository: None, after: 3, limit: Some(5) }"),
-            (Method::DELETE, "/api/v1/keys".into(), None, "error: MethodNotAllowed"),
-            (Method::GET, "/metrics".into(), None, "Metrics"),
-            (Method::GET, "/auth/token".into(), Some("service=p&scope=repository:a:pull&scope=registry:catalog:*"), "Token { scopes: [\"repository:a:pull\", \"registry:catalog:*\"], form: false }"),
-            (Method::POST, "/auth/token".into(), None, "Token { scopes: [], form: true }"),
-            (Method::PUT, "/auth/token".into(), None, "error: MethodNotAllowed"),
-            (Method::GET, "/admission/healthz".into(), None, "AdmissionHealth"),
+            (
+                Method::GET,
+                "/v2/blobs/manifests/manifests/v1".into(),
+                None,
+                Ok((E::GetManifest { name: name("blobs/manifests"), reference: tag("v1"), head: false }, needs(Pull, "blobs/manifests"))),
+            ),
+            // Hostile or malformed names.
+            (Method::GET, "/v2/../etc/manifests/v1".into(), None, Err(RouteError::Name(NameError::Name("../etc".into())))),
+            (Method::GET, "/v2/a//b/manifests/v1".into(), None, Err(RouteError::Name(NameError::Name("a//b".into())))),
+            (Method::GET, "/v2/A/manifests/v1".into(), None, Err(RouteError::Name(NameError::Name("A".into())))),
+            (Method::GET, "/v2/manifests/v1".into(), None, Err(RouteError::NotFound)),
+            // A reference that is neither tag nor digest: unknown to reads and deletes, malformed
+            // to a push; an unsupported algorithm is that, everywhere.
+            (Method::GET, "/v2/a/manifests/..".into(), None, Err(RouteError::ManifestUnknown(NameError::Tag("..".into())))),
+            (
+                Method::HEAD,
+                "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(),
+                None,
+                Err(RouteError::ManifestUnknown(NameError::Tag(".INVALID_MANIFEST_NAME".into()))),
+            ),
+            (Method::GET, "/v2/a/manifests/sha256:totallywrong".into(), None, Err(RouteError::ManifestUnknown(digest_error("sha256:totallywrong")))),
+            (
+                Method::DELETE,
+                "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(),
+                None,
+                Err(RouteError::ManifestUnknown(NameError::Tag(".INVALID_MANIFEST_NAME".into()))),
+            ),
+            (Method::PUT, "/v2/a/manifests/.INVALID_MANIFEST_NAME".into(), None, Err(RouteError::Name(NameError::Tag(".INVALID_MANIFEST_NAME".into())))),
+            (Method::PUT, "/v2/a/manifests/sha256:baddigeststring".into(), None, Err(RouteError::Name(digest_error("sha256:baddigeststring")))),
+            (Method::GET, format!("/v2/a/manifests/{sha512}"), None, Err(RouteError::Name(digest_error(&sha512)))),
+            // Tags and referrers.
+            (
+                Method::GET,
+                "/v2/a/tags/list".into(),
+                Some("n=10&last=v1"),
+                Ok((E::ListTags { name: name("a"), n: Some(10), last: Some("v1".into()) }, needs(Pull, "a"))),
+            ),
+            (Method::GET, "/v2/a/tags/list".into(), Some("n=-1"), Err(RouteError::Query("n must be a non-negative integer".into()))),
+            (Method::DELETE, "/v2/a/tags/list".into(), None, Err(RouteError::MethodNotAllowed)),
+            (
+                Method::GET,
+                format!("/v2/a/referrers/{digest}"),
+                Some("artifactType=application%2Fx"),
+                Ok((E::Referrers { name: name("a"), digest: digest.clone(), artifact_type: Some("application/x".into()) }, needs(Pull, "a"))),
+            ),
+            (Method::GET, "/v2/a/unknown".into(), None, Err(RouteError::NotFound)),
+            (Method::GET, "/v2/a".into(), None, Err(RouteError::NotFound)),
         ];
         for (method, path, query, expected) in cases {
             check(method, &path, query, expected);
         }
-    }
-
-    #[test]
-    fn required_access() {
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let check = |method: Method, path: &str, query: Option<&str>, expected: &str| {
-            let endpoint = Endpoint::parse(&method, path, query).unwrap();
-            let got = match endpoint.required() {
-                Required::Repository(needs) => needs.iter().map(|(repo, action)| format!("{action} {repo}")).collect::<Vec<_>>().join(", "),
-                other => format!("{other:?}"),
-            };
-            assert_eq!(got, expected, "{method} {path}");
-        };
-        check(Method::GET, "/v2/", None, "Login");
-        check(Method::GET, "/healthz", None, "Nothing");
-        check(Method::GET, "/metrics", None, "Nothing");
-        check(Method::GET, "/auth/token", None, "Nothing");
-        check(Method::GET, "/admission/healthz", None, "ClientCert");
-        check(Method::GET, "/v2/_catalog", None, "Catalog");
-        check(Method::GET, "/v2/build/app/manifests/v1", None, "pull build/app");
-        check(Method::HEAD, &format!("/v2/build/app/blobs/{digest}"), None, "pull build/app");
-        check(Method::GET, "/v2/build/app/tags/list", None, "pull build/app");
-        check(Method::GET, &format!("/v2/build/app/referrers/{digest}"), None, "pull build/app");
-        check(Method::PUT, "/v2/prod/app/manifests/v1", None, "push prod/app");
-        check(Method::POST, "/v2/build/app/blobs/uploads/", Some(&format!("mount={digest}&from=other/app")), "push build/app");
-        check(Method::PATCH, "/v2/build/app/blobs/uploads/u", None, "push build/app");
-        check(Method::PUT, "/v2/build/app/blobs/uploads/u", Some(&format!("digest={digest}")), "push build/app");
-        check(Method::DELETE, "/v2/build/app/blobs/uploads/u", None, "push build/app");
-        check(Method::DELETE, "/v2/build/app/manifests/v1", None, "delete build/app");
-        check(Method::DELETE, &format!("/v2/build/app/blobs/{digest}"), None, "delete build/app");
-        check(Method::GET, "/api/v1/verdict", Some("image=build/app:v1&target=prod/app"), "pull build/app");
-        check(Method::GET, "/api/v1/promotions", Some("repository=prod/app"), "pull prod/app");
-        check(Method::POST, "/api/v1/promotions", None, "Login");
-        check(Method::GET, "/api/v1/audit", None, "Login");
-        check(Method::GET, "/api/v1/keys", None, "Login");
     }
 }

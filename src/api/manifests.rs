@@ -38,11 +38,11 @@ pub(super) async fn get(
         (header::ETAG, format!("\"{}\"", manifest.digest)),
     ];
     let mut response = if head {
-        empty_response(StatusCode::OK, &[])
+        empty_response(StatusCode::OK, &[])?
     } else {
         http::Response::new(full(manifest.bytes))
     };
-    set_headers(&mut response, &reply);
+    set_headers(&mut response, &reply)?;
     Ok(response)
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn put(
     if let Some(subject) = &pushed.subject {
         reply.push((OCI_SUBJECT, subject.to_string()));
     }
-    Ok(empty_response(StatusCode::CREATED, &reply))
+    empty_response(StatusCode::CREATED, &reply)
 }
 
 /// end-9: `DELETE /v2/<name>/manifests/<reference>`.
@@ -100,7 +100,7 @@ pub(super) async fn delete(
     actor: &str,
 ) -> Result<http::Response<Body>, ApiError> {
     registry.delete_manifest(name, reference, actor).await?;
-    Ok(empty_response(StatusCode::ACCEPTED, &[]))
+    empty_response(StatusCode::ACCEPTED, &[])
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::registry::body::BodyReadError;
-use crate::registry::Registry;
+use crate::registry::{Registry, RegistryError};
 use endpoint::Endpoint;
 use error::ApiError;
 
@@ -180,18 +180,12 @@ async fn dispatch(
 }
 
 fn error_response(registry: &Registry, err: &ApiError) -> Response<Body> {
-    let (status, _) = err.status_and_code();
-    if status.is_server_error() {
+    let response = err.response();
+    if response.status().is_server_error() {
         // Logged once, with the full cause, inside the request span; the body says nothing internal.
         tracing::error!(error = %err, "request failed");
         if err.is_storage_failure() {
             registry.metrics.storage_errors.inc();
-        }
-    }
-    let mut response = json_response(status, err.body());
-    for (name, value) in err.headers() {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
         }
     }
     response
@@ -259,22 +253,41 @@ fn text_response(status: StatusCode, text: &str) -> Response<Body> {
 }
 
 /// A response with no body and the given headers.
-fn empty_response(status: StatusCode, headers: &[(HeaderName, String)]) -> Response<Body> {
+fn empty_response(status: StatusCode, headers: &[(HeaderName, String)]) -> Result<Response<Body>, ApiError> {
     let mut response = Response::new(empty());
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-    set_headers(&mut response, headers);
-    response
+    set_headers(&mut response, headers)?;
+    Ok(response)
 }
 
-fn set_headers(response: &mut Response<Body>, headers: &[(HeaderName, String)]) {
+/// Sets `headers` on `response`. Some values come from the store (a manifest's media type), so
+/// one that is not a valid header value is an internal error, answered with a 500, not a panic.
+fn set_headers(response: &mut Response<Body>, headers: &[(HeaderName, String)]) -> Result<(), ApiError> {
     for (name, value) in headers {
-        // Values are built from validated names and digests, so they are valid header values.
-        let value = HeaderValue::from_str(value).expect("header values are built from validated names");
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| RegistryError::Internal(format!("response header {name}: {value:?} is not a valid header value")))?;
         response.headers_mut().insert(name.clone(), value);
     }
+    Ok(())
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_value_that_is_not_one_is_an_internal_error() {
+        let mut response = Response::new(empty());
+        let damaged = "application/vnd.oci.image.manifest.v1+json\nX-Injected: 1".to_owned();
+        let err = set_headers(&mut response, &[(header::CONTENT_TYPE, damaged)]).unwrap_err();
+        let wire = err.wire();
+        assert_eq!(wire.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(matches!(wire.code, error::Code::Opaque { code: "INTERNAL_ERROR", .. }));
+        assert!(response.headers().get(header::CONTENT_TYPE).is_none());
+    }
 }

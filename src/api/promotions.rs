@@ -9,7 +9,7 @@ use super::error::ApiError;
 use crate::auth::rules::Action;
 use crate::auth::Principal;
 use super::{json_response, read_bounded, Body};
-use crate::promote::{self, PromotionError};
+use crate::promote;
 use crate::registry::names::{ImageRef, RepoName, Tag};
 use crate::registry::Registry;
 
@@ -50,17 +50,10 @@ pub(super) async fn promote(registry: &Registry, body: ByteStream, principal: &P
             return Err(ApiError::Forbidden(format!("{} may not {action} {repo}", principal.name())));
         }
     }
-    match promote::run(registry, request).await {
-        Ok(outcome) => {
-            let status = if outcome.already_done || outcome.record.result == "dry_run" { StatusCode::OK } else { StatusCode::CREATED };
-            let body = serde_json::json!({ "already_done": outcome.already_done, "promotion": outcome.record });
-            Ok(json_response(status, body.to_string()))
-        }
-        Err(PromotionError::Denied(verdict)) => Err(ApiError::PromotionDenied(verdict)),
-        Err(PromotionError::TagConflict(message)) => Err(ApiError::Conflict(message)),
-        Err(PromotionError::InvalidRequest(message)) => Err(ApiError::BadRequest(message)),
-        Err(PromotionError::Registry(err)) => Err(err.into()),
-    }
+    let outcome = promote::run(registry, request).await?;
+    let status = if outcome.already_done || outcome.record.result == promote::PromotionResult::DryRun { StatusCode::OK } else { StatusCode::CREATED };
+    let body = serde_json::json!({ "already_done": outcome.already_done, "promotion": outcome.record });
+    Ok(json_response(status, body.to_string()))
 }
 
 pub(super) async fn list(registry: &Registry, repository: &RepoName) -> Result<http::Response<Body>, ApiError> {

@@ -25,7 +25,7 @@ pub(super) async fn list(
     let tags = if limit == 0 { Vec::new() } else { page.entries };
     let next = (page.truncated && limit > 0).then(|| tags.last().cloned()).flatten();
     let body = serde_json::json!({ "name": name.as_str(), "tags": tags }).to_string();
-    Ok(paged(body, next.map(|last| format!("/v2/{name}/tags/list?n={limit}&last={last}"))))
+    paged(body, next.map(|last| format!("/v2/{name}/tags/list?n={limit}&last={last}")))
 }
 
 /// `GET /v2/_catalog`: only the repositories the caller may pull.
@@ -59,13 +59,13 @@ pub(super) async fn catalog(
     }
     let next = (truncated && limit > 0).then(|| entries.last().cloned()).flatten();
     let body = serde_json::json!({ "repositories": entries }).to_string();
-    Ok(paged(body, next.map(|last| format!("/v2/_catalog?n={limit}&last={last}"))))
+    paged(body, next.map(|last| format!("/v2/_catalog?n={limit}&last={last}")))
 }
 
-fn paged(body: String, next: Option<String>) -> http::Response<Body> {
+fn paged(body: String, next: Option<String>) -> Result<http::Response<Body>, ApiError> {
     let mut response = json_response(StatusCode::OK, body);
     if let Some(next) = next {
-        set_headers(&mut response, &[(header::LINK, format!("<{next}>; rel=\"next\""))]);
+        set_headers(&mut response, &[(header::LINK, format!("<{next}>; rel=\"next\""))])?;
     }
-    response
+    Ok(response)
 }

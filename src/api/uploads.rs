@@ -5,20 +5,26 @@ use storage::{ByteStream, Digest};
 
 use super::error::ApiError;
 use super::{empty_response, header_str, Body, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
-use crate::registry::names::RepoName;
+use crate::registry::names::{RepoName, UploadId};
 use crate::registry::uploads::ChunkRange;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::Registry;
 
-fn session_headers(name: &RepoName, upload_id: &str, offset: u64) -> Vec<(HeaderName, String)> {
-    vec![
-        (header::LOCATION, format!("/v2/{name}/blobs/uploads/{upload_id}")),
-        // The spec's Range is inclusive; an empty upload reports 0-0 as Distribution does.
-        (header::RANGE, format!("0-{}", offset.saturating_sub(1))),
-        (DOCKER_UPLOAD_UUID, upload_id.to_owned()),
-    ]
+/// `Location` of an upload session.
+pub(super) fn location(name: &RepoName, upload_id: &UploadId) -> String {
+    format!("/v2/{name}/blobs/uploads/{upload_id}")
 }
 
-fn blob_created(name: &RepoName, digest: &Digest) -> http::Response<Body> {
+/// `Range` of an upload holding `offset` bytes. The spec's Range is inclusive; an empty upload
+/// reports 0-0 as Distribution does.
+pub(super) fn range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}
+
+fn session_headers(name: &RepoName, upload_id: &UploadId, offset: u64) -> Vec<(HeaderName, String)> {
+    vec![(header::LOCATION, location(name, upload_id)), (header::RANGE, range(offset)), (DOCKER_UPLOAD_UUID, upload_id.to_string())]
+}
+
+fn blob_created(name: &RepoName, digest: &Digest) -> Result<http::Response<Body>, ApiError> {
     let headers = [(header::LOCATION, format!("/v2/{name}/blobs/{digest}")), (DOCKER_CONTENT_DIGEST, digest.to_string())];
     empty_response(StatusCode::CREATED, &headers)
 }
@@ -34,65 +40,52 @@ pub(super) async fn start(
 ) -> Result<http::Response<Body>, ApiError> {
     if let (Some(mount), Some(from)) = (mount, from) {
         if registry.mount_blob(name, from, mount).await? {
-            return Ok(blob_created(name, mount));
+            return blob_created(name, mount);
         }
         // Not mountable: the spec says fall back to an ordinary upload session.
     } else if let Some(digest) = digest {
         registry.put_blob(name, digest, body).await?;
-        return Ok(blob_created(name, digest));
+        return blob_created(name, digest);
     }
     let upload_id = registry.start_upload(name).await?;
-    Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, &upload_id, 0)))
+    empty_response(StatusCode::ACCEPTED, &session_headers(name, &upload_id, 0))
 }
 
 /// end-5: `PATCH /v2/<name>/blobs/uploads/<id>`.
 pub(super) async fn patch(
     registry: &Registry,
     name: &RepoName,
-    upload_id: &str,
+    upload_id: &UploadId,
     headers: &HeaderMap,
     body: ByteStream,
 ) -> Result<http::Response<Body>, ApiError> {
-    let range = content_range(headers)?;
-    match registry.append_upload(name, upload_id, range, body).await {
-        Ok(offset) => Ok(empty_response(StatusCode::ACCEPTED, &session_headers(name, upload_id, offset))),
-        Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
-        Err(err) => Err(err.into()),
-    }
+    let offset = registry.append_upload(name, upload_id, content_range(headers)?, body).await?;
+    empty_response(StatusCode::ACCEPTED, &session_headers(name, upload_id, offset))
 }
 
 /// end-6: `PUT /v2/<name>/blobs/uploads/<id>?digest=`.
 pub(super) async fn finish(
     registry: &Registry,
     name: &RepoName,
-    upload_id: &str,
+    upload_id: &UploadId,
     digest: &Digest,
     headers: &HeaderMap,
     body: ByteStream,
 ) -> Result<http::Response<Body>, ApiError> {
-    let range = content_range(headers)?;
-    match registry.finish_upload(name, upload_id, digest, range, body).await {
-        Ok(()) => Ok(blob_created(name, digest)),
-        Err(RegistryError::RangeInvalid { offset }) => Err(out_of_order(name, upload_id, offset)),
-        Err(err) => Err(err.into()),
-    }
+    registry.finish_upload(name, upload_id, digest, content_range(headers)?, body).await?;
+    blob_created(name, digest)
 }
 
 /// end-13: `GET /v2/<name>/blobs/uploads/<id>`.
-pub(super) async fn status(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
+pub(super) async fn status(registry: &Registry, name: &RepoName, upload_id: &UploadId) -> Result<http::Response<Body>, ApiError> {
     let offset = registry.upload_offset(name, upload_id).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT, &session_headers(name, upload_id, offset)))
+    empty_response(StatusCode::NO_CONTENT, &session_headers(name, upload_id, offset))
 }
 
 /// `DELETE /v2/<name>/blobs/uploads/<id>`.
-pub(super) async fn cancel(registry: &Registry, name: &RepoName, upload_id: &str) -> Result<http::Response<Body>, ApiError> {
+pub(super) async fn cancel(registry: &Registry, name: &RepoName, upload_id: &UploadId) -> Result<http::Response<Body>, ApiError> {
     registry.cancel_upload(name, upload_id).await?;
-    Ok(empty_response(StatusCode::NO_CONTENT, &[]))
-}
-
-/// A 416 that still tells the client where the upload stands, so it can resume.
-fn out_of_order(name: &RepoName, upload_id: &str, offset: u64) -> ApiError {
-    ApiError::OutOfOrder { location: format!("/v2/{name}/blobs/uploads/{upload_id}"), offset }
+    empty_response(StatusCode::NO_CONTENT, &[])
 }
 
 /// `Content-Range: <start>-<end>` (the spec's form; `bytes ` and `bytes=` prefixes are tolerated).

@@ -66,6 +66,10 @@ pub enum RegistryError {
     /// A chunk does not start where the upload ends.
     #[error("chunk out of order: the upload holds {offset} bytes")]
     RangeInvalid {
+        /// The upload's repository.
+        repo: RepoName,
+        /// The upload, so the client can be told where it stands.
+        upload_id: names::UploadId,
         /// Bytes held so far.
         offset: u64,
     },
@@ -83,9 +87,6 @@ pub enum RegistryError {
         /// What the bytes hash to.
         actual: Digest,
     },
-    /// A digest that is malformed or of an unsupported algorithm.
-    #[error("{0}")]
-    DigestInvalid(String),
     /// The manifest is malformed or inconsistent.
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
@@ -206,6 +207,8 @@ const MAX_REFERRERS: usize = 10_000;
 const REFERENCE_CHECKS: usize = 16;
 /// The largest layer an inert manifest may have: the largest evidence `registry::evidence` reads.
 const MAX_INERT_LAYER_BYTES: usize = 4 << 20;
+/// The most bytes read to decide that one manifest is inert.
+const MAX_INERT_BYTES: usize = 16 << 20;
 
 impl Registry {
     /// A registry over `metadata` (and its store) with `config`: builds the trust and loads (or
@@ -498,16 +501,22 @@ impl Registry {
 
     /// Whether a container runtime could run the manifest. Layer types decide first (see
     /// `manifest::ParsedManifest::inert_layers`); a manifest whose layer types are inert is inert
-    /// only if those layers hold JSON of bounded size, which no tar or gzip archive is, so that
-    /// a runtime that ignores layer types cannot be handed a filesystem under an evidence name.
+    /// only if those layers hold JSON, which no tar or gzip archive is, so that a runtime that
+    /// ignores layer types cannot be handed a filesystem under an evidence name. Reading is
+    /// bounded per layer and in total; beyond the bounds the manifest counts as runnable (judged).
     async fn runnable(&self, parsed: &manifest::ParsedManifest) -> Result<bool> {
         let Some(layers) = &parsed.inert_layers else { return Ok(true) };
         let mut checked = std::collections::HashSet::new();
+        let mut budget = MAX_INERT_BYTES;
         for layer in layers.iter().filter(|layer| checked.insert(*layer)) {
-            match self.store().get_small(&layer.blob_key(), MAX_INERT_LAYER_BYTES).await {
-                Ok(Some(object)) if serde_json::from_slice::<serde::de::IgnoredAny>(&object.bytes).is_ok() => {}
-                Ok(_) | Err(BlobStoreError::TooLarge { .. }) => return Ok(true),
+            let object = match self.store().get_small(&layer.blob_key(), MAX_INERT_LAYER_BYTES.min(budget)).await {
+                Ok(Some(object)) => object,
+                Ok(None) | Err(BlobStoreError::TooLarge { .. }) => return Ok(true),
                 Err(err) => return Err(err.into()),
+            };
+            budget -= object.bytes.len();
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&object.bytes).is_err() {
+                return Ok(true);
             }
         }
         Ok(false)

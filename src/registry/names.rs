@@ -1,4 +1,5 @@
-//! Repository names, tags and references: parsed once at the edge, so the types carry the checks.
+//! Repository names, tags, references and upload ids: parsed once at the edge, so the types carry
+//! the checks.
 //!
 //! Grammar from the distribution-spec "Pulling manifests" section. A valid [`RepoName`] is also a
 //! safe store path: its components are `[a-z0-9]` runs joined by `.`, `_`, `__` or `-`, so none
@@ -38,7 +39,12 @@ pub struct ImageRef {
     pub reference: Reference,
 }
 
-/// Why a name, tag or reference was refused.
+/// An upload session's id: a UUID in the form the registry hands out (lowercase, hyphenated), so
+/// it is also a safe store key. Any other string names no session that can exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UploadId(String);
+
+/// Why a name, tag, reference or upload id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     /// Not a repository name.
@@ -50,6 +56,9 @@ pub enum NameError {
     /// A digest reference that does not parse.
     #[error(transparent)]
     Digest(#[from] storage::digest::DigestError),
+    /// Not an upload id the registry could have handed out.
+    #[error("blob upload unknown to registry: {0:?} is not an upload id")]
+    UploadId(String),
 }
 
 fn valid_component(component: &str) -> bool {
@@ -162,6 +171,36 @@ impl FromStr for ImageRef {
     }
 }
 
+impl UploadId {
+    /// A new, random id.
+    pub fn random() -> UploadId {
+        UploadId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// The id as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for UploadId {
+    type Err = NameError;
+
+    fn from_str(s: &str) -> Result<UploadId, NameError> {
+        // Only the canonical form: the same session must not have two names (and keys).
+        match uuid::Uuid::parse_str(s) {
+            Ok(uuid) if uuid.to_string() == s => Ok(UploadId(s.to_owned())),
+            _ => Err(NameError::UploadId(s.chars().take(64).collect())),
+        }
+    }
+}
+
+impl fmt::Display for UploadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.reference {
@@ -241,6 +280,18 @@ mod tests {
             assert_eq!(subject_of.is_some(), cosign, "{tag}");
         }
         assert_eq!(Tag::cosign(&subject, "sig").cosign_subject(), Some(subject));
+    }
+
+    #[test]
+    fn upload_ids() {
+        let id = UploadId::random();
+        assert_eq!(id.as_str().parse::<UploadId>(), Ok(id.clone()));
+        let canonical = "0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11";
+        assert!(canonical.parse::<UploadId>().is_ok());
+        // Other spellings of a UUID are not the id the registry handed out.
+        for bad in ["", "u1", "not-a-uuid", "0B7D5C7E-3E7E-4A4E-9A36-4B2E0B1D9C11", "0b7d5c7e3e7e4a4e9a364b2e0b1d9c11", "{0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11}", "../0b7d5c7e-3e7e-4a4e-9a36-4b2e0b1d9c11"] {
+            assert!(matches!(bad.parse::<UploadId>(), Err(NameError::UploadId(_))), "{bad}");
+        }
     }
 
     #[test]

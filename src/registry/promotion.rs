@@ -59,7 +59,7 @@ impl Registry {
         while let Some(subject) = subjects.pop() {
             for (source, evidence) in self.evidence_manifests(from, &subject).await? {
                 if self.summary(&evidence).await?.runnable {
-                    left_behind.push(LeftBehind { digest: evidence.to_string(), found_as: source });
+                    left_behind.push(LeftBehind { digest: evidence.to_string(), found_as: source.to_string() });
                     continue;
                 }
                 if !seen.contains(&evidence) {
@@ -67,8 +67,8 @@ impl Registry {
                     linked.blobs += n_blobs;
                     linked.evidence += n_manifests;
                 }
-                if let Some(tag) = source.strip_prefix("tag ").and_then(|t| t.parse::<Tag>().ok()) {
-                    self.bind_tags(to, &[&tag], &evidence).await?;
+                if let super::evidence::Source::Tag(tag) = &source {
+                    self.bind_tags(to, &[tag], &evidence).await?;
                 }
             }
         }

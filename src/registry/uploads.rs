@@ -10,14 +10,14 @@ use std::sync::{Arc, Mutex};
 use storage::digest::Hasher;
 use storage::{BlobStoreError, ByteStream, Digest};
 
-use super::names::RepoName;
+use super::names::{RepoName, UploadId};
 use super::{Registry, RegistryError, Result};
 use crate::metadata::UploadRecord;
 
 /// In-process state of upload sessions, by upload id.
 #[derive(Default)]
 pub struct Sessions {
-    open: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    open: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<Session>>>>,
 }
 
 /// One session's running state. Its lock serialises the requests of one upload.
@@ -28,16 +28,16 @@ struct Session {
 }
 
 impl Sessions {
-    fn get(&self, upload_id: &str) -> Option<Arc<tokio::sync::Mutex<Session>>> {
+    fn get(&self, upload_id: &UploadId) -> Option<Arc<tokio::sync::Mutex<Session>>> {
         self.open.lock().expect("sessions lock is never poisoned").get(upload_id).cloned()
     }
 
-    fn insert(&self, upload_id: &str, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
+    fn insert(&self, upload_id: &UploadId, session: Session) -> Arc<tokio::sync::Mutex<Session>> {
         let mut open = self.open.lock().expect("sessions lock is never poisoned");
-        open.entry(upload_id.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session))).clone()
+        open.entry(upload_id.clone()).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(session))).clone()
     }
 
-    fn remove(&self, upload_id: &str) {
+    fn remove(&self, upload_id: &UploadId) {
         self.open.lock().expect("sessions lock is never poisoned").remove(upload_id);
     }
 
@@ -69,10 +69,10 @@ fn unknown_if_missing(err: BlobStoreError) -> RegistryError {
 
 impl Registry {
     /// Opens an upload session in `repo`; returns its id.
-    pub async fn start_upload(&self, repo: &RepoName) -> Result<String> {
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadId> {
         self.refuse_if_promotion_only(repo, "blobs")?;
-        let upload_id = uuid::Uuid::new_v4().to_string();
-        self.store().stage_create(&upload_id).await?;
+        let upload_id = UploadId::random();
+        self.store().stage_create(upload_id.as_str()).await?;
         let record = UploadRecord { repo: repo.to_string(), started: now_secs() };
         self.metadata.put_upload(&upload_id, &record).await?;
         self.sessions.insert(&upload_id, Session { offset: 0, hasher: Some(Hasher::new()) });
@@ -81,13 +81,9 @@ impl Registry {
     }
 
     /// The session's lock, loading it from the store when this process does not hold it.
-    async fn session(&self, repo: &RepoName, upload_id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    async fn session(&self, repo: &RepoName, upload_id: &UploadId) -> Result<Arc<tokio::sync::Mutex<Session>>> {
         // A session opened before a reload made the namespace promotion-only takes no more bytes.
         self.refuse_if_promotion_only(repo, "blobs")?;
-        // Ids we hand out are UUIDs; anything else cannot be a session and must not reach the store.
-        if uuid::Uuid::parse_str(upload_id).is_err() {
-            return Err(RegistryError::BlobUploadUnknown);
-        }
         let record = self.metadata.upload(upload_id).await?;
         if record.as_ref().map(|r| r.repo.as_str()) != Some(repo.as_str()) {
             return Err(RegistryError::BlobUploadUnknown);
@@ -95,14 +91,14 @@ impl Registry {
         if let Some(session) = self.sessions.get(upload_id) {
             return Ok(session);
         }
-        let offset = self.store().stage_size(upload_id).await?.ok_or(RegistryError::BlobUploadUnknown)?;
+        let offset = self.store().stage_size(upload_id.as_str()).await?.ok_or(RegistryError::BlobUploadUnknown)?;
         let session = self.sessions.insert(upload_id, Session { offset, hasher: None });
         self.metrics.upload_sessions.set(self.sessions.count() as i64);
         Ok(session)
     }
 
     /// Bytes received so far.
-    pub async fn upload_offset(&self, repo: &RepoName, upload_id: &str) -> Result<u64> {
+    pub async fn upload_offset(&self, repo: &RepoName, upload_id: &UploadId) -> Result<u64> {
         let session = self.session(repo, upload_id).await?;
         let offset = session.lock().await.offset;
         Ok(offset)
@@ -113,25 +109,26 @@ impl Registry {
     pub async fn append_upload(
         &self,
         repo: &RepoName,
-        upload_id: &str,
+        upload_id: &UploadId,
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<u64> {
         let session = self.session(repo, upload_id).await?;
         let mut session = session.lock().await;
-        self.append_locked(upload_id, &mut session, range, body).await
+        self.append_locked(repo, upload_id, &mut session, range, body).await
     }
 
     async fn append_locked(
         &self,
-        upload_id: &str,
+        repo: &RepoName,
+        upload_id: &UploadId,
         session: &mut Session,
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<u64> {
         let expected_len = match range {
             Some(range) if range.start != session.offset || range.end < range.start => {
-                return Err(RegistryError::RangeInvalid { offset: session.offset });
+                return Err(RegistryError::RangeInvalid { repo: repo.clone(), upload_id: upload_id.clone(), offset: session.offset });
             }
             Some(range) => Some(range.end - range.start + 1),
             None => None,
@@ -140,7 +137,7 @@ impl Registry {
             Some(hasher) => hasher.clone(),
             None => {
                 let hasher = Hasher::new();
-                hasher.consume(self.store().stage_read(upload_id).await.map_err(unknown_if_missing)?).await?;
+                hasher.consume(self.store().stage_read(upload_id.as_str()).await.map_err(unknown_if_missing)?).await?;
                 session.hasher = Some(hasher.clone());
                 hasher
             }
@@ -148,7 +145,7 @@ impl Registry {
         let room = self.config().registry.max_blob_bytes.saturating_sub(session.offset);
         let before = hasher.snapshot();
         let body = hasher.tap(super::body::bounded(body, expected_len, room));
-        match self.store().stage_append(upload_id, session.offset, body).await {
+        match self.store().stage_append(upload_id.as_str(), session.offset, body).await {
             Ok(offset) => {
                 self.metrics.bytes_received.inc_by(offset - session.offset);
                 session.offset = offset;
@@ -166,14 +163,14 @@ impl Registry {
     pub async fn finish_upload(
         &self,
         repo: &RepoName,
-        upload_id: &str,
+        upload_id: &UploadId,
         digest: &Digest,
         range: Option<ChunkRange>,
         body: ByteStream,
     ) -> Result<()> {
         let session = self.session(repo, upload_id).await?;
         let mut session = session.lock().await;
-        self.append_locked(upload_id, &mut session, range, body).await?;
+        self.append_locked(repo, upload_id, &mut session, range, body).await?;
         let actual = session.hasher.as_ref().expect("append_locked always leaves a hasher").digest();
         let committed = if actual == *digest { self.commit_blob(upload_id, digest).await } else { Ok(()) };
         self.end_session(upload_id).await?;
@@ -186,16 +183,16 @@ impl Registry {
     }
 
     /// Moves the staged bytes to the blob's content address, unless that content is already stored.
-    async fn commit_blob(&self, upload_id: &str, digest: &Digest) -> Result<()> {
+    async fn commit_blob(&self, upload_id: &UploadId, digest: &Digest) -> Result<()> {
         let key = digest.blob_key();
         if self.store().stat(&key).await?.is_some() {
             return Ok(());
         }
-        Ok(self.store().stage_commit(upload_id, &key).await?)
+        Ok(self.store().stage_commit(upload_id.as_str(), &key).await?)
     }
 
-    async fn end_session(&self, upload_id: &str) -> Result<()> {
-        self.store().stage_abort(upload_id).await?;
+    async fn end_session(&self, upload_id: &UploadId) -> Result<()> {
+        self.store().stage_abort(upload_id.as_str()).await?;
         self.metadata.delete_upload(upload_id).await?;
         self.sessions.remove(upload_id);
         self.metrics.upload_sessions.set(self.sessions.count() as i64);
@@ -203,7 +200,7 @@ impl Registry {
     }
 
     /// Cancels an upload session.
-    pub async fn cancel_upload(&self, repo: &RepoName, upload_id: &str) -> Result<()> {
+    pub async fn cancel_upload(&self, repo: &RepoName, upload_id: &UploadId) -> Result<()> {
         let session = self.session(repo, upload_id).await?;
         let _held = session.lock().await;
         self.end_session(upload_id).await
@@ -224,8 +221,13 @@ impl Registry {
     pub async fn expire_uploads(&self) -> Result<usize> {
         let timeout = self.config().registry.upload_timeout;
         let stale = self.store().stale_stages(timeout).await?;
-        for upload_id in &stale {
-            self.end_session(upload_id).await?;
+        for stage in &stale {
+            match stage.parse::<UploadId>() {
+                Ok(upload_id) => self.end_session(&upload_id).await?,
+                // Stages are only made under ids the registry hands out; a stray one has no
+                // session, so only its bytes go.
+                Err(_) => self.store().stage_abort(stage).await?,
+            }
         }
         Ok(stale.len() + self.store().abort_stale_uploads(timeout).await?)
     }

@@ -53,6 +53,16 @@ pub struct FsBlobStore {
 type Task = tokio::task::JoinHandle<io::Result<()>>;
 
 impl FsBlobStore {
+    /// Opens an existing store rooted at `root` without creating anything, for tools that only
+    /// read; `NotFound` when there is no store there.
+    pub async fn open_existing(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
+        let root = root.into();
+        if !tokio::fs::metadata(root.join("objects")).await.is_ok_and(|meta| meta.is_dir()) {
+            return Err(BlobStoreError::NotFound(format!("no store at {}", root.display())));
+        }
+        Ok(FsBlobStore { root, writebacks: Default::default() })
+    }
+
     /// Opens (creating when needed) a store rooted at `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();

@@ -2,18 +2,23 @@
 //! registry's): where it is, a fresh bucket (or, on a shared bucket, a fresh prefix) per test, and
 //! a plain SDK client to look behind the store.
 //!
-//! `scripts/s3-server start DIR` starts moto and prints the variables read here:
+//! `scripts/s3-server start DIR` starts moto, `scripts/rgw start DIR` Ceph RGW; both print the
+//! variables read here:
 //! - `PORTCULLIS_TEST_S3_ENDPOINT` (required to run the S3 tests at all), `PORTCULLIS_TEST_S3_REGION`
 //!   (default `us-east-1`), `PORTCULLIS_TEST_S3_ACCESS_KEY_ID` and `PORTCULLIS_TEST_S3_SECRET_ACCESS_KEY`
 //!   (default: the standard AWS chain);
 //! - `PORTCULLIS_TEST_S3_BUCKET`: use this existing bucket with a fresh prefix per test instead of
 //!   creating a bucket per test (for AWS S3, where buckets are slow to create and limited in number);
-//! - `PORTCULLIS_TEST_S3_CHECKSUM_WHEN_REQUIRED=1`: for servers that refuse streaming checksums.
+//! - `PORTCULLIS_TEST_S3_CHECKSUM_WHEN_REQUIRED=1`: force `checksum_when_required` (the store's
+//!   probe finds out by itself whether the server refuses streaming checksums);
+//! - `PORTCULLIS_TEST_S3_CHECKS_SIGNATURES=1`: the server verifies request signatures (Ceph RGW,
+//!   started by `scripts/rgw`; moto does not), so tests also expect tampered and expired presigned
+//!   URLs to be refused.
 //!
 //! Without an endpoint the S3 tests return early, unless `CI` or `PORTCULLIS_REQUIRE_S3` is set:
 //! then they fail, so that a CI run cannot pass without having exercised the S3 backend.
 //!
-//! Nothing here deletes the buckets; moto forgets them when it stops.
+//! Nothing here deletes the buckets; moto and the throwaway RGW forget them when they stop.
 
 use std::time::Duration;
 
@@ -32,8 +37,10 @@ pub struct TestS3 {
     pub secret_access_key: Option<String>,
     /// An existing bucket to use under fresh prefixes instead of creating buckets.
     pub shared_bucket: Option<String>,
-    /// For servers that refuse the SDK's streaming checksums.
+    /// Force `checksum_when_required` on the stores.
     pub checksum_when_required: bool,
+    /// The server verifies signatures, so a tampered or expired presigned URL gets 403.
+    pub checks_signatures: bool,
 }
 
 impl TestS3 {
@@ -61,6 +68,7 @@ impl TestS3 {
             secret_access_key: var("PORTCULLIS_TEST_S3_SECRET_ACCESS_KEY"),
             shared_bucket: var("PORTCULLIS_TEST_S3_BUCKET"),
             checksum_when_required: var("PORTCULLIS_TEST_S3_CHECKSUM_WHEN_REQUIRED").is_some_and(|v| v == "1"),
+            checks_signatures: var("PORTCULLIS_TEST_S3_CHECKS_SIGNATURES").is_some_and(|v| v == "1"),
         })
     }
 

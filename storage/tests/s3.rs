@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use portcullis_storage as storage;
-use storage::s3::{S3BlobStore, S3Config};
+use storage::s3::{Checksums, IfMatch, S3BlobStore, S3Config, ServerFindings};
 use storage::{BlobStore, BlobStoreError, ByteStream, PutCondition};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -337,6 +337,54 @@ async fn one_gib_stage() {
     store.stage_commit("gib", &digest.blob_key()).await.unwrap();
     eprintln!("1 GiB: append {appended:?}, commit {:?}", started.elapsed() - appended);
     assert_eq!(store.stat(&digest.blob_key()).await.unwrap().expect("committed").size, size);
+}
+
+/// The probe finds what the server does, as plain SDK requests see it: which form of `If-Match`
+/// matches (quoted on S3 and moto, unquoted on Ceph RGW 16) and whether a streaming upload with
+/// the SDK's default checksum trailer is refused (by RGW 16, with 400); and a configured
+/// `checksum_when_required` is taken as it is.
+#[tokio::test]
+async fn probe_finds_what_the_server_does() {
+    let Some(s3) = common::TestS3::from_env() else { return };
+    let config = S3Config { checksum_when_required: false, ..s3.fresh_config().await };
+    let findings = S3BlobStore::connect(config.clone()).await.unwrap().findings();
+
+    let client = common::TestS3 { checksum_when_required: false, ..s3.clone() }.client().await;
+    let key = format!("{}/raw", config.prefix);
+    let put = || client.put_object().bucket(&config.bucket).key(&key);
+    let first = put().body(Bytes::from_static(b"v1").into()).send().await.unwrap();
+    let etag = first.e_tag().expect("an ETag").to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "S3 quotes ETags: {etag}");
+    let precondition_failed = |res: Result<_, aws_sdk_s3::error::SdkError<_>>| match res {
+        Ok(_) => false,
+        Err(err) => match err.raw_response().map(|raw| raw.status().as_u16()) {
+            Some(412) => true,
+            other => panic!("If-Match write: expected 200 or 412, got {other:?}: {err:?}"),
+        },
+    };
+    let quoted_failed = precondition_failed(put().body(Bytes::from_static(b"v2").into()).if_match(&etag).send().await);
+    let expected_if_match = if !quoted_failed {
+        IfMatch::Quoted
+    } else if !precondition_failed(put().body(Bytes::from_static(b"v2").into()).if_match(etag.trim_matches('"')).send().await) {
+        IfMatch::Unquoted
+    } else {
+        IfMatch::NeverMatches
+    };
+    // The ETag of v1 is stale now, in either form.
+    assert!(precondition_failed(put().body(Bytes::from_static(b"v3").into()).if_match(&etag).send().await));
+    assert!(precondition_failed(put().body(Bytes::from_static(b"v3").into()).if_match(etag.trim_matches('"')).send().await));
+
+    let streaming = aws_sdk_s3::primitives::ByteStream::from_body_1_x(http_body_util::Full::new(Bytes::from_static(b"v4")));
+    let expected_checksums = match put().body(streaming).send().await {
+        Ok(_) => Checksums::Default,
+        Err(err) if err.raw_response().map(|raw| raw.status().as_u16()) == Some(400) => Checksums::WhenRequired,
+        Err(err) => panic!("streaming upload: expected 200 or 400, got {err:?}"),
+    };
+    assert_eq!(findings, ServerFindings { if_none_match: true, if_match: expected_if_match, checksums: expected_checksums });
+    eprintln!("probe findings on {}: {findings:?}", s3.endpoint);
+
+    let forced = S3BlobStore::connect(S3Config { checksum_when_required: true, ..config }).await.unwrap();
+    assert_eq!(forced.findings().checksums, Checksums::WhenRequiredByConfig);
 }
 
 #[tokio::test]

@@ -10,7 +10,10 @@ use p256::pkcs8::{EncodePublicKey, LineEnding};
 use super::{RegistryClient, OCI_MANIFEST};
 
 const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
-const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+/// Layer media type of DSSE envelopes, and the artifact type of attestation referrers.
+pub const DSSE: &str = "application/vnd.dsse.envelope.v1+json";
+/// The artifact type cosign gives a signature referrer (`--registry-referrers-mode=oci-1-1`).
+const SIGNATURE_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
 /// A cosign key pair.
 pub struct Key {
@@ -101,6 +104,7 @@ async fn push_evidence_manifest(registry: &RegistryClient, repo: &str, digest: &
             let media_type = subject.headers()["content-type"].to_str().unwrap().to_owned();
             let size: u64 = subject.headers()["content-length"].to_str().unwrap().parse().unwrap();
             manifest["subject"] = serde_json::json!({ "mediaType": media_type, "digest": digest, "size": size });
+            manifest["artifactType"] = serde_json::json!(if suffix == "sig" { SIGNATURE_ARTIFACT } else { DSSE });
             super::sha256(&serde_json::to_vec(&manifest).unwrap())
         }
     };

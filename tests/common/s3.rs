@@ -2,17 +2,19 @@
 //! bucket of the S3 test server. The server itself, its SDK client and the listings behind the
 //! store come from `storage::test_s3` (feature `test-support`).
 //!
-//! `scripts/s3-server start DIR` starts moto and prints the variables `storage::test_s3` reads:
+//! `scripts/s3-server start DIR` starts moto, `scripts/rgw start DIR` Ceph RGW; both print the
+//! variables `storage::test_s3` reads:
 //! - `PORTCULLIS_TEST_S3_ENDPOINT` (required for anything on S3), `PORTCULLIS_TEST_S3_REGION`
 //!   (default `us-east-1`), `PORTCULLIS_TEST_S3_ACCESS_KEY_ID` and `PORTCULLIS_TEST_S3_SECRET_ACCESS_KEY`
 //!   (default: the standard AWS chain);
 //! - `PORTCULLIS_TEST_S3_BUCKET`: use this existing bucket with a fresh prefix per registry instead
 //!   of creating a bucket each time (for AWS S3);
-//! - `PORTCULLIS_TEST_S3_CHECKSUM_WHEN_REQUIRED=1`: for servers that refuse streaming checksums.
+//! - `PORTCULLIS_TEST_S3_CHECKSUM_WHEN_REQUIRED=1`: force `checksum_when_required`;
+//! - `PORTCULLIS_TEST_S3_CHECKS_SIGNATURES=1`: the server verifies signatures (RGW, not moto).
 //!
 //! `PORTCULLIS_TEST_BACKEND=s3` runs every [`super::TestRegistry`] on S3 (`scripts/test` runs the
-//! API, client and tag-rule suites a second time so). Nothing here deletes buckets; moto forgets
-//! them when it stops.
+//! API, client and tag-rule suites again so, on moto and on RGW). Nothing here deletes buckets;
+//! the servers forget them when they stop.
 
 use portcullis::config::S3Storage;
 pub use storage::test_s3::TestS3;
