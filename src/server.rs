@@ -39,16 +39,27 @@ pub enum StartError {
     Metadata(#[from] crate::metadata::MetadataError),
     /// Trust or the signing key could not be loaded.
     #[error("{0}")]
-    Registry(String),
+    Registry(#[from] crate::registry::ConfigureError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("tls: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
     /// The configuration names S3, and this build has no S3 backend.
     #[error("storage.backend = \"s3\", but this build of portcullis has no S3 backend (it was built without the `s3` feature)")]
     NoS3Backend,
+}
+
+/// Why a reload was refused, or applied without the new certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The registry refused the configuration; the one in force stays.
+    #[error(transparent)]
+    Config(#[from] crate::registry::ConfigureError),
+    /// The configuration is in force, but the certificate and key could not be read again.
+    #[error("configuration reloaded, but the certificate was not: {0}")]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 /// A running server.
@@ -74,11 +85,11 @@ pub struct Reloader {
 
 impl Reloader {
     /// Applies `config`, or refuses it whole and keeps the one in force.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
         let tls = config.tls.clone();
         self.registry.reload(config)?;
         if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
-            certs.reload(tls).map_err(|err| format!("configuration reloaded, but the certificate was not: {err}"))?;
+            certs.reload(tls)?;
         }
         Ok(())
     }
@@ -142,7 +153,7 @@ fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
 pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
     let store = open_store(&config).await?;
     let metadata = Metadata::open(store, &config.index_dir)?;
-    let registry = Registry::open(config, metadata, Arc::new(Metrics::new())).await.map_err(StartError::Registry)?;
+    let registry = Registry::open(config, metadata, Arc::new(Metrics::new())).await?;
     Ok(Arc::new(registry))
 }
 
@@ -150,7 +161,7 @@ pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
 /// has `[server.tls]`.
 pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Running, StartError> {
     let local_addr = listener.local_addr()?;
-    let tls = registry.config().tls.as_ref().map(crate::tls::Tls::new).transpose().map_err(StartError::Tls)?;
+    let tls = registry.config().tls.as_ref().map(crate::tls::Tls::new).transpose()?;
     let reloader = Reloader { registry: registry.clone(), certs: tls.as_ref().map(crate::tls::Tls::certs) };
     let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
     let (shutdown, mut shutdown_rx) = watch::channel(false);

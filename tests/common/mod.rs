@@ -110,7 +110,7 @@ impl TestRegistry {
 
     /// Applies a new configuration to the running server, as SIGHUP does.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        self.running.as_ref().expect("server running").reloader.reload(config)
+        self.running.as_ref().expect("server running").reloader.reload(config).map_err(|err| err.to_string())
     }
 
     /// A client for this registry that uses `client` (e.g. one trusting the test CA).
@@ -342,13 +342,25 @@ impl ServerProcess {
     /// Like [`ServerProcess::spawn_with`], in working directory `dir` (where the embedded
     /// default finds `trust/cosign.pub`).
     pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        ServerProcess::start(dir, args, std::process::Stdio::null())
+    }
+
+    /// Like [`ServerProcess::spawn_with`], with the server's log (its stderr) written to `log`, at
+    /// the default level and without `NO_COLOR`, as an operator's redirect would.
+    pub fn spawn_logging_to(log: std::fs::File, args: &[&str]) -> ServerProcess {
+        ServerProcess::start(std::path::Path::new("."), args, log.into())
+    }
+
+    fn start(dir: &std::path::Path, args: &[&str], stderr: std::process::Stdio) -> ServerProcess {
         use std::io::BufRead;
         let mut process = portcullis_command()
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start portcullis");
         // The first stdout line says where it listens.
