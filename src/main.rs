@@ -77,11 +77,7 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
 /// invalid configuration is refused and the one in force stays. Connections are not touched.
 async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: portcullis::server::Reloader, args: ConfigArgs) {
     while hangups.recv().await.is_some() {
-        let reloaded = Config::load(args.config.as_deref(), &args.overrides()).map_err(anyhow::Error::from).and_then(|config| {
-            let revision = config.revision.clone();
-            reloader.reload(config).map(|()| revision).map_err(anyhow::Error::from)
-        });
-        match reloaded {
+        match reloader.reload_from(Config::load(args.config.as_deref(), &args.overrides())) {
             Ok(revision) => tracing::info!(revision = %revision, "configuration reloaded"),
             Err(err) => tracing::error!(error = %err, "configuration reload refused; the previous one stays in force"),
         }

@@ -54,6 +54,9 @@ pub enum StartError {
 /// Why a reload was refused, or applied without the new certificate.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
+    /// The configuration could not be read or is invalid; the one in force stays.
+    #[error(transparent)]
+    Load(#[from] crate::config::ConfigError),
     /// The registry refused the configuration; the one in force stays.
     #[error(transparent)]
     Config(#[from] crate::registry::ConfigureError),
@@ -86,12 +89,26 @@ pub struct Reloader {
 impl Reloader {
     /// Applies `config`, or refuses it whole and keeps the one in force.
     pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
-        let tls = config.tls.clone();
-        self.registry.reload(config)?;
-        if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
-            certs.reload(tls)?;
-        }
-        Ok(())
+        self.reload_from(Ok(config)).map(|_| ())
+    }
+
+    /// Applies a configuration as loaded (SIGHUP), counting the outcome in
+    /// `portcullis_config_reloads_total`; returns the revision now in force.
+    pub fn reload_from(&self, loaded: Result<Config, crate::config::ConfigError>) -> Result<String, ReloadError> {
+        let applied = loaded.map_err(ReloadError::from).and_then(|config| {
+            let (tls, revision) = (config.tls.clone(), config.revision.clone());
+            self.registry.reload(config)?;
+            if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
+                certs.reload(tls)?;
+            }
+            Ok(revision)
+        });
+        let outcome = match &applied {
+            Ok(_) | Err(ReloadError::Certificate(_)) => "applied",
+            Err(_) => "refused",
+        };
+        self.registry.metrics.config_reloads.with_label_values(&[outcome]).inc();
+        applied
     }
 }
 
