@@ -2,10 +2,11 @@
 //! over its HTTP API and print for people (or JSON for scripts). Exit codes: 0 pass / promoted,
 //! 1 denied, 2 error.
 
-use std::fmt;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Exit code: the image passes, or was promoted.
 pub const EXIT_OK: i32 = 0;
@@ -16,24 +17,17 @@ pub const EXIT_ERROR: i32 = 2;
 
 /// How the client authenticates: Basic credentials (the password may be a CI's OIDC token) and a
 /// private CA to trust.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Access {
     user: Option<String>,
-    password: Option<String>,
+    password: Option<SecretString>,
     ca_cert: Option<PathBuf>,
-}
-
-impl fmt::Debug for Access {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Never the password.
-        f.debug_struct("Access").field("user", &self.user).field("ca_cert", &self.ca_cert).finish_non_exhaustive()
-    }
 }
 
 impl Access {
     /// `user` and `ca_cert` from flags; the password from `PORTCULLIS_PASSWORD` through `env`.
     pub fn new(user: Option<String>, ca_cert: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> Access {
-        Access { user, password: env("PORTCULLIS_PASSWORD"), ca_cert }
+        Access { user, password: env("PORTCULLIS_PASSWORD").map(SecretString::from), ca_cert }
     }
 }
 
@@ -46,7 +40,7 @@ fn client(access: &Access) -> Result<reqwest::Client, i32> {
     }
     if let Some(user) = &access.user {
         use base64::Engine as _;
-        let password = access.password.as_deref().unwrap_or_default();
+        let password = access.password.as_ref().map_or("", ExposeSecret::expose_secret);
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {credentials}"))
             .map_err(|_| fail("the user name or password holds characters a header cannot carry"))?;

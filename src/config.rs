@@ -1,21 +1,40 @@
-//! Configuration: the TOML file as written ([`FileConfig`]) and its validated form ([`Config`]).
+//! Configuration: the TOML file as written and its validated form ([`Config`]).
 //!
 //! Precedence is flags > environment > file > embedded default. The CLI (clap) folds flags and
 //! their `PORTCULLIS_*` variables into [`Overrides`]; [`Config::load`] applies them on top of the
 //! file, or of `config/default.toml` (compiled in) when no file is given. Loading is pure: it
 //! binds no port and opens no database.
+//!
+//! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
+//! `promotion`, `auth`, `namespaces`), holding the section as written (serde,
+//! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
+//! loader that checks it and builds the validated type, which lives with its consumer
+//! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
+//! names are read through one `files::Files`, which hashes them into [`Config::revision`].
+//! Adding a key takes its field and default in the section's file struct, and its place in the
+//! validated type.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 mod auth;
-mod gate;
+mod files;
+mod namespaces;
+mod promotion;
+mod registry;
+mod server;
+mod storage;
+mod trust;
 
-pub use auth::{AuthConfig, Challenge, ClientAuth, TlsConfig};
-pub use gate::{Gate, GateMode, KeyEntry, KeylessEntry, RequiredAttestation, ScanRequirement, TrustConfig};
+use crate::auth::AuthConfig;
+use crate::logging::LogFormat;
+use crate::policy::namespaces::Namespace;
+use crate::policy::verify::TrustConfig;
+use crate::registry::RegistryConfig;
+use crate::tls::TlsConfig;
 
 /// The embedded default configuration, `config/default.toml`.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
@@ -41,23 +60,13 @@ pub struct Config {
     pub trust: TrustConfig,
     /// PKCS#8 PEM of the key that signs verification summaries; generated and kept in the store
     /// when absent.
-    pub signing_key_pem: Option<String>,
+    pub signing_key_pem: Option<SecretString>,
     /// Users, tokens and rules; without it the registry is open to everyone.
     pub auth: Option<AuthConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
     pub source: String,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The object store backend.
@@ -73,7 +82,7 @@ pub enum StorageConfig {
 }
 
 /// Settings of the S3 backend (`[storage.s3]`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Storage {
     /// Bucket name.
@@ -135,93 +144,6 @@ fn default_s3_retries() -> u32 {
     3
 }
 
-/// Registry behaviour and limits.
-#[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    /// Whether DELETE of blobs and manifests is allowed.
-    pub delete_enabled: bool,
-    /// Largest manifest accepted, in bytes.
-    pub max_manifest_bytes: usize,
-    /// Largest blob accepted, in bytes.
-    pub max_blob_bytes: u64,
-    /// Idle time after which an upload session is removed.
-    pub upload_timeout: Duration,
-}
-
-/// A namespace rule: a glob on repository names and what applies there.
-#[derive(Debug, Clone)]
-pub struct Namespace {
-    /// The glob as written in the config.
-    pub pattern: String,
-    matcher: NamePattern,
-    /// How tags behave, unless a tag rule says otherwise.
-    pub tags: TagMode,
-    /// Exceptions by tag name; the first match applies.
-    pub tag_rules: Vec<TagRule>,
-    /// Manifests arrive only through promotion.
-    pub promotion_only: bool,
-    /// What a manifest needs to be pulled or promoted here; `None`: ungated.
-    pub gate: Option<Gate>,
-}
-
-/// An exception inside a namespace: tags matching a glob behave differently.
-#[derive(Debug, Clone)]
-pub struct TagRule {
-    /// The pattern on tag names as written.
-    pub pattern: String,
-    matcher: NamePattern,
-    /// How matching tags behave.
-    pub tags: TagMode,
-}
-
-/// A pattern on repository or tag names: a glob (`*` stays within one path component, `**` spans
-/// several, and `X/**` also matches `X` itself, so that a namespace covers its own root), or
-/// `regex:<expression>`, which must match the whole name.
-#[derive(Debug, Clone)]
-struct NamePattern {
-    matcher: NameMatcher,
-    /// The `X` of a glob `X/**`.
-    root: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-enum NameMatcher {
-    Glob(globset::GlobMatcher),
-    Regex(regex::Regex),
-}
-
-impl NamePattern {
-    fn parse(pattern: &str) -> Result<NamePattern, String> {
-        if let Some(expression) = pattern.strip_prefix("regex:") {
-            let regex = regex::Regex::new(&format!("^(?:{expression})$")).map_err(|err| err.to_string())?;
-            return Ok(NamePattern { matcher: NameMatcher::Regex(regex), root: None });
-        }
-        let glob = globset::GlobBuilder::new(pattern).literal_separator(true).build().map_err(|err| err.to_string())?;
-        let root = pattern.strip_suffix("/**").map(str::to_owned);
-        Ok(NamePattern { matcher: NameMatcher::Glob(glob.compile_matcher()), root })
-    }
-
-    fn is_match(&self, name: &str) -> bool {
-        self.root.as_deref() == Some(name)
-            || match &self.matcher {
-                NameMatcher::Glob(glob) => glob.is_match(name),
-                NameMatcher::Regex(regex) => regex.is_match(name),
-            }
-    }
-}
-
-/// How tags behave in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TagMode {
-    /// Tags move freely.
-    Mutable,
-    /// A tag never moves and is never deleted; its manifest is not deleted while tagged.
-    Immutable,
-    /// A tag name is bound once, ever; deletion leaves it burned.
-    WriteOnce,
-}
-
 /// Values from flags or the environment that take precedence over the file.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -260,139 +182,17 @@ pub enum ConfigError {
     },
 }
 
-/// The TOML file as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    server: FileServer,
-    #[serde(default)]
-    storage: FileStorage,
-    #[serde(default)]
-    registry: FileRegistry,
-    #[serde(default)]
-    namespaces: Vec<FileNamespace>,
-    #[serde(default)]
-    trust: gate::FileTrust,
-    #[serde(default)]
-    promotion: FilePromotion,
-    #[serde(default)]
-    auth: Option<auth::FileAuth>,
-}
-
+/// The TOML file as written: one field per section, each absent section at its defaults.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FilePromotion {
-    /// PKCS#8 PEM file of the VSA signing key.
-    #[serde(default)]
-    signing_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileServer {
-    #[serde(default = "default_listen")]
-    listen: String,
-    #[serde(default = "default_log_format")]
-    log_format: LogFormat,
-    #[serde(default)]
-    tls: Option<auth::FileTls>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileStorage {
-    #[serde(default = "default_backend")]
-    backend: String,
-    #[serde(default = "default_data_dir")]
-    data_dir: PathBuf,
-    #[serde(default)]
-    index_dir: Option<PathBuf>,
-    #[serde(default)]
-    s3: Option<S3Storage>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRegistry {
-    #[serde(default = "default_true")]
-    delete_enabled: bool,
-    #[serde(default = "default_max_manifest_bytes")]
-    max_manifest_bytes: usize,
-    #[serde(default = "default_max_blob_bytes")]
-    max_blob_bytes: u64,
-    #[serde(default = "default_upload_timeout_secs")]
-    upload_timeout_secs: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileNamespace {
-    pattern: String,
-    #[serde(default = "default_tag_mode")]
-    tags: TagMode,
-    #[serde(default)]
-    promotion_only: bool,
-    #[serde(default)]
-    tag_rules: Vec<FileTagRule>,
-    #[serde(default)]
-    gate: Option<gate::FileGate>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTagRule {
-    pattern: String,
-    tags: TagMode,
-}
-
-fn default_listen() -> String {
-    "127.0.0.1:5000".to_owned()
-}
-fn default_log_format() -> LogFormat {
-    LogFormat::Human
-}
-fn default_backend() -> String {
-    "fs".to_owned()
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
-}
-fn default_true() -> bool {
-    true
-}
-fn default_max_manifest_bytes() -> usize {
-    4 << 20
-}
-fn default_max_blob_bytes() -> u64 {
-    32 << 30
-}
-fn default_upload_timeout_secs() -> u64 {
-    24 * 3600
-}
-fn default_tag_mode() -> TagMode {
-    TagMode::Mutable
-}
-
-impl Default for FileServer {
-    fn default() -> Self {
-        FileServer { listen: default_listen(), log_format: default_log_format(), tls: None }
-    }
-}
-impl Default for FileStorage {
-    fn default() -> Self {
-        FileStorage { backend: default_backend(), data_dir: default_data_dir(), index_dir: None, s3: None }
-    }
-}
-impl Default for FileRegistry {
-    fn default() -> Self {
-        FileRegistry {
-            delete_enabled: true,
-            max_manifest_bytes: default_max_manifest_bytes(),
-            max_blob_bytes: default_max_blob_bytes(),
-            upload_timeout_secs: default_upload_timeout_secs(),
-        }
-    }
+#[serde(default, deny_unknown_fields)]
+struct FileConfig {
+    server: server::FileServer,
+    storage: storage::FileStorage,
+    registry: registry::FileRegistry,
+    namespaces: Vec<namespaces::FileNamespace>,
+    trust: trust::FileTrust,
+    promotion: promotion::FilePromotion,
+    auth: Option<auth::FileAuth>,
 }
 
 impl Config {
@@ -427,72 +227,21 @@ impl Config {
         let file: FileConfig = toml::from_str(text)
             .map_err(|err| ConfigError::Parse { source_name: source_name.to_owned(), message: err.to_string() })?;
         let invalid = |message: String| ConfigError::Invalid { source_name: source_name.to_owned(), message };
-
-        let listen = match overrides.listen {
-            Some(listen) => listen,
-            None => file
-                .server
-                .listen
-                .parse()
-                .map_err(|_| invalid(format!("server.listen: expected host:port, found {:?}", file.server.listen)))?,
-        };
-        let data_dir = overrides.data_dir.clone().unwrap_or(file.storage.data_dir);
-        let storage = match (file.storage.backend.as_str(), file.storage.s3) {
-            ("fs", _) => StorageConfig::Fs { root: data_dir.join("store") },
-            ("s3", Some(s3)) => {
-                if !(5..=5120).contains(&s3.part_size_mib) {
-                    return Err(invalid(format!("storage.s3.part_size_mib: expected 5 to 5120, found {}", s3.part_size_mib)));
-                }
-                StorageConfig::S3(s3)
-            }
-            ("s3", None) => return Err(invalid("storage.backend = \"s3\" needs a [storage.s3] section".to_owned())),
-            (other, _) => return Err(invalid(format!("storage.backend: expected \"fs\" or \"s3\", found {other:?}"))),
-        };
-        if file.registry.max_manifest_bytes == 0 || file.registry.max_manifest_bytes > 64 << 20 {
-            return Err(invalid("registry.max_manifest_bytes: expected 1 to 67108864".to_owned()));
-        }
-        let name_pattern = |pattern: &str, what: &str| NamePattern::parse(pattern).map_err(|err| invalid(format!("{what} {pattern:?}: {err}")));
-        let mut files = gate::Files::new(base, text);
+        let mut files = files::Files::new(base, text);
+        let server = file.server.load(overrides.listen, &mut files).map_err(invalid)?;
+        let storage = file.storage.load(overrides.data_dir.clone()).map_err(invalid)?;
+        let registry = file.registry.load().map_err(invalid)?;
         let trust = file.trust.load(&mut files).map_err(invalid)?;
-        let signing_key_pem = file.promotion.signing_key.as_deref().map(|path| files.read(path, "promotion.signing_key")).transpose().map_err(invalid)?;
-        let tls = file.server.tls.map(|tls| tls.load(&mut files)).transpose().map_err(invalid)?;
+        let signing_key_pem = file.promotion.load(&mut files).map_err(invalid)?;
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
-        let namespaces = file
-            .namespaces
-            .into_iter()
-            .map(|ns| {
-                let gate = ns.gate.map(|g| g.load(&mut files, &trust, &ns.pattern)).transpose().map_err(invalid)?;
-                let tag_rules = ns
-                    .tag_rules
-                    .into_iter()
-                    .map(|rule| {
-                        let matcher = name_pattern(&rule.pattern, "namespaces.tag_rules.pattern")?;
-                        Ok(TagRule { matcher, pattern: rule.pattern, tags: rule.tags })
-                    })
-                    .collect::<Result<Vec<_>, ConfigError>>()?;
-                Ok(Namespace {
-                    matcher: name_pattern(&ns.pattern, "namespaces.pattern")?,
-                    pattern: ns.pattern,
-                    tags: ns.tags,
-                    tag_rules,
-                    promotion_only: ns.promotion_only,
-                    gate,
-                })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-
+        let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
         Ok(Config {
-            listen,
-            tls,
-            log_format: file.server.log_format,
-            storage,
-            index_dir: file.storage.index_dir.unwrap_or_else(|| data_dir.join("index")),
-            registry: RegistryConfig {
-                delete_enabled: file.registry.delete_enabled,
-                max_manifest_bytes: file.registry.max_manifest_bytes,
-                max_blob_bytes: file.registry.max_blob_bytes,
-                upload_timeout: Duration::from_secs(file.registry.upload_timeout_secs),
-            },
+            listen: server.listen,
+            tls: server.tls,
+            log_format: server.log_format,
+            storage: storage.backend,
+            index_dir: storage.index_dir,
+            registry,
             namespaces,
             trust,
             signing_key_pem,
@@ -504,19 +253,7 @@ impl Config {
 
     /// The namespace rule for a repository: the first whose pattern matches, if any.
     pub fn namespace(&self, repo: &str) -> Option<&Namespace> {
-        self.namespaces.iter().find(|ns| ns.matches(repo))
-    }
-}
-
-impl Namespace {
-    /// Whether the namespace's pattern matches the repository name.
-    pub fn matches(&self, repo: &str) -> bool {
-        self.matcher.is_match(repo)
-    }
-
-    /// The first tag rule whose pattern matches `tag`.
-    pub fn tag_rule(&self, tag: &str) -> Option<&TagRule> {
-        self.tag_rules.iter().find(|rule| rule.matcher.is_match(tag))
+        crate::policy::namespaces::first_match(&self.namespaces, repo).map(|(_, ns)| ns)
     }
 }
 
@@ -590,6 +327,64 @@ mod tests {
         check("[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", "server.tls.cert: cannot read");
         let open = Config::parse(EMBEDDED_DEFAULT, "embedded default", &Overrides::default()).unwrap();
         assert!(open.auth.is_none() && open.tls.is_none(), "the default stays open and plain");
+    }
+
+    #[test]
+    fn absent_keys_take_their_defaults() {
+        let config = Config::parse("[auth]\n[[namespaces]]\npattern = \"**\"\n[namespaces.gate]\n[namespaces.gate.scan]\n", "t.toml", &Overrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(config.log_format, LogFormat::Human);
+        assert!(config.tls.is_none() && config.signing_key_pem.is_none());
+        assert_eq!(config.storage, StorageConfig::Fs { root: PathBuf::from("./data/store") });
+        assert_eq!(config.index_dir, PathBuf::from("./data/index"));
+        let registry = &config.registry;
+        let limits = (registry.delete_enabled, registry.max_manifest_bytes, registry.max_blob_bytes, registry.upload_timeout);
+        assert_eq!(limits, (true, 4 << 20, 32 << 30, std::time::Duration::from_secs(86_400)));
+        let auth = config.auth.as_ref().unwrap();
+        assert_eq!((auth.service.as_str(), auth.issuer.as_str(), auth.challenge, auth.basic), ("portcullis", "portcullis", crate::auth::Challenge::Bearer, true));
+        assert_eq!((auth.token_ttl, auth.realm.as_deref()), (std::time::Duration::from_secs(300), None));
+        assert_eq!(auth.throttle, crate::auth::ratelimit::ThrottleConfig::default());
+        let ns = config.namespace("any").unwrap();
+        assert_eq!((ns.tags, ns.promotion_only), (crate::policy::namespaces::TagMode::Mutable, false));
+        let gate = ns.gate.as_ref().unwrap();
+        assert_eq!(gate.mode, crate::policy::gate::GateMode::Enforce);
+        let scan = gate.scan.as_ref().unwrap();
+        assert_eq!((scan.rules.max_age_secs, scan.rules.block.as_slice()), (7 * 86_400, &[crate::policy::scan::BlockRule::CriticalWithFix][..]));
+    }
+
+    #[test]
+    fn debug_prints_no_secret() {
+        use p256::pkcs8::{EncodePrivateKey as _, LineEnding};
+        let dir = tempfile::tempdir().unwrap();
+        let pem = || p256::ecdsa::SigningKey::random(&mut rand_core::OsRng).to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+        let (token_key, promotion_key) = (pem(), pem());
+        let hash = bcrypt::hash("alice-pw", 4).unwrap();
+        std::fs::write(dir.path().join("token.pem"), &token_key).unwrap();
+        std::fs::write(dir.path().join("promotion.pem"), &promotion_key).unwrap();
+        std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+        let text = r#"
+            [storage]
+            backend = "s3"
+            [storage.s3]
+            bucket = "b"
+            access_key_id = "AKIAEXAMPLEACCESSKEY"
+            secret_access_key = "example-secret-access-key/0123456789"
+            [promotion]
+            signing_key = "promotion.pem"
+            [auth]
+            signing_key = "token.pem"
+            htpasswd = "htpasswd"
+        "#;
+        let config = Config::parse_in(text, "t.toml", dir.path(), &Overrides::default()).unwrap();
+        let printed = format!("{config:?}");
+        // A PEM's body lines are base64 of the key; none may appear, nor the hash or the S3 keys.
+        let pem_lines = |pem: &str| pem.lines().filter(|line| !line.starts_with("-----")).map(str::to_owned).collect::<Vec<_>>();
+        let secrets = [pem_lines(&token_key), pem_lines(&promotion_key), vec![hash.clone(), hash[7..].to_owned()]].concat();
+        let secrets = [secrets, vec!["AKIAEXAMPLEACCESSKEY".to_owned(), "example-secret-access-key/0123456789".to_owned()]].concat();
+        for secret in &secrets {
+            assert!(!printed.contains(secret.as_str()), "Debug of Config prints the secret {secret:?}");
+        }
+        assert!(printed.contains("promotion") || printed.contains("signing_key"), "the test looks at a real Debug: {printed}");
     }
 
     #[test]

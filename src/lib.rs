@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod logging;
 pub mod server;
 pub mod tls;
 pub mod api;

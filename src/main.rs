@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Parser;
 use portcullis::cli::{AuditCommand, Cli, Command, ConfigArgs, PolicyCommand};
-use portcullis::config::{Config, LogFormat};
+use portcullis::config::Config;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -34,17 +34,8 @@ fn client_access(args: portcullis::cli::ClientArgs) -> portcullis::client::Acces
 
 fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
     let config = Config::load(args.config.as_deref(), &args.overrides())?;
-    init_tracing(config.log_format);
+    portcullis::logging::init(config.log_format);
     Ok(config)
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
@@ -86,13 +77,7 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
 /// invalid configuration is refused and the one in force stays. Connections are not touched.
 async fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: portcullis::server::Reloader, args: ConfigArgs) {
     while hangups.recv().await.is_some() {
-        let reloaded = Config::load(args.config.as_deref(), &args.overrides())
-            .map_err(|err| err.to_string())
-            .and_then(|config| {
-                let revision = config.revision.clone();
-                reloader.reload(config).map(|()| revision)
-            });
-        match reloaded {
+        match reloader.reload_from(Config::load(args.config.as_deref(), &args.overrides())) {
             Ok(revision) => tracing::info!(revision = %revision, "configuration reloaded"),
             Err(err) => tracing::error!(error = %err, "configuration reload refused; the previous one stays in force"),
         }
@@ -117,7 +102,7 @@ fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {
     if let Some(tag) = tag {
         tag.parse::<portcullis::names::Tag>()?;
     }
-    let rule = portcullis::policy::tags::rule_for(&config, repo.as_str(), tag);
+    let rule = portcullis::policy::tags::rule_for(&config.namespaces, repo.as_str(), tag);
     write!(std::io::stdout(), "{}", rule.explain(repo.as_str(), tag))?;
     Ok(())
 }

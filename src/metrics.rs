@@ -1,5 +1,8 @@
 //! Prometheus metrics: one registry of counters, gauges and histograms, rendered at `/metrics`.
+//! A new metric is one field and one line in [`Metrics::new`]: each is made and registered by
+//! the same call, so none can be defined and forgotten.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry,
     TextEncoder,
@@ -24,6 +27,8 @@ pub struct Metrics {
     pub verdicts_computed: IntCounter,
     /// Evidence bytes read from the store while computing verdicts.
     pub evidence_bytes_read: IntCounter,
+    /// Configuration reloads by outcome (`applied`, `refused`).
+    pub config_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -31,48 +36,18 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = PromRegistry::new_custom(Some("portcullis".to_owned()), None)
             .expect("a static prefix is a valid metrics namespace");
-        let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by endpoint, method and status"),
-            &["endpoint", "method", "status"],
-        )
-        .expect("static metric definition");
-        let latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "Time to the response head, by endpoint").buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
-            ]),
-            &["endpoint"],
-        )
-        .expect("static metric definition");
-        let bytes_received = IntCounter::new("blob_bytes_received_total", "Blob bytes received").expect("static metric definition");
-        let bytes_sent = IntCounter::new("http_bytes_sent_total", "Response body bytes sent").expect("static metric definition");
-        let upload_sessions = IntGauge::new("upload_sessions_open", "Upload sessions held by this process").expect("static metric definition");
-        let storage_errors = IntCounter::new("storage_errors_total", "Requests failed by the object store").expect("static metric definition");
-        let verdicts_computed = IntCounter::new("verdicts_computed_total", "Verdicts computed rather than answered from the cache")
-            .expect("static metric definition");
-        let evidence_bytes_read = IntCounter::new("evidence_bytes_read_total", "Evidence bytes read from the store for verdicts")
-            .expect("static metric definition");
-        for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(latency.clone()),
-            Box::new(bytes_received.clone()),
-            Box::new(bytes_sent.clone()),
-            Box::new(upload_sessions.clone()),
-            Box::new(storage_errors.clone()),
-            Box::new(verdicts_computed.clone()),
-            Box::new(evidence_bytes_read.clone()),
-        ] {
-            registry.register(collector).expect("each metric is registered once");
-        }
+        let latency_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
         Metrics {
+            requests: register(&registry, IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by endpoint, method and status"), &["endpoint", "method", "status"])),
+            latency: register(&registry, HistogramVec::new(HistogramOpts::new("http_request_duration_seconds", "Time to the response head, by endpoint").buckets(latency_buckets), &["endpoint"])),
+            bytes_received: register(&registry, IntCounter::new("blob_bytes_received_total", "Blob bytes received")),
+            bytes_sent: register(&registry, IntCounter::new("http_bytes_sent_total", "Response body bytes sent")),
+            upload_sessions: register(&registry, IntGauge::new("upload_sessions_open", "Upload sessions held by this process")),
+            storage_errors: register(&registry, IntCounter::new("storage_errors_total", "Requests failed by the object store")),
+            verdicts_computed: register(&registry, IntCounter::new("verdicts_computed_total", "Verdicts computed rather than answered from the cache")),
+            evidence_bytes_read: register(&registry, IntCounter::new("evidence_bytes_read_total", "Evidence bytes read from the store for verdicts")),
+            config_reloads: register(&registry, IntCounterVec::new(Opts::new("config_reloads_total", "Configuration reloads (SIGHUP) by outcome"), &["outcome"])),
             registry,
-            requests,
-            latency,
-            bytes_received,
-            bytes_sent,
-            upload_sessions,
-            storage_errors,
-            verdicts_computed,
-            evidence_bytes_read,
         }
     }
 
@@ -82,6 +57,13 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("encoding to a Vec cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
+}
+
+/// Registers a metric made from a static definition.
+fn register<M: Collector + Clone + 'static>(registry: &PromRegistry, metric: prometheus::Result<M>) -> M {
+    let metric = metric.expect("static metric definition");
+    registry.register(Box::new(metric.clone())).expect("each metric is registered once");
+    metric
 }
 
 impl Default for Metrics {

@@ -39,13 +39,30 @@ pub enum StartError {
     Metadata(#[from] crate::metadata::MetadataError),
     /// Trust or the signing key could not be loaded.
     #[error("{0}")]
-    Registry(String),
+    Registry(#[from] crate::registry::ConfigureError),
     /// The listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
     /// The TLS certificate, key or client CA could not be loaded.
     #[error("tls: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
+    /// The configuration names S3, and this build has no S3 backend.
+    #[error("storage.backend = \"s3\", but this build of portcullis has no S3 backend (it was built without the `s3` feature)")]
+    NoS3Backend,
+}
+
+/// Why a reload was refused, or applied without the new certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration could not be read or is invalid; the one in force stays.
+    #[error(transparent)]
+    Load(#[from] crate::config::ConfigError),
+    /// The registry refused the configuration; the one in force stays.
+    #[error(transparent)]
+    Config(#[from] crate::registry::ConfigureError),
+    /// The configuration is in force, but the certificate and key could not be read again.
+    #[error("configuration reloaded, but the certificate was not: {0}")]
+    Certificate(#[from] crate::tls::TlsError),
 }
 
 /// A running server.
@@ -71,13 +88,27 @@ pub struct Reloader {
 
 impl Reloader {
     /// Applies `config`, or refuses it whole and keeps the one in force.
-    pub fn reload(&self, config: Config) -> Result<(), String> {
-        let tls = config.tls.clone();
-        self.registry.reload(config)?;
-        if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
-            certs.reload(tls).map_err(|err| format!("configuration reloaded, but the certificate was not: {err}"))?;
-        }
-        Ok(())
+    pub fn reload(&self, config: Config) -> Result<(), ReloadError> {
+        self.reload_from(Ok(config)).map(|_| ())
+    }
+
+    /// Applies a configuration as loaded (SIGHUP), counting the outcome in
+    /// `portcullis_config_reloads_total`; returns the revision now in force.
+    pub fn reload_from(&self, loaded: Result<Config, crate::config::ConfigError>) -> Result<String, ReloadError> {
+        let applied = loaded.map_err(ReloadError::from).and_then(|config| {
+            let (tls, revision) = (config.tls.clone(), config.revision.clone());
+            self.registry.reload(config)?;
+            if let (Some(certs), Some(tls)) = (&self.certs, &tls) {
+                certs.reload(tls)?;
+            }
+            Ok(revision)
+        });
+        let outcome = match &applied {
+            Ok(_) | Err(ReloadError::Certificate(_)) => "applied",
+            Err(_) => "refused",
+        };
+        self.registry.metrics.config_reloads.with_label_values(&[outcome]).inc();
+        applied
     }
 }
 
@@ -85,7 +116,7 @@ impl Reloader {
 pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open(root).await?),
-        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect(s3_settings(s3)).await?),
+        StorageConfig::S3(s3) => connect_s3(s3, false).await?,
     };
     Ok(store)
 }
@@ -96,11 +127,28 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn storage::BlobStore>, 
 pub async fn open_store_read_only(config: &Config) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store: Arc<dyn storage::BlobStore> = match &config.storage {
         StorageConfig::Fs { root } => Arc::new(storage::FsBlobStore::open_existing(root).await?),
-        StorageConfig::S3(s3) => Arc::new(storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?),
+        StorageConfig::S3(s3) => connect_s3(s3, true).await?,
     };
     Ok(store)
 }
 
+/// The S3 backend: probed for conditional writes (or, `read_only`, not probed: the probe writes).
+#[cfg(feature = "s3")]
+async fn connect_s3(s3: &crate::config::S3Storage, read_only: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
+    let store = match read_only {
+        false => storage::S3BlobStore::connect(s3_settings(s3)).await?,
+        true => storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?,
+    };
+    Ok(Arc::new(store))
+}
+
+/// A build without the `s3` feature (the fuzz targets) has the filesystem backend only.
+#[cfg(not(feature = "s3"))]
+async fn connect_s3(_: &crate::config::S3Storage, _: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
+    Err(StartError::NoS3Backend)
+}
+
+#[cfg(feature = "s3")]
 fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
     storage::S3Config {
         bucket: s3.bucket.clone(),
@@ -122,7 +170,7 @@ fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
 pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
     let store = open_store(&config).await?;
     let metadata = Metadata::open(store, &config.index_dir)?;
-    let registry = Registry::open(config, metadata, Arc::new(Metrics::new())).await.map_err(StartError::Registry)?;
+    let registry = Registry::open(config, metadata, Arc::new(Metrics::new())).await?;
     Ok(Arc::new(registry))
 }
 
@@ -130,7 +178,7 @@ pub async fn open(config: Config) -> Result<Arc<Registry>, StartError> {
 /// has `[server.tls]`.
 pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Running, StartError> {
     let local_addr = listener.local_addr()?;
-    let tls = registry.config().tls.as_ref().map(crate::tls::Tls::new).transpose().map_err(StartError::Tls)?;
+    let tls = registry.config().tls.as_ref().map(crate::tls::Tls::new).transpose()?;
     let reloader = Reloader { registry: registry.clone(), certs: tls.as_ref().map(crate::tls::Tls::certs) };
     let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
     let (shutdown, mut shutdown_rx) = watch::channel(false);

@@ -748,7 +748,7 @@ async fn promotion_needs_promote_on_the_target_and_records_the_caller() {
     // The CLI logs in with --user and PORTCULLIS_PASSWORD, over TLS with --ca-cert.
     let ca = setup.pki.dir.join("ca.crt");
     let cli = |password: Option<&str>, args: &[&str]| {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        let mut command = common::portcullis_command();
         command.args(args).args(["--registry", &registry.base_url, "--ca-cert", ca.to_str().unwrap(), "--user", "release"]);
         command.env_remove("PORTCULLIS_PASSWORD");
         if let Some(password) = password {

@@ -234,11 +234,7 @@ async fn check_command_exit_codes() {
     let check = |image: String| {
         let base_url = registry.base_url.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(["check", "--registry", &base_url, &image]).output().unwrap()
-            })
-            .await
-            .unwrap()
+            common::portcullis_async(vec!["check".to_owned(), "--registry".to_owned(), base_url, image]).await
         }
     };
     let pass = check(format!("gated/ok@{passing}")).await;
@@ -249,6 +245,19 @@ async fn check_command_exit_codes() {
     assert!(String::from_utf8_lossy(&fail.stdout).contains("[FAIL] signature: no signature from trusted identity 'ci'"));
     let missing = check("gated/absent:v1".to_owned()).await;
     assert_eq!(missing.status.code(), Some(2));
+}
+
+/// Waits until the server has counted `n` reloads with `outcome` (`portcullis_config_reloads_total`).
+async fn wait_for_reloads(api: &RegistryClient, outcome: &str, n: u64) {
+    let line = format!("portcullis_config_reloads_total{{outcome=\"{outcome}\"}} {n}");
+    for _ in 0..200 {
+        let metrics = api.client.get(api.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the server did not count {n} {outcome} reload(s) within 5 s");
 }
 
 /// SIGHUP swaps policy without a restart; a configuration that fails validation is refused and
@@ -273,20 +282,13 @@ async fn sighup_reloads_policy_and_refuses_a_broken_config() {
 
     std::fs::write(&config, &open).unwrap();
     server.signal("HUP");
-    let mut reloaded = false;
-    for _ in 0..100 {
-        if status(api.clone()).await == 200 {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(reloaded, "the ungated policy is in force after SIGHUP");
+    wait_for_reloads(&api, "applied", 1).await;
+    assert_eq!(status(api.clone()).await, 200, "the ungated policy is in force after SIGHUP");
 
     // A broken file is refused; the open policy stays in force.
     std::fs::write(&config, "[namespaces\n").unwrap();
     server.signal("HUP");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    wait_for_reloads(&api, "refused", 1).await;
     assert_eq!(status(api.clone()).await, 200);
     assert!(server.process.try_wait().unwrap().is_none(), "a refused reload does not stop the server");
 }

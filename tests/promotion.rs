@@ -246,19 +246,19 @@ async fn cli_promote_and_audit_verify() {
     registry.push_tiny_image("build/cli-unsigned", "v1", "x").await;
 
     let run = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().unwrap())
+        common::portcullis_async(args)
     };
     let promote = |source: &str, tag: &str| {
         let args = ["promote", "--registry", &registry.base_url, source, "prod/cli", "--tag", tag].map(str::to_owned).to_vec();
         run(args)
     };
-    let out = promote("build/cli:v1", "v1").await.unwrap();
+    let out = promote("build/cli:v1", "v1").await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("({digest}) promoted to prod/cli")));
-    let out = promote("build/cli-unsigned:v1", "v2").await.unwrap();
+    let out = promote("build/cli-unsigned:v1", "v2").await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("denied"));
-    let out = promote("build/absent:v1", "v3").await.unwrap();
+    let out = promote("build/absent:v1", "v3").await;
     assert_eq!(out.status.code(), Some(2));
 
     // Every decision is in the audit log, and an edited record is found.
@@ -269,14 +269,14 @@ async fn cli_promote_and_audit_verify() {
         let args = ["audit", "verify", "--config", setup.config_path.to_str().unwrap(), "--data-dir", registry.data_dir.to_str().unwrap()];
         run(args.map(str::to_owned).to_vec())
     };
-    let out = verify().await.unwrap();
+    let out = verify().await;
     assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact: 2 records"));
 
     let record = registry.data_dir.join("store/objects/audit/records/00000000000000000001");
     let text = std::fs::read_to_string(&record).unwrap().replace("\"actor\":\"anonymous\"", "\"actor\":\"mallory\"");
     std::fs::write(&record, text).unwrap();
-    let out = verify().await.unwrap();
+    let out = verify().await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN at record 1"), "{}", String::from_utf8_lossy(&out.stdout));
 }

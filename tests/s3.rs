@@ -25,7 +25,7 @@ use bytes::Bytes;
 use common::clients::Clients;
 use common::s3::{fresh_storage, storage_toml};
 use storage::test_s3::{multipart_uploads, raw_keys, TestS3};
-use common::{error_code, images, sha256, tiny_manifest, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
+use common::{error_code, images, sha256, tiny_manifest, with_query, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
 use futures::{Stream, StreamExt};
 use portcullis::config::StorageConfig;
 use sha2::Digest as _;
@@ -71,7 +71,7 @@ async fn two_processes_share_one_bucket() {
     let repo = "build/app";
     let (manifest_digest, manifest) = a.push_tiny_image(repo, "v1", "two nodes").await;
     let big = patterned(12 * MIB as usize, 1);
-    let big_digest = push_chunked(&a, repo, &big, 5 * MIB as usize).await;
+    let big_digest = a.push_chunked(repo, &big, 5 * MIB as usize).await;
     let res = get(&b, &format!("/v2/{repo}/manifests/v1")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["docker-content-digest"], manifest_digest.as_str());
@@ -88,11 +88,11 @@ async fn two_processes_share_one_bucket() {
     // has no running hash and rebuilds it from the bytes staged in the bucket.
     let data = patterned(11 * MIB as usize + 123, 2);
     let digest = sha256(&data);
-    let location = start_upload(&a, repo).await;
+    let location = a.start_upload(repo).await;
     let first = 6 * MIB as usize;
-    let location = patch(&a, &location, 0, data[..first].to_vec()).await;
+    let location = a.patch_chunk(&location, 0, data[..first].to_vec()).await;
     let second = 10 * MIB as usize;
-    let location = patch(&b, &location, first as u64, data[first..second].to_vec()).await;
+    let location = b.patch_chunk(&location, first as u64, data[first..second].to_vec()).await;
     let res = b
         .client
         .put(b.url(&with_query(&location, &format!("digest={digest}"))))
@@ -169,7 +169,7 @@ async fn push_survives_the_s3_server_going_away() {
     let blob_path = format!("/v2/{repo}/blobs/{digest}");
 
     // Attempt 1: chunked, and the S3 server goes away after 100 MiB have reached it.
-    let failed_location = start_upload(&registry, repo).await;
+    let failed_location = registry.start_upload(repo).await;
     let failed_id = failed_location.rsplit('/').next().expect("upload id").to_owned();
     proxy.cut_after_bytes(100 * MIB);
     let (mut offset, mut location) = (0, failed_location.clone());
@@ -204,7 +204,7 @@ async fn push_survives_the_s3_server_going_away() {
 
     // Attempt 2, from scratch. Its commit (a multipart copy in the bucket) is cut as well, at
     // its first part copy; retrying the PUT finishes the same upload.
-    let mut location = start_upload(&registry, repo).await;
+    let mut location = registry.start_upload(repo).await;
     let mut offset = 0;
     while offset < SIZE {
         let end = (offset + CHUNK).min(SIZE);
@@ -583,38 +583,6 @@ async fn get(registry: &RegistryClient, path: &str) -> reqwest::Response {
     registry.client.get(registry.url(path)).send().await.unwrap_or_else(|err| panic!("GET {path}: {err}"))
 }
 
-/// Opens an upload session; returns its `Location` (a path).
-async fn start_upload(registry: &RegistryClient, repo: &str) -> String {
-    let res = registry.client.post(registry.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.expect("POST upload");
-    assert_eq!(res.status(), 202, "POST upload: {}", res.text().await.unwrap_or_default());
-    location_path(registry, &res)
-}
-
-fn location_path(registry: &RegistryClient, res: &reqwest::Response) -> String {
-    let location = res.headers()["location"].to_str().expect("ASCII Location");
-    location.strip_prefix(&registry.base_url).unwrap_or(location).to_owned()
-}
-
-fn with_query(location: &str, param: &str) -> String {
-    let sep = if location.contains('?') { '&' } else { '?' };
-    format!("{location}{sep}{param}")
-}
-
-/// PATCHes `chunk` at `offset`; returns the next `Location`.
-async fn patch(registry: &RegistryClient, location: &str, offset: u64, chunk: Vec<u8>) -> String {
-    let end = offset + chunk.len() as u64 - 1;
-    let res = registry
-        .client
-        .patch(registry.url(location))
-        .header("content-range", format!("{offset}-{end}"))
-        .body(chunk)
-        .send()
-        .await
-        .expect("PATCH");
-    assert_eq!(res.status(), 202, "PATCH {offset}-{end}: {}", res.text().await.unwrap_or_default());
-    location_path(registry, &res)
-}
-
 /// How a request failed: an error response, or no response at all.
 #[derive(Debug)]
 enum Failure {
@@ -654,21 +622,8 @@ async fn try_patch(registry: &RegistryClient, location: &str, range: Range<u64>,
         .body(reqwest::Body::wrap_stream(generated(seed, range)));
     let res = try_request(request).await?;
     assert_eq!(res.status(), 202);
-    Ok(location_path(registry, &res))
+    Ok(registry.location_path(&res))
 }
-
-/// Pushes `data` in chunks of `chunk_size` (POST, PATCHes, PUT); returns its digest.
-async fn push_chunked(registry: &RegistryClient, repo: &str, data: &[u8], chunk_size: usize) -> String {
-    let digest = sha256(data);
-    let mut location = start_upload(registry, repo).await;
-    for (n, chunk) in data.chunks(chunk_size).enumerate() {
-        location = patch(registry, &location, (n * chunk_size) as u64, chunk.to_vec()).await;
-    }
-    let res = registry.client.put(registry.url(&with_query(&location, &format!("digest={digest}")))).send().await.expect("PUT");
-    assert_eq!(res.status(), 201, "PUT ?digest=: {}", res.text().await.unwrap_or_default());
-    digest
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // Generated content

@@ -6,11 +6,7 @@ mod common;
 
 use common::clients::Clients;
 use common::cosign::{self, Key, VULN};
-use common::{RegistryClient, ServerProcess};
-
-fn portcullis(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis")).args(args).output().unwrap()
-}
+use common::{portcullis, RegistryClient, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_walkthrough() {

@@ -32,6 +32,8 @@ pub(crate) struct Outcome {
     pub(crate) p50_ms: f64,
     /// 99th percentile latency, milliseconds.
     pub(crate) p99_ms: f64,
+    /// Every request answered, warm-up included (what the server logged).
+    pub(crate) requests: usize,
 }
 
 /// Runs `spec` against `addr` with `concurrency` workers for `warmup + duration`.
@@ -47,9 +49,11 @@ pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmu
     }
     let mut latencies_us: Vec<u32> = Vec::new();
     let mut finished = deadline;
+    let mut requests = 0;
     for worker in workers {
-        let (latencies, worker_finished) = worker.await.context("load worker panicked")??;
+        let (latencies, worker_requests, worker_finished) = worker.await.context("load worker panicked")??;
         latencies_us.extend(latencies);
+        requests += worker_requests;
         finished = finished.max(worker_finished);
     }
     latencies_us.sort_unstable();
@@ -59,6 +63,7 @@ pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmu
         requests_per_s: latencies_us.len() as f64 / window.as_secs_f64(),
         p50_ms: percentile(&latencies_us, 0.50),
         p99_ms: percentile(&latencies_us, 0.99),
+        requests,
     })
 }
 
@@ -68,16 +73,18 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
     f64::from(sorted_us[rank - 1]) / 1000.0
 }
 
-/// One connection's loop; returns the latencies of requests that started in the measured window.
-/// A worker measures at least one request, however slow the server: with a slow store (moto) a
-/// request may take longer than the whole window. Returns when its last request finished.
-async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<(Vec<u32>, Instant)> {
+/// One connection's loop; returns the latencies of requests that started in the measured window,
+/// how many requests it sent in all, and when its last request finished. A worker measures at
+/// least one request, however slow the server: with a slow store (moto) a request may take
+/// longer than the whole window.
+async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<(Vec<u32>, usize, Instant)> {
     let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
     let connection = tokio::spawn(connection);
     let host = addr.to_string();
     let mut latencies = Vec::new();
+    let mut requests = 0;
     loop {
         let started = Instant::now();
         if started >= deadline && !latencies.is_empty() {
@@ -95,6 +102,7 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
         // Read the body to its end: the request is done when the client has the manifest.
         response.into_body().collect().await?;
         anyhow::ensure!(status == http::StatusCode::OK, "{} {} answered {status}", spec.method, spec.path);
+        requests += 1;
         if started >= measure_from || Instant::now() >= deadline {
             latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
         }
@@ -102,5 +110,5 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
     let finished = Instant::now();
     drop(sender);
     let _ = connection.await;
-    Ok((latencies, finished))
+    Ok((latencies, requests, finished))
 }

@@ -83,6 +83,11 @@ impl RunResults {
         self.metrics[index].values.insert(server.to_owned(), value);
     }
 
+    /// The value of `server` in row `key`, if recorded.
+    pub(crate) fn value(&self, key: &str, server: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.key == key)?.values.get(server).copied()
+    }
+
     /// Reads a run's JSON file.
     pub(crate) fn load(path: &Path) -> anyhow::Result<RunResults> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;

@@ -53,9 +53,9 @@ pub(crate) struct MeasureArgs {
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
-    /// portcullis only). `scripts/bench` runs each group on freshly started servers, so the disk
-    /// never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence")]
+    /// portcullis only), `log` (the request log). `scripts/bench` runs each group on freshly
+    /// started servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -81,6 +81,19 @@ pub(crate) struct MeasureArgs {
     /// Its process id.
     #[arg(long)]
     distribution_redirect_pid: Option<u32>,
+    /// portcullis's log file (its stderr), for the `log` group.
+    #[arg(long)]
+    portcullis_log: Option<PathBuf>,
+    /// Distribution's log file, for the `log` group.
+    #[arg(long)]
+    distribution_log: Option<PathBuf>,
+    /// A second portcullis, started like the first but with `RUST_LOG=warn` (no request log),
+    /// for the `log` group.
+    #[arg(long)]
+    quiet_portcullis: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    quiet_portcullis_pid: Option<u32>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -96,6 +109,8 @@ pub(crate) enum Group {
     Parallel,
     /// Junk referrers on the pull path, and concurrent verdicts of heavy evidence, for memory.
     Evidence,
+    /// The request log: bytes per request, and throughput with it on and off.
+    Log,
 }
 
 /// Sizes and durations of one run.
@@ -186,6 +201,7 @@ impl Sizes {
                     words.push(format!("{} junk referrers", self.junk_referrers));
                     words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
                 }
+                Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
             }
         }
         words
@@ -278,6 +294,17 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     }
     if args.groups.contains(&Group::Evidence) {
         evidence_workloads(&sizes, run, &portcullis, &key, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Log) {
+        let (Some(url), Some(pid), Some(portcullis_log), Some(distribution_log)) =
+            (&args.quiet_portcullis, args.quiet_portcullis_pid, &args.portcullis_log, &args.distribution_log)
+        else {
+            anyhow::bail!("the log group needs --quiet-portcullis, --quiet-portcullis-pid, --portcullis-log and --distribution-log");
+        };
+        let quiet = Registry::new(PORTCULLIS, url, pid)?;
+        quiet.wait_ready(Duration::from_secs(30)).await?;
+        let logs = [(&portcullis, portcullis_log.as_path()), (&distribution, distribution_log.as_path())];
+        log_workloads(&sizes, run, &logs, &quiet, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -415,6 +442,50 @@ async fn manifest_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, dist
         }
     }
     record_peaks(results, "manifests", "manifest load", &[portcullis, distribution])
+}
+
+/// The request log: bytes of log per manifest GET on portcullis and Distribution (each logging
+/// at info to a file, as they do by default), and portcullis's manifest GET throughput with its
+/// request log on (info) and off (`RUST_LOG=warn`: a second server started alike), measured one
+/// after the other in the same run (which of the two goes first alternates with the run).
+async fn log_workloads(sizes: &Sizes, run: u32, logs: &[(&Registry, &std::path::Path); 2], quiet: &Registry, results: &mut RunResults) -> anyhow::Result<()> {
+    progress(run, "log: pushing the image");
+    let seed = gates::seed(run, 50, 0);
+    let digest = logs[0].0.push_image("bench/log", "v1", 5, 1024, seed).await?;
+    for registry in [logs[1].0, quiet] {
+        anyhow::ensure!(registry.push_image("bench/log", "v1", 5, 1024, seed).await? == digest, "{} stored a different manifest", registry.name);
+    }
+    let spec = load::Spec { method: http::Method::GET, path: "/v2/bench/log/manifests/v1".to_owned(), accept: MANIFEST_ACCEPT.to_owned() };
+    let log_size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).with_context(|| format!("size of {}", path.display()));
+    // Log bytes and requests answered, per logging server, over every cell.
+    let mut volume = [(0_u64, 0_usize); 2];
+    for &concurrency in &sizes.concurrencies {
+        progress(run, &format!("log: manifest GET, concurrency {concurrency}"));
+        let what = format!("manifest GET by tag, c={concurrency}");
+        // None: the quiet portcullis; Some(i): logs[i].
+        let order = if run % 2 == 1 { [Some(0), None, Some(1)] } else { [None, Some(0), Some(1)] };
+        for target in order {
+            let registry = target.map_or(quiet, |index| logs[index].0);
+            let before = target.map(|index| log_size(logs[index].1)).transpose()?;
+            let outcome = load::run(registry.addr, &spec, concurrency, sizes.warmup, sizes.window).await?;
+            match target {
+                Some(index) => {
+                    volume[index].0 += log_size(logs[index].1)? - before.unwrap_or_default();
+                    volume[index].1 += outcome.requests;
+                    results.record(&format!("log_info_c{concurrency}_rps"), &format!("{what}, request log at info (req/s)"), Better::Higher, registry.name, outcome.requests_per_s);
+                }
+                None => results.record(&format!("log_warn_c{concurrency}_rps"), &format!("{what}, log at warn: no request log (req/s)"), Better::Higher, PORTCULLIS, outcome.requests_per_s),
+            }
+        }
+        let rps = |key: &str| results.value(&format!("{key}_c{concurrency}_rps"), PORTCULLIS).unwrap_or(f64::NAN);
+        let cost = rps("log_info") / rps("log_warn");
+        results.record(&format!("log_cost_c{concurrency}"), &format!("{what}: req/s with the request log / without"), Better::Higher, PORTCULLIS, cost);
+    }
+    for (index, (registry, _)) in logs.iter().enumerate() {
+        let (bytes, requests) = volume[index];
+        results.record("log_bytes_per_request", "request log per manifest GET (bytes)", Better::Lower, registry.name, bytes as f64 / requests.max(1) as f64);
+    }
+    Ok(())
 }
 
 /// Many uploads in flight at once, each one `PATCH` of the whole size; the sessions are cancelled

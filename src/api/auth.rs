@@ -22,7 +22,7 @@ use super::{json_response, read_bounded, Body};
 use crate::auth::rules::Action;
 use crate::auth::token::Scope;
 use crate::auth::{Auth, AuthError, Principal};
-use crate::config::Challenge;
+use crate::auth::Challenge;
 use crate::registry::Registry;
 
 /// Path of the token endpoint.

@@ -50,31 +50,33 @@ const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-app
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Answers one request. Never fails: errors are responses.
+///
+/// Events during the request carry its span (request id, method, path, principal); the request
+/// itself is logged once, after the span, as one compact line: a request that logs nothing else
+/// costs one short line, not the span's fields twice.
 pub async fn handle<B>(registry: Arc<Registry>, req: Request<B>) -> Result<Response<Body>, Infallible>
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: std::fmt::Display,
 {
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
-    let span = tracing::info_span!(
-        "request",
-        request_id = %request_id,
-        method = %req.method(),
-        path = %req.uri().path(),
-        principal = tracing::field::Empty
-    );
-    async move {
-        let started = Instant::now();
+    let request_id = &uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path, principal = tracing::field::Empty);
+    let (response, principal) = async move {
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
         let connection = parts.extensions.get::<auth::Connection>().cloned().unwrap_or_default();
+        let mut principal = None;
         let result = match routed {
             Ok(endpoint) => match auth::admit(&registry, endpoint, &parts, &connection).await {
-                Ok((endpoint, principal)) => {
-                    tracing::Span::current().record("principal", principal.name());
-                    let caller = Caller { principal, connection };
+                Ok((endpoint, caller)) => {
+                    tracing::Span::current().record("principal", caller.name());
+                    principal = Some(caller.name().to_owned());
+                    let caller = Caller { principal: caller, connection };
                     dispatch(&registry, endpoint, &caller, &parts.headers, body_stream(body)).await
                 }
                 Err(err) => Err(err),
@@ -83,7 +85,7 @@ where
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
         let status = response.status();
-        response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(&request_id).expect("hex is a valid header"));
+        response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("hex is a valid header"));
         response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
         if let Some(len) = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
             if method != http::Method::HEAD {
@@ -92,11 +94,20 @@ where
         }
         registry.metrics.requests.with_label_values(&[label, method.as_str(), status.as_str()]).inc();
         registry.metrics.latency.with_label_values(&[label]).observe(started.elapsed().as_secs_f64());
-        tracing::info!(endpoint = label, status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
-        Ok(response)
+        (response, principal)
     }
     .instrument(span)
-    .await
+    .await;
+    tracing::info!(
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        principal = %principal.as_deref().unwrap_or("-"),
+        request_id = %request_id,
+        "request"
+    );
+    Ok(response)
 }
 
 /// Who sent a request, and over what.

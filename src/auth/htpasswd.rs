@@ -6,23 +6,15 @@
 //! compares the hashes in constant time.
 
 use std::collections::HashMap;
-use std::fmt;
 
-/// The users of an htpasswd file.
-#[derive(Clone)]
+use secrecy::{ExposeSecret, SecretString};
+
+/// The users of an htpasswd file. The hashes are secrets: `Debug` shows the users only.
+#[derive(Debug, Clone)]
 pub struct Htpasswd {
-    users: HashMap<String, String>,
+    users: HashMap<String, SecretString>,
     /// A hash of the highest cost in the file, verified for unknown users.
-    dummy: String,
-}
-
-impl fmt::Debug for Htpasswd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The hashes are secrets: list the users only.
-        let mut users: Vec<&String> = self.users.keys().collect();
-        users.sort();
-        f.debug_struct("Htpasswd").field("users", &users).finish_non_exhaustive()
-    }
+    dummy: SecretString,
 }
 
 impl Htpasswd {
@@ -43,20 +35,20 @@ impl Htpasswd {
                 format!("line {} ({user}): only bcrypt hashes ($2y$, $2b$, $2a$) are accepted; create them with `htpasswd -B`", n + 1)
             })?;
             max_cost = max_cost.max(cost);
-            if users.insert(user.to_owned(), hash.to_owned()).is_some() {
+            if users.insert(user.to_owned(), SecretString::from(hash)).is_some() {
                 return Err(format!("line {}: user {user} appears twice", n + 1));
             }
         }
         let dummy = bcrypt::hash("portcullis-dummy-password", max_cost).map_err(|err| format!("bcrypt: {err}"))?;
-        Ok(Htpasswd { users, dummy })
+        Ok(Htpasswd { users, dummy: SecretString::from(dummy) })
     }
 
     /// Whether `password` is `user`'s. Slow on purpose (bcrypt): call it off the async threads.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         match self.users.get(user) {
-            Some(hash) => bcrypt::verify(password, hash).unwrap_or(false),
+            Some(hash) => bcrypt::verify(password, hash.expose_secret()).unwrap_or(false),
             None => {
-                let _ = bcrypt::verify(password, &self.dummy);
+                let _ = bcrypt::verify(password, self.dummy.expose_secret());
                 false
             }
         }

@@ -16,16 +16,63 @@ pub mod ratelimit;
 pub mod rules;
 pub mod token;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::AuthConfig;
+use serde::Deserialize;
+
+use htpasswd::Htpasswd;
+use oidc::Provider;
+use ratelimit::ThrottleConfig;
 use rules::{Action, Actions, Identity, Rules};
 use token::{AccessClaim, Scope, TokenKey};
 
 /// The name of callers who did not authenticate (and of everyone when auth is off).
 pub const ANONYMOUS: &str = "anonymous";
+
+/// `[auth]`, validated: every file read, every rule compiled.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The service name: `aud` of registry tokens and `service` in challenges.
+    pub service: String,
+    /// `iss` of registry tokens.
+    pub issuer: String,
+    /// The token endpoint's URL as clients reach it; derived from each request when absent.
+    pub realm: Option<String>,
+    /// The challenge of a 401.
+    pub challenge: Challenge,
+    /// Whether Basic credentials are accepted on the registry API itself.
+    pub basic: bool,
+    /// Lifetime of registry tokens.
+    pub token_ttl: Duration,
+    /// The token signing key; generated at start when absent (tokens then die with the process,
+    /// and replicas cannot verify each other's tokens).
+    pub signing_key: Option<TokenKey>,
+    /// People and robot accounts.
+    pub htpasswd: Option<Arc<Htpasswd>>,
+    /// Group name -> members.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// OIDC issuers.
+    pub oidc: Vec<Provider>,
+    /// Authorisation rules.
+    pub rules: Rules,
+    /// Failed-login throttling.
+    pub throttle: ThrottleConfig,
+}
+
+/// Which challenge a 401 carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Challenge {
+    /// `Bearer realm=...,service=...,scope=...`: clients fetch a token from the token endpoint
+    /// (the default).
+    #[default]
+    Bearer,
+    /// `Basic realm=...`: clients send user and password with every request.
+    Basic,
+}
 
 /// How a principal authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +216,13 @@ pub struct IssuedToken {
     pub issued_at: u64,
     /// What it grants.
     pub access: Vec<AccessClaim>,
+}
+
+impl AuthConfig {
+    /// The groups `user` belongs to.
+    pub fn groups_of(&self, user: &str) -> Vec<String> {
+        self.groups.iter().filter(|(_, members)| members.iter().any(|m| m == user)).map(|(group, _)| group.clone()).collect()
+    }
 }
 
 /// Authentication and authorisation for one configuration; rebuilt on reload, keeping the

@@ -1,51 +1,56 @@
-//! The access sections of the configuration: `[auth]` (users, OIDC issuers, rules, tokens,
-//! throttling) and `[server.tls]` (certificate, key, client certificates). Files named here are
-//! read and checked at load time, relative to the config file's directory, so a configuration
-//! that loads can serve; TLS files are read again on reload (SIGHUP) to pick up a renewed
-//! certificate.
+//! `[auth]`: users, groups, OIDC issuers, rules, registry tokens and login throttling. Files
+//! named here (htpasswd, token signing key, JWKS) are read and checked at load time, relative to
+//! the config file's directory, so a configuration that loads can serve.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::gate::Files;
+use super::files::Files;
 use crate::auth::htpasswd::Htpasswd;
 use crate::auth::oidc::{JwksSource, Keys, Provider, RoleRule};
 use crate::auth::ratelimit::ThrottleConfig;
 use crate::auth::rules::{Rule, Rules, Subject};
 use crate::auth::token::TokenKey;
+use crate::auth::{AuthConfig, Challenge};
 
 /// `[auth]` as written.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(super) struct FileAuth {
-    #[serde(default = "default_service")]
     service: String,
-    #[serde(default = "default_service")]
     issuer: String,
-    #[serde(default)]
     realm: Option<String>,
-    #[serde(default = "default_challenge")]
     challenge: Challenge,
-    #[serde(default = "default_true")]
     basic: bool,
-    #[serde(default = "default_token_ttl_secs")]
     token_ttl_secs: u64,
-    #[serde(default)]
     signing_key: Option<String>,
-    #[serde(default)]
     htpasswd: Option<String>,
-    #[serde(default)]
     groups: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
     oidc: Vec<FileOidc>,
-    #[serde(default)]
     rules: Vec<FileRule>,
-    #[serde(default)]
     throttle: FileThrottle,
+}
+
+impl Default for FileAuth {
+    fn default() -> Self {
+        FileAuth {
+            service: "portcullis".to_owned(),
+            issuer: "portcullis".to_owned(),
+            realm: None,
+            challenge: Challenge::default(),
+            basic: true,
+            token_ttl_secs: 300,
+            signing_key: None,
+            htpasswd: None,
+            groups: BTreeMap::new(),
+            oidc: Vec::new(),
+            rules: Vec::new(),
+            throttle: FileThrottle::default(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,6 +69,10 @@ struct FileOidc {
     roles: Vec<FileRole>,
 }
 
+fn default_username_claim() -> String {
+    "sub".to_owned()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileRole {
@@ -79,92 +88,19 @@ struct FileRule {
     actions: Vec<String>,
 }
 
+/// `[auth.throttle]` as written; its defaults are `ThrottleConfig`'s.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 struct FileThrottle {
-    #[serde(default = "default_per_address")]
     failures_per_address: u32,
-    #[serde(default = "default_per_user")]
     failures_per_user: u32,
-    #[serde(default = "default_window_secs")]
     window_secs: u64,
 }
 
 impl Default for FileThrottle {
     fn default() -> Self {
-        FileThrottle { failures_per_address: default_per_address(), failures_per_user: default_per_user(), window_secs: default_window_secs() }
-    }
-}
-
-fn default_service() -> String {
-    "portcullis".to_owned()
-}
-fn default_challenge() -> Challenge {
-    Challenge::Bearer
-}
-fn default_true() -> bool {
-    true
-}
-fn default_token_ttl_secs() -> u64 {
-    300
-}
-fn default_username_claim() -> String {
-    "sub".to_owned()
-}
-fn default_per_address() -> u32 {
-    ThrottleConfig::default().per_address
-}
-fn default_per_user() -> u32 {
-    ThrottleConfig::default().per_user
-}
-fn default_window_secs() -> u64 {
-    ThrottleConfig::default().window.as_secs()
-}
-
-/// Which challenge a 401 carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Challenge {
-    /// `Bearer realm=...,service=...,scope=...`: clients fetch a token from the token endpoint.
-    Bearer,
-    /// `Basic realm=...`: clients send user and password with every request.
-    Basic,
-}
-
-/// `[auth]`, validated: every file read, every rule compiled.
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    /// The service name: `aud` of registry tokens and `service` in challenges.
-    pub service: String,
-    /// `iss` of registry tokens.
-    pub issuer: String,
-    /// The token endpoint's URL as clients reach it; derived from each request when absent.
-    pub realm: Option<String>,
-    /// The challenge of a 401.
-    pub challenge: Challenge,
-    /// Whether Basic credentials are accepted on the registry API itself.
-    pub basic: bool,
-    /// Lifetime of registry tokens.
-    pub token_ttl: Duration,
-    /// The token signing key; generated at start when absent (tokens then die with the process,
-    /// and replicas cannot verify each other's tokens).
-    pub signing_key: Option<TokenKey>,
-    /// People and robot accounts.
-    pub htpasswd: Option<Arc<Htpasswd>>,
-    /// Group name -> members.
-    pub groups: BTreeMap<String, Vec<String>>,
-    /// OIDC issuers.
-    pub oidc: Vec<Provider>,
-    /// Authorisation rules.
-    pub rules: Rules,
-    /// Failed-login throttling.
-    pub throttle: ThrottleConfig,
-}
-
-impl AuthConfig {
-    /// The groups `user` belongs to.
-    pub fn groups_of(&self, user: &str) -> Vec<String> {
-        self.groups.iter().filter(|(_, members)| members.iter().any(|m| m == user)).map(|(group, _)| group.clone()).collect()
+        let defaults = ThrottleConfig::default();
+        FileThrottle { failures_per_address: defaults.per_address, failures_per_user: defaults.per_user, window_secs: defaults.window.as_secs() }
     }
 }
 
@@ -275,83 +211,4 @@ impl FileAuth {
 
 fn is_loopback_http(url: &str) -> bool {
     ["http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/", "http://[::1]"].iter().any(|p| url.starts_with(p))
-}
-
-/// `[server.tls]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FileTls {
-    cert: String,
-    key: String,
-    #[serde(default)]
-    client_ca: Option<String>,
-    #[serde(default)]
-    client_auth: Option<ClientAuth>,
-    #[serde(default = "default_client_cert_paths")]
-    client_cert_paths: Vec<String>,
-}
-
-fn default_client_cert_paths() -> Vec<String> {
-    vec!["/admission/".to_owned()]
-}
-
-/// Whether the TLS listener asks for client certificates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientAuth {
-    /// Never asked for.
-    None,
-    /// Asked for and verified when presented; paths in `client_cert_paths` require one.
-    Optional,
-    /// Every connection must present a valid client certificate.
-    Required,
-}
-
-/// `[server.tls]`, validated: the files exist and parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM CA certificates that sign client certificates.
-    pub client_ca: Option<PathBuf>,
-    /// Whether client certificates are asked for.
-    pub client_auth: ClientAuth,
-    /// Path prefixes that need a verified client certificate (`/admission/` by default).
-    pub client_cert_paths: Vec<String>,
-}
-
-impl TlsConfig {
-    /// Whether requests to `path` need a verified client certificate.
-    pub fn needs_client_cert(&self, path: &str) -> bool {
-        self.client_cert_paths.iter().any(|prefix| path.starts_with(prefix.as_str()))
-    }
-}
-
-impl FileTls {
-    pub(super) fn load(self, files: &mut Files) -> Result<TlsConfig, String> {
-        let client_auth = match (self.client_auth, &self.client_ca) {
-            (Some(ClientAuth::Optional | ClientAuth::Required), None) => {
-                return Err("server.tls.client_auth needs server.tls.client_ca".to_owned());
-            }
-            (Some(mode), _) => mode,
-            (None, Some(_)) => ClientAuth::Optional,
-            (None, None) => ClientAuth::None,
-        };
-        if let Some(prefix) = self.client_cert_paths.iter().find(|p| !p.starts_with('/')) {
-            return Err(format!("server.tls.client_cert_paths: expected paths starting with /, found {prefix:?}"));
-        }
-        let tls = TlsConfig {
-            cert: files.resolve(&self.cert),
-            key: files.resolve(&self.key),
-            client_ca: self.client_ca.as_deref().map(|path| files.resolve(path)),
-            client_auth,
-            client_cert_paths: self.client_cert_paths,
-        };
-        // Read through `files` too, so the revision changes with a renewed certificate.
-        files.read(&self.cert, "server.tls.cert")?;
-        crate::tls::load_server_config(&tls).map_err(|err| format!("server.tls: {err}"))?;
-        Ok(tls)
-    }
 }

@@ -7,9 +7,54 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::{Gate, GateMode};
-use crate::policy::scan::{self, SCAN_PREDICATE_TYPES};
+use crate::policy::scan::{self, ScanRules, SCAN_PREDICATE_TYPES};
 use crate::policy::verify::EvidenceKind;
+
+/// What a manifest needs in a gated namespace.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Enforce or audit.
+    pub mode: GateMode,
+    /// A signature from any one of these trust entries.
+    pub signed_by: Vec<String>,
+    /// A signature from each of these trust entries.
+    pub signed_by_all: Vec<String>,
+    /// Attestations of these predicate types, each from the listed signers (any trusted when empty).
+    pub attestations: Vec<RequiredAttestation>,
+    /// An SPDX or CycloneDX attestation.
+    pub sbom: bool,
+    /// A passing, signed vulnerability scan.
+    pub scan: Option<ScanRequirement>,
+}
+
+/// Whether a failing verdict refuses or only records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GateMode {
+    /// Refuse pulls and promotions that fail (the default).
+    #[default]
+    Enforce,
+    /// Serve, but log and record the would-be denial.
+    Audit,
+}
+
+/// A required attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequiredAttestation {
+    /// Its in-toto predicate type.
+    pub predicate_type: String,
+    /// Who may sign it; any trusted entry when empty.
+    pub signed_by: Vec<String>,
+}
+
+/// A required scan: who may sign it and the rules its findings must pass.
+#[derive(Debug, Clone)]
+pub struct ScanRequirement {
+    /// Who may sign scans; any trusted entry when empty.
+    pub signed_by: Vec<String>,
+    /// The rules.
+    pub rules: ScanRules,
+}
 
 /// One piece of evidence that verified against the configured trust.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -182,7 +227,7 @@ pub fn evaluate(
 }
 
 /// The newest readable, signed scan decides; older ones are ignored.
-fn scan_requirement(required: &crate::config::ScanRequirement, attestations: &[&Fact], now: i64) -> (Requirement, Vec<String>, Option<i64>) {
+fn scan_requirement(required: &ScanRequirement, attestations: &[&Fact], now: i64) -> (Requirement, Vec<String>, Option<i64>) {
     let mut unreadable = Vec::new();
     let mut newest: Option<(scan::ScanReport, &Fact)> = None;
     for fact in attestations.iter().filter(|f| signed_by_any(f, &required.signed_by)) {
@@ -235,8 +280,7 @@ impl Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RequiredAttestation, ScanRequirement};
-    use crate::policy::scan::{BlockRule, KnownExploited, ScanRules};
+    use crate::policy::scan::{BlockRule, KnownExploited};
     use serde_json::json;
 
     const NOW: i64 = 1_800_000_000;

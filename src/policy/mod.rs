@@ -2,6 +2,7 @@
 //! evidence into a verdict. Pure functions of the configuration and their inputs: no I/O here.
 
 pub mod gate;
+pub mod namespaces;
 pub mod scan;
 pub mod tags;
 pub mod verify;

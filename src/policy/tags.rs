@@ -1,9 +1,7 @@
 //! Tag rules: which mode (mutable, immutable, write-once) applies to a repository and tag, and a
 //! human explanation of why. Enforcement is in `registry::tags`; this decides, it does not write.
 
-use std::fmt;
-
-use crate::config::{Config, TagMode};
+use crate::policy::namespaces::{self, Namespace, TagMode};
 
 /// The rule in force for one tag, and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +18,10 @@ pub struct EffectiveRule {
     pub promotion_only: bool,
 }
 
-/// The rule for `tag` in `repo`. Without a matching namespace, tags are mutable.
-pub fn rule_for(config: &Config, repo: &str, tag: Option<&str>) -> EffectiveRule {
-    let found = config.namespaces.iter().enumerate().find(|(_, ns)| ns.matches(repo));
-    let Some((index, ns)) = found else {
+/// The rule for `tag` in `repo` under `namespaces` (the first that matches applies). Without a
+/// matching namespace, tags are mutable.
+pub fn rule_for(namespaces: &[Namespace], repo: &str, tag: Option<&str>) -> EffectiveRule {
+    let Some((index, ns)) = namespaces::first_match(namespaces, repo) else {
         return EffectiveRule { mode: TagMode::Mutable, namespace: None, namespace_index: None, tag_pattern: None, promotion_only: false };
     };
     let tag_rule = tag.and_then(|tag| ns.tag_rule(tag));
@@ -33,16 +31,6 @@ pub fn rule_for(config: &Config, repo: &str, tag: Option<&str>) -> EffectiveRule
         namespace_index: Some(index + 1),
         tag_pattern: tag_rule.map(|rule| rule.pattern.clone()),
         promotion_only: ns.promotion_only,
-    }
-}
-
-impl fmt::Display for TagMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TagMode::Mutable => "mutable",
-            TagMode::Immutable => "immutable",
-            TagMode::WriteOnce => "write-once",
-        })
     }
 }
 
@@ -82,13 +70,16 @@ impl EffectiveRule {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn default_rules() {
         let config = Config::embedded_default(std::path::Path::new("/tmp/x"));
+        let config = config.namespaces.as_slice();
         let digest_tag = format!("sha256-{}.sig", "a".repeat(64));
         let cases = [
             ("build/app", Some("v1"), TagMode::Mutable, "namespace \"build/**\""),
@@ -100,14 +91,14 @@ mod tests {
             ("other", Some("v1"), TagMode::Mutable, "namespace \"**\""),
         ];
         for (repo, tag, mode, source) in cases {
-            let rule = rule_for(&config, repo, tag);
+            let rule = rule_for(config, repo, tag);
             assert_eq!((rule.mode, rule.source().as_str()), (mode, source), "{repo}:{tag:?}");
         }
-        let text = rule_for(&config, "prod/app", Some("v1")).explain("prod/app", Some("v1"));
+        let text = rule_for(config, "prod/app", Some("v1")).explain("prod/app", Some("v1"));
         assert!(text.contains("matches namespace \"prod/**\" (rule 2"), "{text}");
         assert!(text.contains("tag v1: immutable"), "{text}");
         assert!(text.contains("only through promotion"), "{text}");
-        let text = rule_for(&config, "prod", None).explain("prod", None);
+        let text = rule_for(config, "prod", None).explain("prod", None);
         assert!(text.contains("covers X itself") && text.contains("only through promotion"), "{text}");
     }
 }

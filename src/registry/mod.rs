@@ -38,6 +38,19 @@ pub struct Registry {
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
 }
 
+/// Registry behaviour and limits (`[registry]`).
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Whether DELETE of blobs and manifests is allowed.
+    pub delete_enabled: bool,
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_bytes: usize,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_bytes: u64,
+    /// Idle time after which an upload session is removed.
+    pub upload_timeout: std::time::Duration,
+}
+
 /// Outcomes the registry refuses or cannot produce, each mapped to one OCI error by the API.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -115,6 +128,23 @@ pub enum RegistryError {
     Internal(String),
 }
 
+/// Why the registry could not take a configuration, at start or on reload.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    /// The trust material does not parse.
+    #[error("trust: {0}")]
+    Trust(#[from] crate::policy::verify::TrustError),
+    /// The signing key of verification summaries cannot be loaded or generated.
+    #[error(transparent)]
+    SigningKey(#[from] crate::signing::SigningError),
+    /// A reload changes the listen address, the storage or the index directory.
+    #[error("listen, storage and index_dir change only with a restart; configuration not reloaded")]
+    StorageChanged,
+    /// A reload turns TLS or client certificates on or off, or changes the client CA.
+    #[error("turning TLS or client certificates on or off, or changing the client CA, needs a restart; configuration not reloaded")]
+    ListenerTlsChanged,
+}
+
 /// Result of registry operations.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
@@ -183,11 +213,10 @@ const MAX_INERT_BYTES: usize = 16 << 20;
 impl Registry {
     /// A registry over `metadata` (and its store) with `config`: builds the trust and loads (or
     /// generates) the registry's signing key.
-    pub async fn open(config: Config, metadata: Metadata, metrics: Arc<Metrics>) -> Result<Registry, String> {
+    pub async fn open(config: Config, metadata: Metadata, metrics: Arc<Metrics>) -> Result<Registry, ConfigureError> {
         let trust = verdicts::load_trust(&config.trust)?;
-        let signing = crate::signing::SigningKey::load(config.signing_key_pem.as_deref(), &metadata)
-            .await
-            .map_err(|err| err.to_string())?;
+        let configured_key = config.signing_key_pem.as_ref().map(secrecy::ExposeSecret::expose_secret);
+        let signing = crate::signing::SigningKey::load(configured_key, &metadata).await?;
         let auth = config.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), None)));
         Ok(Registry {
             config: arc_swap::ArcSwap::new(Arc::new(config)),
@@ -257,14 +286,14 @@ impl Registry {
     /// a restart (listen address, storage, index, whether TLS and client certificates are on) must
     /// be unchanged; otherwise the old configuration stays. Failed-login counts and a generated
     /// token key survive the reload.
-    pub fn reload(&self, new: Config) -> Result<(), String> {
+    pub fn reload(&self, new: Config) -> Result<(), ConfigureError> {
         let current = self.config();
         if new.listen != current.listen || new.storage != current.storage || new.index_dir != current.index_dir {
-            return Err("listen, storage and index_dir change only with a restart; configuration not reloaded".to_owned());
+            return Err(ConfigureError::StorageChanged);
         }
         let listener_tls = |config: &Config| config.tls.as_ref().map(|tls| (tls.client_auth, tls.client_ca.clone()));
         if listener_tls(&new) != listener_tls(&current) {
-            return Err("turning TLS or client certificates on or off, or changing the client CA, needs a restart; configuration not reloaded".to_owned());
+            return Err(ConfigureError::ListenerTlsChanged);
         }
         let trust = verdicts::load_trust(&new.trust)?;
         let previous = self.auth();
@@ -340,7 +369,7 @@ impl Registry {
         let ns = config.namespace(repo.as_str())?;
         if ns.promotion_only {
             Some(format!("namespace {:?} is promotion-only", ns.pattern))
-        } else if ns.tags != crate::config::TagMode::Mutable {
+        } else if ns.tags != crate::policy::namespaces::TagMode::Mutable {
             Some(format!("namespace {:?} has {} tags", ns.pattern, ns.tags))
         } else {
             None
@@ -536,7 +565,7 @@ impl Registry {
             return Err(RegistryError::ManifestUnknown(format!("{repo}@{digest}")));
         }
         let tags = self.tags_pointing_to(repo, digest).await?;
-        if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::config::TagMode::Immutable) {
+        if let Some(tag) = tags.iter().find(|tag| self.tag_rule(repo, tag).mode == crate::policy::namespaces::TagMode::Immutable) {
             return Err(RegistryError::Denied(format!(
                 "{repo}@{digest} is tagged {tag}, which is immutable ({}); it cannot be deleted while tagged",
                 self.tag_rule(repo, tag).source()

@@ -11,8 +11,8 @@ use storage::{BlobStoreError, Digest, PutCondition};
 
 use crate::names::{RepoName, Tag};
 use super::{Registry, RegistryError, Result};
-use crate::config::TagMode;
 use crate::metadata::{MetadataError, StoredTag, TagRecord};
+use crate::policy::namespaces::TagMode;
 use crate::policy::tags::{rule_for, EffectiveRule};
 
 /// How many times a create-only write is retried when the tag vanishes between two reads.
@@ -41,7 +41,7 @@ fn refused_move(repo: &RepoName, tag: &Tag, rule: &EffectiveRule, bound: &str, w
 impl Registry {
     /// The tag rule for `tag` in `repo`.
     pub fn tag_rule(&self, repo: &RepoName, tag: &Tag) -> EffectiveRule {
-        rule_for(&self.config(), repo.as_str(), Some(tag.as_str()))
+        rule_for(&self.config().namespaces, repo.as_str(), Some(tag.as_str()))
     }
 
     /// Points every tag at `digest`, all or nothing: a refused or failed tag undoes the others.

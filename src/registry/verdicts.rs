@@ -15,9 +15,9 @@ use storage::Digest;
 use super::evidence::{Attached, Found, Payload};
 use crate::names::RepoName;
 use super::{Registry, RegistryError, Result};
-use crate::config::{Config, Gate, GateMode, TrustConfig};
-use crate::policy::gate::{self, Fact, Rejected, Verdict};
-use crate::policy::verify;
+use crate::config::Config;
+use crate::policy::gate::{self, Fact, Gate, GateMode, Rejected, Verdict};
+use crate::policy::verify::{self, TrustConfig};
 
 /// Entries kept per cache before it is emptied and refilled.
 const CACHE_LIMIT: usize = 10_000;
@@ -144,7 +144,7 @@ impl Drop for Computing<'_> {
 }
 
 /// Builds the verifier's trust from the configuration's trust material.
-pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, String> {
+pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, verify::TrustError> {
     let mut keys = Vec::new();
     for key in &config.keys {
         match &key.public_key_pem {
@@ -168,7 +168,7 @@ pub fn load_trust(config: &TrustConfig) -> std::result::Result<LoadedTrust, Stri
             trusted_root_json: entry.trusted_root_json.clone(),
         })
         .collect();
-    let trust = verify::Trust::new(keys, keyless, config.rekor_keys_pem.clone()).map_err(|err| format!("trust: {err}"))?;
+    let trust = verify::Trust::new(keys, keyless, config.rekor_keys_pem.clone())?;
     Ok(LoadedTrust { trust })
 }
 

@@ -56,8 +56,13 @@ impl TestS3 {
                      start a server with `eval \"$(scripts/s3-server start target/s3)\"` first"
                 );
             }
-            eprintln!(
-                "skipping: PORTCULLIS_TEST_S3_ENDPOINT is not set (`eval \"$(scripts/s3-server start target/s3)\"` sets it)"
+            // Straight to the process's stderr, past the test harness's capture: a skipped test must
+            // not pass silently.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "SKIPPED (no S3 server): {} needs PORTCULLIS_TEST_S3_ENDPOINT (`eval \"$(scripts/s3-server start target/s3)\"` sets it)",
+                std::thread::current().name().unwrap_or("an S3 test")
             );
             return None;
         };

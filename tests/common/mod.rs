@@ -113,7 +113,7 @@ impl TestRegistry {
 
     /// Applies a new configuration to the running server, as SIGHUP does.
     pub fn reload(&self, config: Config) -> Result<(), String> {
-        self.running.as_ref().expect("server running").reloader.reload(config)
+        self.running.as_ref().expect("server running").reloader.reload(config).map_err(|err| err.to_string())
     }
 
     /// A client for this registry that uses `client` (e.g. one trusting the test CA).
@@ -225,6 +225,63 @@ impl RegistryClient {
         (sha256(manifest.as_bytes()), manifest.into_bytes())
     }
 
+    /// Opens an upload session and checks the spec's answer (202, `Range: 0-0`, the session id in
+    /// `Docker-Upload-UUID`); returns its `Location` as a path.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let res = self.client.post(self.url(&format!("/v2/{repo}/blobs/uploads/"))).send().await.expect("POST upload");
+        assert_eq!(res.status(), 202, "POST upload: {}", res.text().await.unwrap_or_default());
+        let location = self.location_path(&res);
+        assert!(location.starts_with(&format!("/v2/{repo}/blobs/uploads/")), "{location}");
+        let header = |name: &str| res.headers().get(name).map(|v| v.to_str().expect("ASCII header").to_owned());
+        assert_eq!(header("range").as_deref(), Some("0-0"));
+        assert_eq!(header("content-length").as_deref(), Some("0"));
+        assert_eq!(header("docker-upload-uuid").as_deref(), location.rsplit('/').next());
+        assert_eq!(header("docker-distribution-api-version").as_deref(), Some("registry/2.0"));
+        location
+    }
+
+    /// PATCHes `chunk` at `offset` of the upload at `location`; returns the next `Location`.
+    pub async fn patch_chunk(&self, location: &str, offset: u64, chunk: Vec<u8>) -> String {
+        let end = offset + chunk.len() as u64 - 1;
+        let res = self
+            .client
+            .patch(self.url(location))
+            .header("content-range", format!("{offset}-{end}"))
+            .body(chunk)
+            .send()
+            .await
+            .expect("PATCH");
+        assert_eq!(res.status(), 202, "PATCH {offset}-{end}: {}", res.text().await.unwrap_or_default());
+        self.location_path(&res)
+    }
+
+    /// Finishes the upload at `location` with `PUT ?digest=` carrying `last_chunk`, and checks the
+    /// 201 with the blob's `Location` and `Docker-Content-Digest`.
+    pub async fn finish_upload(&self, repo: &str, location: &str, digest: &str, last_chunk: Vec<u8>) {
+        let url = self.url(&with_query(location, &format!("digest={digest}")));
+        let res = self.client.put(url).body(last_chunk).send().await.expect("PUT ?digest=");
+        assert_eq!(res.status(), 201, "PUT ?digest=: {}", res.text().await.unwrap_or_default());
+        assert_eq!(self.location_path(&res), format!("/v2/{repo}/blobs/{digest}"));
+        assert_eq!(res.headers()["docker-content-digest"], digest);
+    }
+
+    /// Pushes `data` in chunks of `chunk_size` (POST, PATCHes, PUT); returns its digest.
+    pub async fn push_chunked(&self, repo: &str, data: &[u8], chunk_size: usize) -> String {
+        let digest = sha256(data);
+        let mut location = self.start_upload(repo).await;
+        for (n, chunk) in data.chunks(chunk_size).enumerate() {
+            location = self.patch_chunk(&location, (n * chunk_size) as u64, chunk.to_vec()).await;
+        }
+        self.finish_upload(repo, &location, &digest, Vec::new()).await;
+        digest
+    }
+
+    /// The `Location` of a response, as a path on this registry (absolute and relative forms).
+    pub fn location_path(&self, res: &reqwest::Response) -> String {
+        let location = res.headers()["location"].to_str().expect("ASCII Location");
+        location.strip_prefix(&self.base_url).unwrap_or(location).to_owned()
+    }
+
     /// Pushes `n` different tiny images (untagged, sharing one layer) to `repo`; returns their
     /// manifests.
     pub async fn push_distinct_manifests(&self, repo: &str, n: usize) -> Vec<Vec<u8>> {
@@ -240,6 +297,30 @@ impl RegistryClient {
         }
         manifests
     }
+}
+
+/// `location` with one more query parameter.
+pub fn with_query(location: &str, param: &str) -> String {
+    let sep = if location.contains('?') { '&' } else { '?' };
+    format!("{location}{sep}{param}")
+}
+
+/// The built `portcullis` binary, ready for arguments and environment.
+pub fn portcullis_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command.env_remove("RUST_BACKTRACE");
+    command
+}
+
+/// Runs the built binary with `args` and waits for it.
+pub fn portcullis(args: &[&str]) -> std::process::Output {
+    portcullis_command().args(args).output().expect("run portcullis")
+}
+
+/// [`portcullis`] from async code: waits on the blocking pool, so the in-process server it talks
+/// to keeps running.
+pub async fn portcullis_async(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || portcullis_command().args(args).output().expect("run portcullis")).await.expect("join")
 }
 
 /// A `portcullis serve` child process on an ephemeral port, for tests where separate processes
@@ -263,13 +344,25 @@ impl ServerProcess {
     /// Like [`ServerProcess::spawn_with`], in working directory `dir` (where the embedded
     /// default finds `trust/cosign.pub`).
     pub fn spawn_in(dir: &std::path::Path, args: &[&str]) -> ServerProcess {
+        ServerProcess::start(dir, args, std::process::Stdio::null())
+    }
+
+    /// Like [`ServerProcess::spawn_with`], with the server's log (its stderr) written to `log`, at
+    /// the default level and without `NO_COLOR`, as an operator's redirect would.
+    pub fn spawn_logging_to(log: std::fs::File, args: &[&str]) -> ServerProcess {
+        ServerProcess::start(std::path::Path::new("."), args, log.into())
+    }
+
+    fn start(dir: &std::path::Path, args: &[&str], stderr: std::process::Stdio) -> ServerProcess {
         use std::io::BufRead;
-        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let mut process = portcullis_command()
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start portcullis");
         // The first stdout line says where it listens.

@@ -61,6 +61,46 @@ pub struct Trust {
     material: Arc<trust::Material>,
 }
 
+/// Trust material as configured: every named key and keyless identity with its PEM text, read
+/// but not yet parsed (`registry::verdicts::load_trust` builds the [`Trust`] from it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustConfig {
+    /// Named public keys.
+    pub keys: Vec<KeyEntry>,
+    /// Named keyless identities.
+    pub keyless: Vec<KeylessEntry>,
+    /// PEM of Rekor keys for key-based signatures.
+    pub rekor_keys_pem: Vec<String>,
+}
+
+/// A named public key, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// Name used by `signed_by`.
+    pub name: String,
+    /// PEM text; `None` for an optional key whose file is absent.
+    pub public_key_pem: Option<String>,
+    /// The file it was read from, for messages.
+    pub path: String,
+}
+
+/// A named keyless (Fulcio) identity, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeylessEntry {
+    /// Name used by `signed_by`.
+    pub name: String,
+    /// OIDC issuer, exact.
+    pub issuer: String,
+    /// Certificate subject (SAN): exact, a glob with `*`, or `regex:<pattern>`.
+    pub subject: String,
+    /// PEM of Fulcio roots and intermediates.
+    pub fulcio_roots_pem: Vec<String>,
+    /// PEM of Rekor keys.
+    pub rekor_keys_pem: Vec<String>,
+    /// A sigstore `trusted_root.json`, as text.
+    pub trusted_root_json: Option<String>,
+}
+
 /// A named public key (`[[trust.keys]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyTrust {
