@@ -4,8 +4,8 @@
 //! replicas appending at once each get their own sequence number, never the same one), and
 //! carries the hash of record `n-1`. Its own hash is sha256 of the previous hash and its JSON
 //! without the `hash` field. `audit/head` remembers the last sequence number and hash, so removing
-//! records at the end is detected too. [`verify`] recomputes the chain and names the first record
-//! that does not fit.
+//! records at the end is detected too. [`AuditLog::verify`] recomputes the chain and names the
+//! first record that does not fit. The keys are `metadata::layout`'s.
 
 use std::sync::Arc;
 

@@ -1,5 +1,5 @@
 //! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
-//! over the metadata layer and the object store. Knows nothing of HTTP.
+//! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
 pub mod body;
 pub mod evidence;
