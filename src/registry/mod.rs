@@ -334,7 +334,7 @@ impl Registry {
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        let expires = std::time::Duration::from_secs(s3.presign_expiry_secs);
+        let expires = s3.presign_expiry;
         Ok(self.store().presigned_get(&digest.blob_key(), expires).await?)
     }
 
