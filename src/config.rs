@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -81,67 +82,15 @@ pub enum StorageConfig {
     S3(S3Storage),
 }
 
-/// Settings of the S3 backend (`[storage.s3]`).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The S3 backend (`[storage.s3]`): the store's own settings, and what the registry does with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Storage {
-    /// Bucket name.
-    pub bucket: String,
-    /// Region; any value for most S3-compatible stores.
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Endpoint URL for S3-compatible stores; AWS when absent.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Key prefix inside the bucket.
-    #[serde(default)]
-    pub prefix: String,
-    /// Path-style addressing (`endpoint/bucket/key`), needed by most self-hosted stores.
-    #[serde(default)]
-    pub force_path_style: bool,
-    /// Access key; the standard AWS chain (environment, profile, instance role) when absent.
-    #[serde(default)]
-    pub access_key_id: Option<String>,
-    /// Secret key, with `access_key_id`.
-    #[serde(default)]
-    pub secret_access_key: Option<String>,
-    /// Size of the parts uploads are cut into, in MiB (5 to 5120).
-    #[serde(default = "default_part_size_mib")]
-    pub part_size_mib: u64,
-    /// Accept a store that ignores conditional writes: safe only with a single replica.
-    #[serde(default)]
-    pub single_writer: bool,
-    /// Send checksums only when required (for stores that reject the SDK's streaming checksums).
-    #[serde(default)]
-    pub checksum_when_required: bool,
+    /// The store's settings; its `Debug` prints no credential.
+    pub store: ::storage::S3Config,
     /// Answer blob GETs with a 307 to a presigned URL, so the store serves the bytes.
-    #[serde(default)]
     pub redirect_blobs: bool,
-    /// Lifetime of presigned URLs, in seconds.
-    #[serde(default = "default_presign_expiry_secs")]
-    pub presign_expiry_secs: u64,
-    /// Per-request timeout, in seconds.
-    #[serde(default = "default_s3_timeout_secs")]
-    pub timeout_secs: u64,
-    /// Retries on throttling, 5xx and connection errors.
-    #[serde(default = "default_s3_retries")]
-    pub max_retries: u32,
-}
-
-fn default_region() -> String {
-    "us-east-1".to_owned()
-}
-fn default_part_size_mib() -> u64 {
-    8
-}
-fn default_presign_expiry_secs() -> u64 {
-    300
-}
-fn default_s3_timeout_secs() -> u64 {
-    30
-}
-fn default_s3_retries() -> u32 {
-    3
+    /// Lifetime of presigned URLs.
+    pub presign_expiry: Duration,
 }
 
 /// Values from flags or the environment that take precedence over the file.

@@ -43,7 +43,9 @@ async fn serve(args: &ConfigArgs) -> anyhow::Result<()> {
     let listen = config.listen;
     let where_stored = match &config.storage {
         portcullis::config::StorageConfig::Fs { root } => format!("filesystem {}", root.display()),
-        portcullis::config::StorageConfig::S3(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint.as_deref().unwrap_or("AWS")),
+        portcullis::config::StorageConfig::S3(s3) => {
+            format!("s3://{}/{} at {}", s3.store.bucket, s3.store.prefix, s3.store.endpoint.as_deref().unwrap_or("AWS"))
+        }
     };
     let source = config.source.clone();
     let scheme = if config.tls.is_some() { "https" } else { "http" };

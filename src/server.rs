@@ -136,8 +136,8 @@ pub async fn open_store_read_only(config: &Config) -> Result<Arc<dyn storage::Bl
 #[cfg(feature = "s3")]
 async fn connect_s3(s3: &crate::config::S3Storage, read_only: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     let store = match read_only {
-        false => storage::S3BlobStore::connect(s3_settings(s3)).await?,
-        true => storage::S3BlobStore::connect_read_only(s3_settings(s3)).await?,
+        false => storage::S3BlobStore::connect(s3.store.clone()).await?,
+        true => storage::S3BlobStore::connect_read_only(s3.store.clone()).await?,
     };
     Ok(Arc::new(store))
 }
@@ -146,24 +146,6 @@ async fn connect_s3(s3: &crate::config::S3Storage, read_only: bool) -> Result<Ar
 #[cfg(not(feature = "s3"))]
 async fn connect_s3(_: &crate::config::S3Storage, _: bool) -> Result<Arc<dyn storage::BlobStore>, StartError> {
     Err(StartError::NoS3Backend)
-}
-
-#[cfg(feature = "s3")]
-fn s3_settings(s3: &crate::config::S3Storage) -> storage::S3Config {
-    storage::S3Config {
-        bucket: s3.bucket.clone(),
-        region: s3.region.clone(),
-        endpoint: s3.endpoint.clone(),
-        prefix: s3.prefix.clone(),
-        force_path_style: s3.force_path_style,
-        access_key_id: s3.access_key_id.clone(),
-        secret_access_key: s3.secret_access_key.clone(),
-        part_size: s3.part_size_mib << 20,
-        single_writer: s3.single_writer,
-        checksum_when_required: s3.checksum_when_required,
-        timeout: Duration::from_secs(s3.timeout_secs),
-        max_retries: s3.max_retries,
-    }
 }
 
 /// Opens storage and the index and builds the registry, without binding anything.

@@ -148,13 +148,13 @@ async fn two_processes_share_one_bucket() {
 async fn push_survives_the_s3_server_going_away() {
     let Some(s3) = TestS3::from_env() else { return };
     let mut storage = fresh_storage(&s3).await;
-    let (bucket, prefix) = (storage.bucket.clone(), format!("{}/", storage.prefix));
+    let (bucket, prefix) = (storage.store.bucket.clone(), format!("{}/", storage.store.prefix));
     let upstream: SocketAddr = s3.endpoint.strip_prefix("http://").and_then(|addr| addr.parse().ok()).expect("an http://IP:PORT endpoint");
     let proxy = FaultProxy::start(upstream).await;
     // Through the proxy, failing fast once it is cut.
-    storage.endpoint = Some(proxy.endpoint());
-    storage.timeout_secs = 5;
-    storage.max_retries = 1;
+    storage.store.endpoint = Some(proxy.endpoint());
+    storage.store.timeout = std::time::Duration::from_secs(5);
+    storage.store.max_retries = 1;
     let registry = TestRegistry::with_config(|config| config.storage = StorageConfig::S3(storage)).await;
     let behind = s3.client().await;
 

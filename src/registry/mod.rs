@@ -342,8 +342,7 @@ impl Registry {
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        let expires = std::time::Duration::from_secs(s3.presign_expiry_secs);
-        Ok(self.metadata.presign_content(digest, expires).await?)
+        Ok(self.metadata.presign_content(digest, s3.presign_expiry).await?)
     }
 
     /// Removes a blob from `repo`, unless `repo` keeps its content (see [`Registry::protection`]).

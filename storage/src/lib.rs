@@ -20,6 +20,7 @@ pub mod digest;
 pub mod fs;
 #[cfg(feature = "s3")]
 pub mod s3;
+mod s3_config;
 #[cfg(feature = "test-support")]
 pub mod test_s3;
 
@@ -33,7 +34,8 @@ use futures::Stream;
 pub use digest::Digest;
 pub use fs::FsBlobStore;
 #[cfg(feature = "s3")]
-pub use s3::{S3BlobStore, S3Config};
+pub use s3::S3BlobStore;
+pub use s3_config::{S3Config, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
 
 /// A stream of bytes read from or written to the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

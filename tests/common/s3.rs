@@ -40,23 +40,7 @@ pub fn backend() -> Backend {
 /// `[storage.s3]` settings on an empty bucket of its own (or an empty prefix of the shared
 /// bucket), with the smallest part size so that tests reach several parts quickly.
 pub async fn fresh_storage(s3: &TestS3) -> S3Storage {
-    let config = s3.fresh_config().await;
-    S3Storage {
-        bucket: config.bucket,
-        region: config.region,
-        endpoint: config.endpoint,
-        prefix: config.prefix,
-        force_path_style: config.force_path_style,
-        access_key_id: config.access_key_id,
-        secret_access_key: config.secret_access_key,
-        part_size_mib: config.part_size >> 20,
-        single_writer: config.single_writer,
-        checksum_when_required: config.checksum_when_required,
-        redirect_blobs: false,
-        presign_expiry_secs: 300,
-        timeout_secs: config.timeout.as_secs(),
-        max_retries: config.max_retries,
-    }
+    S3Storage { store: s3.fresh_config().await, redirect_blobs: false, presign_expiry: std::time::Duration::from_secs(300) }
 }
 
 /// The `[storage]` section of a TOML configuration for `s3`, for child processes.
@@ -66,19 +50,20 @@ pub fn storage_toml(s3: &S3Storage) -> String {
         "[storage.s3]\nbucket = {}\nregion = {}\nprefix = {}\nforce_path_style = {}\npart_size_mib = {}\n\
          single_writer = {}\nchecksum_when_required = {}\nredirect_blobs = {}\npresign_expiry_secs = {}\n\
          timeout_secs = {}\nmax_retries = {}\n",
-        quoted(&s3.bucket),
-        quoted(&s3.region),
-        quoted(&s3.prefix),
-        s3.force_path_style,
-        s3.part_size_mib,
-        s3.single_writer,
-        s3.checksum_when_required,
+        quoted(&s3.store.bucket),
+        quoted(&s3.store.region),
+        quoted(&s3.store.prefix),
+        s3.store.force_path_style,
+        s3.store.part_size >> 20,
+        s3.store.single_writer,
+        s3.store.checksum_when_required,
         s3.redirect_blobs,
-        s3.presign_expiry_secs,
-        s3.timeout_secs,
-        s3.max_retries,
+        s3.presign_expiry.as_secs(),
+        s3.store.timeout.as_secs(),
+        s3.store.max_retries,
     );
-    for (key, value) in [("endpoint", &s3.endpoint), ("access_key_id", &s3.access_key_id), ("secret_access_key", &s3.secret_access_key)] {
+    let store = &s3.store;
+    for (key, value) in [("endpoint", &store.endpoint), ("access_key_id", &store.access_key_id), ("secret_access_key", &store.secret_access_key)] {
         if let Some(value) = value {
             text.push_str(&format!("{key} = {}\n", quoted(value)));
         }
