@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `upstreams`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -29,11 +29,13 @@ mod registry;
 mod server;
 mod storage;
 mod trust;
+mod upstreams;
 
 use crate::auth::AuthConfig;
 use crate::logging::LogFormat;
 use crate::policy::namespaces::Namespace;
 use crate::policy::verify::TrustConfig;
+use crate::proxy::upstream::UpstreamConfig;
 use crate::registry::RegistryConfig;
 use crate::tls::TlsConfig;
 
@@ -64,6 +66,8 @@ pub struct Config {
     pub signing_key_pem: Option<SecretString>,
     /// Users, tokens and rules; without it the registry is open to everyone.
     pub auth: Option<AuthConfig>,
+    /// Registries pulled through (`[[upstreams]]`).
+    pub upstreams: Vec<UpstreamConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -142,6 +146,7 @@ struct FileConfig {
     trust: trust::FileTrust,
     promotion: promotion::FilePromotion,
     auth: Option<auth::FileAuth>,
+    upstreams: Vec<upstreams::FileUpstream>,
 }
 
 impl Config {
@@ -184,6 +189,7 @@ impl Config {
         let signing_key_pem = file.promotion.load(&mut files).map_err(invalid)?;
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
         let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
+        let upstreams = upstreams::load(file.upstreams, &mut files).map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -195,6 +201,7 @@ impl Config {
             trust,
             signing_key_pem,
             auth,
+            upstreams,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

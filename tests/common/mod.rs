@@ -9,6 +9,8 @@
 
 pub mod clients;
 pub mod cosign;
+pub mod distribution;
+pub mod fault_proxy;
 pub mod images;
 pub mod pki;
 pub mod s3;
