@@ -14,7 +14,7 @@
 //! repositories/<name>/_tombstones/<tag>                  {"digest"} of a deleted write-once tag
 //! repositories/<name>/_referrers/sha256/<subject>/<hex>  descriptor as listed by the Referrers API
 //! repositories/<name>/_parents/sha256/<child>/<parent>   an index in the repository lists the child (empty)
-//! repositories/<name>/_upstream_tags/<tag>               {"digest","checked","confirmed","pending"} the upstream's tag as last checked
+//! repositories/<name>/_upstream_tags/<tag>               {"digest","checked","confirmed","failing","pending"} the upstream's tag as last checked
 //! repositories/<name>/_proxied/sha256/<hex>              {"upstream","size","fetched","pulled"} proxied content: from where, when
 //! types/sha256/<hex>                                     {"mediaType"} a manifest digest is stored as, create-only
 //! catalog/<hex name in 200-char segments>/-              the repository exists (empty; hex keeps name order)

@@ -21,6 +21,9 @@ pub struct UpstreamTagRecord {
     pub checked: u64,
     /// When the upstream last answered the check.
     pub confirmed: u64,
+    /// Whether the last check failed (the tag is served stale until one succeeds).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failing: bool,
     /// With `tag_moves = "hold"`: the digest the tag moved to upstream, waiting for an admin to
     /// accept it while the old one is served.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "optional_digest")]

@@ -261,7 +261,7 @@ async fn fetch_into_store(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let record = ProxiedRecord { upstream: upstream.config.name.to_string(), size: n_bytes, manifest: false, fetched: now, pulled: now };
     target.metadata.put_proxied(&target.repo, digest, &record).await.map_err(|err| BlobError::Store(err.to_string()))?;
-    upstream.status.cache.lock().expect("cache lock is never poisoned").sizes.insert(digest.clone(), n_bytes);
+    upstream.cached(digest, n_bytes);
     Ok(())
 }
 

@@ -97,12 +97,9 @@ impl Client {
     /// it is a success, else the upstream's refusal as a [`ProxyError`] that names the upstream.
     pub(super) async fn send(&self, method: Method, repo: &str, path: &str, accept: &[&str], size: Size) -> Result<reqwest::Response, ProxyError> {
         let outcome = self.send_authenticated(method, repo, path, accept, size).await;
-        match &outcome {
-            Ok(_) | Err(ProxyError::NotFound { .. }) => self.status.succeeded(),
-            Err(err) => {
-                self.status.failed(err);
-                self.metrics.proxy_upstream_errors.with_label_values(&[self.config.name.as_str(), err.kind()]).inc();
-            }
+        // Failures were counted where they were made (`failure`).
+        if matches!(outcome, Ok(_) | Err(ProxyError::NotFound { .. })) {
+            self.status.succeeded();
         }
         outcome
     }
@@ -131,8 +128,10 @@ impl Client {
                 return Err(self.refused(format!("answered 401 Unauthorized for {what} {}{detail}", self.as_whom())));
             };
             self.tokens.forget(&scope);
-            self.tokens.set_challenge(challenge.clone());
             authorization = self.authorization(&challenge, &scope, true).await?;
+            // Remembered only once it worked: a challenge that cannot be met is not tried first
+            // on every later request.
+            self.tokens.set_challenge(challenge);
         }
         unreachable!("the second 401 returns above")
     }
@@ -277,17 +276,29 @@ impl Client {
 
     /// The upstream is down, slow or overloaded.
     pub(super) fn unavailable(&self, detail: String) -> ProxyError {
-        ProxyError::Unavailable { upstream: self.config.name.to_string(), detail }
+        self.failure(ProxyError::Unavailable { upstream: self.config.name.to_string(), detail })
     }
 
     /// The upstream refused the proxy's access.
     fn refused(&self, detail: String) -> ProxyError {
-        ProxyError::Refused { upstream: self.config.name.to_string(), detail }
+        self.failure(ProxyError::Refused { upstream: self.config.name.to_string(), detail })
     }
 
     /// The upstream answered something that cannot be right.
     pub(super) fn invalid(&self, detail: String) -> ProxyError {
-        ProxyError::Invalid { upstream: self.config.name.to_string(), detail }
+        self.failure(ProxyError::Invalid { upstream: self.config.name.to_string(), detail })
+    }
+
+    /// Every failure is made here once: it is the upstream's last error, and counted.
+    fn failure(&self, err: ProxyError) -> ProxyError {
+        self.status.failed(&err);
+        self.metrics.proxy_upstream_errors.with_label_values(&[self.config.name.as_str(), err.kind()]).inc();
+        err
+    }
+
+    /// Sets the gauge of the bytes cached from the upstream.
+    pub(super) fn cache_gauge(&self, bytes: u64) {
+        self.metrics.proxy_cache_bytes.with_label_values(&[self.config.name.as_str()]).set(bytes as i64);
     }
 
     /// Counts bytes fetched from the upstream.

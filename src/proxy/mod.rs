@@ -108,10 +108,15 @@ pub struct Status {
 /// What this process remembers of recent pulls and evidence checks, by repository and digest.
 #[derive(Default)]
 struct Recent {
-    /// When content was last pulled, and when that was last written to its record (seconds).
+    /// When content was last pulled, and when that was last written to its record
+    /// (milliseconds since the epoch).
     pulls: HashMap<(RepoName, Digest), (u64, u64)>,
     /// When evidence about a subject was last fetched from the upstream.
     evidence: HashMap<(RepoName, Digest), Instant>,
+}
+
+fn epoch_millis() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
 /// Entries [`Recent`] holds of each kind; beyond, it starts again (the records in the store
@@ -153,23 +158,24 @@ impl Status {
         self.health.lock().expect("health lock is never poisoned").clone()
     }
 
-    /// Notes a pull of `digest` in `repo` at `now`; whether it is time to write it to the
-    /// content's record (at most once per `interval`).
-    pub fn touch(&self, repo: &RepoName, digest: &Digest, now: u64, interval: Duration) -> bool {
+    /// Notes a pull of `digest` in `repo` now; whether it is time to write it to the content's
+    /// record (at most once per `interval`).
+    pub fn touch(&self, repo: &RepoName, digest: &Digest, interval: Duration) -> bool {
+        let now = epoch_millis();
         let mut recent = self.recent.lock().expect("recent lock is never poisoned");
         if recent.pulls.len() >= MAX_RECENT {
             recent.pulls.clear();
         }
         let (pulled, written) = recent.pulls.entry((repo.clone(), digest.clone())).or_insert((now, 0));
         *pulled = now;
-        let due = now.saturating_sub(*written) >= interval.as_secs();
+        let due = now.saturating_sub(*written) >= interval.as_millis() as u64;
         if due {
             *written = now;
         }
         due
     }
 
-    /// When this process last saw `digest` of `repo` pulled (seconds since the epoch).
+    /// When this process last saw `digest` of `repo` pulled (milliseconds since the epoch).
     pub fn last_pulled(&self, repo: &RepoName, digest: &Digest) -> Option<u64> {
         let recent = self.recent.lock().expect("recent lock is never poisoned");
         recent.pulls.get(&(repo.clone(), digest.clone())).map(|(pulled, _)| *pulled)
@@ -274,6 +280,8 @@ pub struct Proxy {
     pub locks: locks::Locks,
     /// One upstream fetch per blob.
     pub blobs: blobs::Flights,
+    /// One pass of the caches' size caps at a time.
+    pub eviction: tokio::sync::Mutex<()>,
 }
 
 /// The media types of manifests the registry stores, asked for in `Accept` (most specific
@@ -289,6 +297,7 @@ impl Proxy {
             metrics,
             locks: locks::Locks::default(),
             blobs: blobs::Flights::default(),
+            eviction: tokio::sync::Mutex::new(()),
         };
         proxy.configure(configs, env)?;
         Ok(proxy)
@@ -430,6 +439,16 @@ impl Proxy {
 }
 
 impl Upstream {
+    /// Counts content stored from this upstream in its cache.
+    pub fn cached(&self, digest: &Digest, size: u64) {
+        let bytes = {
+            let mut tally = self.status.cache.lock().expect("cache lock is never poisoned");
+            tally.sizes.insert(digest.clone(), size);
+            tally.bytes()
+        };
+        self.client.cache_gauge(bytes);
+    }
+
     /// The digest `tag` points to upstream, by `HEAD` (which Docker Hub does not count against
     /// its rate limit); `None` when the upstream does not say (`Docker-Content-Digest`).
     pub async fn head_manifest(&self, remote: &str, tag: &Tag, accept: Accept<'_>) -> Result<Option<Digest>, ProxyError> {

@@ -6,6 +6,7 @@ pub mod evidence;
 mod promotion;
 pub mod manifest;
 pub mod proxied;
+mod proxy_cache;
 mod tags;
 pub mod uploads;
 pub mod verdicts;

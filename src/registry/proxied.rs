@@ -116,7 +116,7 @@ impl Registry {
         if let (Some(record), Some(local)) = (&record, &local) {
             if now.saturating_sub(record.checked) < config.tag_ttl.as_secs() {
                 self.proxy.hit(upstream, "tag");
-                let warning = match record.checked > record.confirmed {
+                let warning = match record.failing {
                     true => Some(self.stale_warning(mapped, record, local, now, None)?),
                     false => record.pending.as_ref().map(|pending| held_warning(mapped, tag, pending)),
                 };
@@ -150,6 +150,7 @@ impl Registry {
                     return Err(upstream_error(err, || RegistryError::ManifestUnknown(format!("{repo}:{tag}"))));
                 };
                 record.checked = now;
+                record.failing = true;
                 self.metadata.put_upstream_tag(repo, tag, &record).await?;
                 let warning = self.stale_warning(mapped, &record, &local, now, Some(&err))?;
                 return Ok((local, Some(warning)));
@@ -189,7 +190,7 @@ impl Registry {
         } else {
             current.to_string()
         };
-        let record = UpstreamTagRecord { digest: serving.clone(), checked: now, confirmed: now, pending: pending.clone() };
+        let record = UpstreamTagRecord { digest: serving.clone(), checked: now, confirmed: now, failing: false, pending: pending.clone() };
         self.metadata.put_upstream_tag(repo, tag, &record).await?;
         let digest = serving.parse().map_err(|_| RegistryError::Internal(format!("upstream tag record of {repo}:{tag} holds {serving:?}")))?;
         Ok((digest, pending.as_ref().map(|pending| held_warning(mapped, tag, pending))))
@@ -210,7 +211,7 @@ impl Registry {
         let age = now.saturating_sub(record.confirmed);
         let failure = err.map(ToString::to_string).or_else(|| upstream.status.health().last_error.map(|(_, message)| message));
         let failure = failure.unwrap_or_else(|| format!("upstream {} failed its last check", upstream.config.name));
-        if age > upstream.config.stale_for.as_secs() {
+        if age >= upstream.config.stale_for.as_secs() {
             return Err(RegistryError::Upstream(format!(
                 "{failure}; the cached digest was last confirmed {} ago, longer than stale_for ({})",
                 humantime::format_duration(Duration::from_secs(age)),
@@ -271,7 +272,7 @@ impl Registry {
         let now = now_secs();
         let record = ProxiedRecord { upstream: upstream.config.name.to_string(), size, manifest: true, fetched: now, pulled: now };
         self.metadata.put_proxied(repo, &fetched.digest, &record).await?;
-        upstream.status.cache.lock().expect("cache lock is never poisoned").sizes.insert(fetched.digest.clone(), size);
+        upstream.cached(&fetched.digest, size);
         self.proxy.blobs.stored.notify_one();
         Ok(())
     }
@@ -279,11 +280,9 @@ impl Registry {
     /// Notes a pull of proxied content, for the cache's least-recently-pulled order: in memory
     /// always, in its record at most once per [`PULL_WRITE_INTERVAL`].
     pub(super) async fn touch_proxied(&self, mapped: &Mapped, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let now = now_secs();
-        let due = mapped.upstream.status.touch(repo, digest, now, PULL_WRITE_INTERVAL);
-        if due {
+        if mapped.upstream.status.touch(repo, digest, PULL_WRITE_INTERVAL) {
             if let Some(mut record) = self.metadata.proxied(repo, digest).await? {
-                record.pulled = now;
+                record.pulled = now_secs();
                 self.metadata.put_proxied(repo, digest, &record).await?;
             }
         }
@@ -376,7 +375,7 @@ impl Registry {
             }
             self.bind_tags(repo, &[&tag], &digest).await?;
             let now = now_secs();
-            self.metadata.put_upstream_tag(repo, &tag, &UpstreamTagRecord { digest: digest.to_string(), checked: now, confirmed: now, pending: None }).await?;
+            self.metadata.put_upstream_tag(repo, &tag, &UpstreamTagRecord { digest: digest.to_string(), checked: now, confirmed: now, failing: false, pending: None }).await?;
         }
         let accept = [manifest::OCI_INDEX];
         let listed = upstream.referrers(&mapped.remote, subject, &accept, MAX_REFERRERS_INDEX).await.map_err(|err| RegistryError::Upstream(err.to_string()))?;
@@ -422,6 +421,11 @@ impl Registry {
         let detail = serde_json::json!({ "upstream": upstream, "tag": tag.as_str(), "old": old, "new": pending.to_string() });
         self.record_audit("upstream_tag_accepted", actor, repo, &pending, detail).await;
         Ok(pending)
+    }
+
+    /// Waits until content fetched from an upstream was stored (the caches' size caps look then).
+    pub async fn proxied_content_stored(&self) {
+        self.proxy.blobs.stored.notified().await;
     }
 
     /// The upstreams, their health and their caches, for `portcullis upstreams`.

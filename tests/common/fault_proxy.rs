@@ -5,7 +5,7 @@
 //! byte pattern passes upstream (the bytes that trigger the cut are not forwarded). It forwards
 //! to a TCP address or a unix socket (so a server that cannot be handed a bound port, such as
 //! Distribution, listens on a socket and the proxy gives it a port without a race). It counts the
-//! connections it accepted. At most [`MAX_CONNECTIONS`] connections at once, each with two fixed
+//! connections it accepted, cut or not. At most [`MAX_CONNECTIONS`] connections at once, each with two fixed
 //! buffers.
 
 use std::net::SocketAddr;
@@ -41,7 +41,7 @@ struct ProxyShared {
     forwarded: AtomicU64,
     /// Bytes forwarded back so far.
     returned: AtomicU64,
-    /// Connections accepted while up.
+    /// Connections accepted (and, while cut, closed at once).
     accepted: AtomicU64,
     trigger: Mutex<Option<Trigger>>,
     connections: Arc<tokio::sync::Semaphore>,
@@ -79,10 +79,10 @@ impl FaultProxy {
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { continue };
+                accepting.accepted.fetch_add(1, Ordering::SeqCst);
                 if !accepting.up.load(Ordering::SeqCst) {
                     continue; // dropped: closed at once
                 }
-                accepting.accepted.fetch_add(1, Ordering::SeqCst);
                 let Ok(permit) = accepting.connections.clone().try_acquire_owned() else { continue };
                 tokio::spawn(relay(accepting.clone(), socket, permit));
             }
@@ -98,7 +98,7 @@ impl FaultProxy {
         self.shared.up.load(Ordering::SeqCst)
     }
 
-    /// Connections accepted while up, so far.
+    /// Connections accepted so far, cut or not: how often something tried to get through.
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::SeqCst)
     }
