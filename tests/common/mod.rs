@@ -9,6 +9,7 @@
 
 pub mod clients;
 pub mod cosign;
+pub mod daemons;
 pub mod distribution;
 pub mod fault_proxy;
 pub mod images;
