@@ -284,8 +284,8 @@ pub struct Proxy {
     pub eviction: tokio::sync::Mutex<()>,
 }
 
-/// The media types of manifests the registry stores, asked for in `Accept` (most specific
-/// first is not needed: registries answer what the tag or digest is).
+/// The media types a manifest request accepts (`Accept`): the registry asks for the types it
+/// stores, and the upstream answers with what the tag or digest is.
 pub type Accept<'a> = &'a [&'a str];
 
 impl Proxy {
@@ -334,11 +334,6 @@ impl Proxy {
     /// The upstreams in force.
     pub fn upstreams(&self) -> Arc<Vec<Arc<Upstream>>> {
         self.upstreams.load_full()
-    }
-
-    /// The upstream named `name`.
-    pub fn upstream(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.upstreams().iter().find(|upstream| upstream.config.name.as_str() == name).cloned()
     }
 
     /// The upstream `repo` maps to, with its name there.
