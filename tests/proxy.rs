@@ -250,6 +250,18 @@ async fn the_token_flow_of_a_portcullis_upstream_and_wrong_credentials() {
     let (status, code, message) = get_error(&wrong, "/v2/proxy/up/team/app/manifests/v1").await;
     assert_eq!((status, code.as_str()), (502, "UPSTREAM_ERROR"), "{message}");
     assert!(message.contains("upstream up refused the proxy") && message.contains("401") && message.contains("user \"puller\""), "{message}");
+    // The password from the environment (a server process of its own, so no test sets a
+    // variable of the test process); an unset variable stops the start with its name.
+    let config_path = dir.path().join("env.toml");
+    let text = format!("[storage]\ndata_dir = \"{}\"\n[[upstreams]]\nname = \"up\"\nurl = \"{}\"\nuser = \"puller\"\npassword_env = \"PORTCULLIS_TEST_UPSTREAM_PASSWORD\"\n", dir.path().join("env-data").display(), upstream.base_url);
+    std::fs::write(&config_path, text).unwrap();
+    let server = common::ServerProcess::spawn_with_env(&["--config", config_path.to_str().unwrap()], "PORTCULLIS_TEST_UPSTREAM_PASSWORD", "puller-secret");
+    assert_eq!(pull_image(&RegistryClient::new(&server.base_url), "proxy/up/team/app", "v1").await, digest);
+    drop(server);
+    let unset = common::portcullis_async(vec!["serve".into(), "--listen".into(), "127.0.0.1:0".into(), "--config".into(), config_path.to_str().unwrap().into()]).await;
+    let stderr = String::from_utf8_lossy(&unset.stderr);
+    assert!(!unset.status.success() && stderr.contains("password_env PORTCULLIS_TEST_UPSTREAM_PASSWORD is not set"), "{stderr}");
+
     // No credentials at all: the upstream's refusal, named.
     let anonymous = proxy_registry("up", &upstream.base_url, "", "").await;
     let (status, _, message) = get_error(&anonymous, "/v2/proxy/up/team/app/manifests/v1").await;
@@ -638,6 +650,12 @@ async fn a_hostile_upstream_is_refused_and_nothing_is_stored() {
     // A redirect to a cloud metadata address.
     let redirect = Answer { status: 307, headers: vec![("Location".into(), "http://169.254.169.254/latest/meta-data/".into())], body: vec![], drip: None };
     add(format!("/v2/team/app/blobs/{redirected}"), redirect);
+    // A redirect to the upstream's own storage (here: the same loopback server), followed.
+    let stored = noise("stored elsewhere", 1 << 20);
+    let stored_digest = sha256(&stored);
+    add(format!("/storage/{stored_digest}"), Answer::ok("application/octet-stream", stored.clone()));
+    let to_storage = Answer { status: 307, headers: vec![("Location".into(), format!("/storage/{stored_digest}"))], body: vec![], drip: None };
+    add(format!("/v2/team/app/blobs/{stored_digest}"), to_storage);
     // A token realm on another (plain http) host.
     let challenge = Answer {
         status: 401,
@@ -673,9 +691,10 @@ async fn a_hostile_upstream_is_refused_and_nothing_is_stored() {
     refused(format!("/v2/proxy/liar/team/app/blobs/{redirected}"), "https only").await;
     refused("/v2/proxy/liar/team/realm/manifests/v1".into(), "token realm that is refused").await;
     let res = proxy.client.get(proxy.url(&format!("/v2/proxy/liar/team/app/blobs/{}", sha256(&slow)))).send().await.unwrap();
-    assert_eq!(res.status(), 200, "the drip starts: {}", res.text().await.unwrap_or_default());
-    let res = proxy.client.get(proxy.url(&format!("/v2/proxy/liar/team/app/blobs/{}", sha256(&slow)))).send().await.unwrap();
+    assert_eq!(res.status(), 200, "the drip starts");
     assert!(res.bytes().await.is_err(), "a drip feed is cut off");
+    let (status, _, bytes) = get(&proxy, &format!("/v2/proxy/liar/team/app/blobs/{stored_digest}")).await;
+    assert_eq!((status, sha256(&bytes)), (200, stored_digest.clone()), "a redirect to the upstream's storage is followed");
 
     // Nothing of it stored: no bad blob, no stage left over.
     for _ in 0..100 {
