@@ -68,9 +68,21 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List a registry's upstreams (pull-through proxy) with their health, cache size and last
+    /// error (exit 0 all answered last, 1 one is down, 2 error).
+    Upstreams {
+        /// Registry base URL, e.g. http://127.0.0.1:5000.
+        #[arg(long, env = "PORTCULLIS_REGISTRY")]
+        registry: String,
+        /// Print the listing as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        access: ClientArgs,
+    },
 }
 
-/// How `check` and `promote` reach a registry with TLS and access control. The password (or a
+/// How `check`, `promote` and `upstreams` reach a registry with TLS and access control. The password (or a
 /// CI's OIDC token, which the registry accepts as a password) comes from `PORTCULLIS_PASSWORD`
 /// only, never from the command line, where other users could read it.
 #[derive(Debug, Clone, clap::Args)]

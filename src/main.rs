@@ -24,6 +24,10 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(runtime.block_on(portcullis::client::promote(&registry, &access, &source, &target, &tags, dry_run, json)))
         }
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(audit_verify(&args)),
+        Command::Upstreams { registry, json, access } => {
+            let access = client_access(access);
+            std::process::exit(runtime.block_on(portcullis::client::upstreams(&registry, &access, json)))
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod gates;
 mod images;
 mod load;
 mod memory;
+mod proxy;
 mod registry;
 mod report;
 mod results;

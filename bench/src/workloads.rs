@@ -53,7 +53,7 @@ pub(crate) struct MeasureArgs {
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
-    /// portcullis only), `log` (the request log). `scripts/bench` runs each group on freshly
+    /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy). `scripts/bench` runs each group on freshly
     /// started servers, so the disk never holds more than one group's data.
     #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log")]
     groups: Vec<Group>,
@@ -94,6 +94,17 @@ pub(crate) struct MeasureArgs {
     /// Its process id.
     #[arg(long)]
     quiet_portcullis_pid: Option<u32>,
+    /// For the `proxy` group: the upstream (a Distribution) both registries proxy; `--portcullis`
+    /// then names a portcullis with it as `[[upstreams]]` "up", `--distribution` a Distribution in
+    /// its proxy mode.
+    #[arg(long, requires = "upstream_log")]
+    upstream: Option<String>,
+    /// The upstream's process id.
+    #[arg(long)]
+    upstream_pid: Option<u32>,
+    /// The upstream's access log.
+    #[arg(long)]
+    upstream_log: Option<PathBuf>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -111,6 +122,8 @@ pub(crate) enum Group {
     Evidence,
     /// The request log: bytes per request, and throughput with it on and off.
     Log,
+    /// Pulls through portcullis's proxy and Distribution's, cold, warm and 16 at once.
+    Proxy,
 }
 
 /// Sizes and durations of one run.
@@ -202,6 +215,7 @@ impl Sizes {
                     words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
                 }
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
+                Group::Proxy => words.push(format!("proxy pulls of a {}x{} image", self.small_layers, human(self.small_layer))),
             }
         }
         words
@@ -305,6 +319,16 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         quiet.wait_ready(Duration::from_secs(30)).await?;
         let logs = [(&portcullis, portcullis_log.as_path()), (&distribution, distribution_log.as_path())];
         log_workloads(&sizes, run, &logs, &quiet, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Proxy) {
+        let (Some(url), Some(pid), Some(log)) = (&args.upstream, args.upstream_pid, &args.upstream_log) else {
+            anyhow::bail!("the proxy group needs --upstream, --upstream-pid and --upstream-log");
+        };
+        let upstream = Registry::new(DISTRIBUTION, url, pid)?;
+        upstream.wait_ready(Duration::from_secs(30)).await?;
+        let image = crate::proxy::Image { n_layers: sizes.small_layers, layer_size: sizes.small_layer, words: format!("{}x{}", sizes.small_layers, human(sizes.small_layer)) };
+        crate::proxy::workloads(&image, run, &both, &upstream, log, &args.scratch, &mut results).await?;
     }
 
     results.save(&args.out)?;

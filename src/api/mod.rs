@@ -14,6 +14,7 @@ mod promotions;
 mod referrers;
 mod tags;
 mod uploads;
+mod upstreams;
 
 use std::convert::Infallible;
 use std::io;
@@ -67,6 +68,10 @@ where
     let (response, principal) = async move {
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
+        let routed = match routed {
+            Ok(endpoint) => route_pull(&registry, endpoint, req.uri().query()).await,
+            Err(err) => Err(err.into()),
+        };
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
         let connection = parts.extensions.get::<auth::Connection>().cloned().unwrap_or_default();
@@ -81,7 +86,7 @@ where
                 }
                 Err(err) => Err(err),
             },
-            Err(err) => Err(err.into()),
+            Err(err) => Err(err),
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
         let status = response.status();
@@ -176,7 +181,21 @@ async fn dispatch(
         Endpoint::Audit { kind, repository, after, limit } => {
             audit::list(registry, &caller.principal, kind.as_deref(), repository.as_deref(), after, limit).await
         }
+        Endpoint::Upstreams => Ok(upstreams::list(registry)),
+        Endpoint::AcceptUpstreamTag { upstream, repository, tag, digest } => {
+            upstreams::accept(registry, &upstream, &repository, &tag, digest.as_ref(), caller.principal.name()).await
+        }
     }
+}
+
+/// A pull of a repository that mirrors an upstream goes to the repository kept for it
+/// (containerd's `?ns=`, Docker Hub's `library/`, the default upstream of dockerd's mirrors),
+/// before access is decided: rules name the repositories as they are kept.
+async fn route_pull(registry: &Registry, mut endpoint: Endpoint, query: Option<&str>) -> Result<Endpoint, ApiError> {
+    if let Some(name) = endpoint.pull_name_mut() {
+        *name = registry.route_pull(name, endpoint::namespace_host(query).as_deref()).await?;
+    }
+    Ok(endpoint)
 }
 
 fn error_response(registry: &Registry, err: &ApiError) -> Response<Body> {

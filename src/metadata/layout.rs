@@ -64,6 +64,10 @@ pub enum Key<'a> {
     SigningKey,
     /// An upload session.
     Upload(&'a str),
+    /// What a proxied repository's tag pointed to upstream when last checked.
+    UpstreamTag(&'a RepoName, &'a Tag),
+    /// Proxied content in a repository: from which upstream, when, and when last pulled.
+    Proxied(&'a RepoName, &'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -83,6 +87,8 @@ pub enum Prefix<'a> {
     AuditRecords,
     /// Promotion records of a target, by digest hex.
     PromotionRecords(&'a RepoName),
+    /// Proxied content records of a repository, by digest hex.
+    Proxied(&'a RepoName),
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -112,6 +118,8 @@ impl Key<'_> {
             Key::AuditHead => "audit/head",
             Key::SigningKey => "keys/vsa-signing-key.pem",
             Key::Upload(_) => "uploads/<uuid>",
+            Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
+            Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
         }
     }
 }
@@ -133,6 +141,8 @@ impl fmt::Display for Key<'_> {
             Key::AuditHead => f.write_str("audit/head"),
             Key::SigningKey => f.write_str("keys/vsa-signing-key.pem"),
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
+            Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
+            Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
         }
     }
 }
@@ -147,6 +157,7 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Catalog => f.write_str(CATALOG),
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
+            Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
         }
     }
 }
@@ -218,6 +229,10 @@ pub enum Object {
         /// The manifest promoted.
         digest: Digest,
     },
+    /// `repositories/<name>/_upstream_tags/<tag>`
+    UpstreamTag(RepoName, Tag),
+    /// `repositories/<name>/_proxied/sha256/<hex>`
+    Proxied(RepoName, Digest),
 }
 
 impl Object {
@@ -253,6 +268,8 @@ impl Object {
                 Some(Object::Referrer { repo, subject: digest(subject)?, referrer: digest(referrer)? })
             }
             ["parents", "sha256", child, parent] => Some(Object::Parent { repo, child: digest(child)?, parent: digest(parent)? }),
+            ["upstream_tags", tag] => Some(Object::UpstreamTag(repo, tag.parse().ok()?)),
+            ["proxied", "sha256", hex] => Some(Object::Proxied(repo, digest(hex)?)),
             _ => None,
         }
     }
@@ -269,6 +286,8 @@ impl Object {
             Object::Parent { repo, child, parent } => Key::Parent { repo, child, parent },
             Object::Upload(upload_id) => Key::Upload(upload_id),
             Object::PromotionRecord { target, digest } => Key::PromotionRecord { target, digest },
+            Object::UpstreamTag(repo, tag) => Key::UpstreamTag(repo, tag),
+            Object::Proxied(repo, digest) => Key::Proxied(repo, digest),
         }
     }
 
@@ -326,6 +345,8 @@ mod tests {
         check(&format!("repositories/a/_parents/sha256/{hex}/{hex}"), Some("Parent { repo: RepoName(\"a\"), child: sha256:abab"));
         check(&format!("uploads/{upload_id}"), Some("Upload(\"0b7d5c7e"));
         check(&format!("promotions/prod/app/_records/{hex}"), Some("PromotionRecord { target: RepoName(\"prod/app\"), digest: sha256:abab"));
+        check("repositories/proxy/docker.io/library/alpine/_upstream_tags/3.20", Some("UpstreamTag(RepoName(\"proxy/docker.io/library/alpine\"), Tag(\"3.20\"))"));
+        check(&format!("repositories/proxy/x/_proxied/sha256/{hex}"), Some("Proxied(RepoName(\"proxy/x\"), sha256:abab"));
         // Keys where the registry keeps no metadata object.
         for key in [
             "repositories/a/_manifests/sha256/zz".to_owned(),
@@ -398,8 +419,10 @@ mod tests {
             Key::AuditHead,
             Key::SigningKey,
             Key::Upload(upload_id.as_str()),
+            Key::UpstreamTag(&repo, &tag),
+            Key::Proxied(&repo, &digest),
         ];
-        let mut seen = [false; 14];
+        let mut seen = [false; 16];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -416,6 +439,8 @@ mod tests {
                 Key::AuditHead => 11,
                 Key::SigningKey => 12,
                 Key::Upload(_) => 13,
+                Key::UpstreamTag(..) => 14,
+                Key::Proxied(..) => 15,
             };
             seen[kind] = true;
             let built = key.to_string();

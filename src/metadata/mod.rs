@@ -1,7 +1,8 @@
 //! Everything the registry keeps in the object store, and the one place its layout is spelled:
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
-//! the catalog), manifest types, upload sessions, promotion records, the audit log and the
-//! generated signing key, each behind a typed accessor; plus a node-local sled index that can be
+//! the catalog), manifest types, upload sessions, promotion records, the audit log, the
+//! generated signing key and the proxy's records of upstream tags and proxied content, each
+//! behind a typed accessor; plus a node-local sled index that can be
 //! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
 //! Below the store root (`data_dir/store/objects/` on the filesystem, `prefix/` in a bucket):
@@ -13,6 +14,8 @@
 //! repositories/<name>/_tombstones/<tag>                  {"digest"} of a deleted write-once tag
 //! repositories/<name>/_referrers/sha256/<subject>/<hex>  descriptor as listed by the Referrers API
 //! repositories/<name>/_parents/sha256/<child>/<parent>   an index in the repository lists the child (empty)
+//! repositories/<name>/_upstream_tags/<tag>               {"digest","checked","confirmed","failing","pending"} the upstream's tag as last checked
+//! repositories/<name>/_proxied/sha256/<hex>              {"upstream","size","fetched","pulled"} proxied content: from where, when
 //! types/sha256/<hex>                                     {"mediaType"} a manifest digest is stored as, create-only
 //! catalog/<hex name in 200-char segments>/-              the repository exists (empty; hex keeps name order)
 //! promotions/<target>/_records/<hex>                     the promotion record of a digest
@@ -39,6 +42,7 @@ mod blobs;
 mod index;
 pub mod layout;
 mod promotions;
+mod proxied;
 mod signing_key;
 mod uploads;
 
@@ -52,6 +56,7 @@ use crate::names::{RepoName, Tag};
 use layout::{Key, Prefix};
 pub use layout::Object;
 pub use promotions::{LeftBehind, Linked, PromotionRecord, PromotionResult};
+pub use proxied::{ProxiedRecord, UpstreamTagRecord};
 pub use uploads::UploadRecord;
 
 /// Largest small metadata object read (links, tags, descriptors, sessions).
@@ -506,6 +511,15 @@ impl Object {
             Object::PromotionRecord { target, digest } => {
                 promotions::check(&key, &bytes, target, digest)?;
                 Vec::new()
+            }
+            // The last digest seen upstream may never have been fetched (a tag held back).
+            Object::UpstreamTag(..) => {
+                decode::<UpstreamTagRecord>(&key, &bytes)?;
+                Vec::new()
+            }
+            Object::Proxied(_, digest) => {
+                decode::<ProxiedRecord>(&key, &bytes)?;
+                vec![Key::Blob(digest).to_string()]
             }
         };
         Ok(Some(pointers))
