@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `admission`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -21,6 +21,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod admission;
 mod auth;
 mod files;
 mod namespaces;
@@ -30,6 +31,7 @@ mod server;
 mod storage;
 mod trust;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::logging::LogFormat;
 use crate::policy::namespaces::Namespace;
@@ -64,6 +66,8 @@ pub struct Config {
     pub signing_key_pem: Option<SecretString>,
     /// Users, tokens and rules; without it the registry is open to everyone.
     pub auth: Option<AuthConfig>,
+    /// Kubernetes admission; without it the webhook endpoints answer 404.
+    pub admission: Option<AdmissionConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -142,6 +146,7 @@ struct FileConfig {
     trust: trust::FileTrust,
     promotion: promotion::FilePromotion,
     auth: Option<auth::FileAuth>,
+    admission: Option<admission::FileAdmission>,
 }
 
 impl Config {
@@ -184,6 +189,7 @@ impl Config {
         let signing_key_pem = file.promotion.load(&mut files).map_err(invalid)?;
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
         let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
+        let admission = file.admission.map(admission::FileAdmission::load).transpose().map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -195,6 +201,7 @@ impl Config {
             trust,
             signing_key_pem,
             auth,
+            admission,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

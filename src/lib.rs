@@ -18,5 +18,6 @@ pub mod names;
 pub mod policy;
 pub mod metrics;
 pub mod promote;
+pub mod admission;
 pub mod fsck;
 pub mod signing;

@@ -29,6 +29,13 @@ pub struct Metrics {
     pub evidence_bytes_read: IntCounter,
     /// Configuration reloads by outcome (`applied`, `refused`).
     pub config_reloads: IntCounterVec,
+    /// Admission reviews answered, by webhook (`mutate`, `validate`) and outcome (`allowed`,
+    /// `warned`, `refused`).
+    pub admission_reviews: IntCounterVec,
+    /// Admitted digests failing their gate now (drift rows).
+    pub admission_drift_digests: IntGauge,
+    /// Admitted digests seen turning to failing.
+    pub admission_drift_detected: IntCounter,
 }
 
 impl Metrics {
@@ -47,6 +54,9 @@ impl Metrics {
             verdicts_computed: register(&registry, IntCounter::new("verdicts_computed_total", "Verdicts computed rather than answered from the cache")),
             evidence_bytes_read: register(&registry, IntCounter::new("evidence_bytes_read_total", "Evidence bytes read from the store for verdicts")),
             config_reloads: register(&registry, IntCounterVec::new(Opts::new("config_reloads_total", "Configuration reloads (SIGHUP) by outcome"), &["outcome"])),
+            admission_reviews: register(&registry, IntCounterVec::new(Opts::new("admission_reviews_total", "Admission reviews answered, by webhook and outcome"), &["webhook", "outcome"])),
+            admission_drift_digests: register(&registry, IntGauge::new("admission_drift_digests", "Admitted digests whose verdict fails now")),
+            admission_drift_detected: register(&registry, IntCounter::new("admission_drift_detected_total", "Admitted digests seen turning to failing")),
             registry,
         }
     }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use storage::Digest;
 
+use super::admissions::Workload;
 use crate::names::{RepoName, Tag, UploadId};
 
 /// Every kind of object the registry keeps in the store, with what names it. `Display` writes
@@ -64,6 +65,10 @@ pub enum Key<'a> {
     SigningKey,
     /// An upload session.
     Upload(&'a str),
+    /// A workload admitted with images of this registry (Kubernetes admission).
+    Admission(&'a Workload),
+    /// An admitted digest whose verdict turned to failing.
+    Drift(&'a RepoName, &'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -83,6 +88,10 @@ pub enum Prefix<'a> {
     AuditRecords,
     /// Promotion records of a target, by digest hex.
     PromotionRecords(&'a RepoName),
+    /// Admission records, by cluster, namespace, kind and name.
+    Admissions,
+    /// Drift rows, by repository and digest.
+    Drift,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -93,6 +102,8 @@ const REPOSITORIES: &str = "repositories/";
 const UPLOADS: &str = "uploads/";
 const PROMOTIONS: &str = "promotions/";
 const AUDIT_RECORDS: &str = "audit/records/";
+const ADMISSIONS: &str = "admissions/";
+const DRIFT: &str = "drift/";
 
 impl Key<'_> {
     /// How the data layout (the `metadata` module doc) writes keys of this kind.
@@ -112,6 +123,8 @@ impl Key<'_> {
             Key::AuditHead => "audit/head",
             Key::SigningKey => "keys/vsa-signing-key.pem",
             Key::Upload(_) => "uploads/<uuid>",
+            Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
+            Key::Drift(..) => "drift/<name>/_digests/<hex>",
         }
     }
 }
@@ -133,6 +146,10 @@ impl fmt::Display for Key<'_> {
             Key::AuditHead => f.write_str("audit/head"),
             Key::SigningKey => f.write_str("keys/vsa-signing-key.pem"),
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
+            Key::Admission(workload) => {
+                write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
+            }
+            Key::Drift(repo, digest) => write!(f, "{DRIFT}{repo}/_digests/{}", digest.hex()),
         }
     }
 }
@@ -147,6 +164,8 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Catalog => f.write_str(CATALOG),
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
+            Prefix::Admissions => f.write_str(ADMISSIONS),
+            Prefix::Drift => f.write_str(DRIFT),
         }
     }
 }
@@ -382,6 +401,7 @@ mod tests {
 
         let (repo, tag, digest, other) = ("team/app".parse().unwrap(), "v1".parse().unwrap(), Digest::of(b"a"), Digest::of(b"b"));
         let upload_id = UploadId::random();
+        let workload = Workload::new("admission-controller", "shop", "Deployment", "web").unwrap();
         // One of each kind; the match below fails to compile when a kind is missing from it.
         let keys = [
             Key::Blob(&digest),
@@ -398,8 +418,10 @@ mod tests {
             Key::AuditHead,
             Key::SigningKey,
             Key::Upload(upload_id.as_str()),
+            Key::Admission(&workload),
+            Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 14];
+        let mut seen = [false; 16];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -416,6 +438,8 @@ mod tests {
                 Key::AuditHead => 11,
                 Key::SigningKey => 12,
                 Key::Upload(_) => 13,
+                Key::Admission(_) => 14,
+                Key::Drift(..) => 15,
             };
             seen[kind] = true;
             let built = key.to_string();

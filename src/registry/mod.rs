@@ -1,6 +1,7 @@
 //! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
 //! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
+mod admissions;
 pub mod body;
 pub mod evidence;
 mod promotion;
@@ -36,6 +37,10 @@ pub struct Registry {
     signing: crate::signing::SigningKey,
     /// Access control for the configuration in force; `None` when `[auth]` is absent (open).
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
+    /// Evidence arrived or policy changed since the drift check last looked (`admissions.rs`).
+    changes: tokio::sync::Notify,
+    /// The admission records this node last wrote.
+    remembered: admissions::Remembered,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -228,6 +233,8 @@ impl Registry {
             metrics,
             sessions: uploads::Sessions::default(),
             auth: arc_swap::ArcSwapOption::new(auth),
+            changes: tokio::sync::Notify::new(),
+            remembered: admissions::Remembered::default(),
         })
     }
 
@@ -301,6 +308,7 @@ impl Registry {
         self.config.store(Arc::new(new));
         self.trust.store(Arc::new(trust));
         self.auth.store(auth);
+        self.judge_again();
         Ok(())
     }
 
@@ -419,6 +427,11 @@ impl Registry {
         self.check_references(repo, &parsed).await?;
         self.store_manifest(repo, &parsed, &digest, bytes).await?;
         self.bind_tags(repo, &tags, &digest).await?;
+        // New evidence (a referrer, or under cosign's tag scheme) may change verdicts of digests
+        // that run in clusters.
+        if parsed.subject.is_some() || tags.iter().any(|tag| tag.cosign_subject().is_some()) {
+            self.judge_again();
+        }
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
