@@ -37,12 +37,7 @@ struct Setup {
 fn config_text(dir: &std::path::Path, pki: &TestPki, admission: &str) -> String {
     format!(
         r#"
-[server.tls]
-cert = "{cert}"
-key = "{key}"
-client_ca = "{ca}"
-client_auth = "optional"
-
+{tls}
 [[trust.keys]]
 name = "ci"
 public_key = "{dir}/ci.pub"
@@ -65,9 +60,7 @@ allowed_registries = ["docker.io/library"]
 exempt_namespaces = ["kube-system"]
 {admission}
 "#,
-        cert = pki.server_cert.display(),
-        key = pki.server_key.display(),
-        ca = pki.dir.join("ca.crt").display(),
+        tls = pki.server_tls_toml(),
         dir = dir.display(),
     )
 }
@@ -169,7 +162,8 @@ async fn the_corpus_is_pinned_and_judged() {
     let refused_upper = format!("container db: {upper:?} is not a valid image reference: the digest is not sha256 with 64 lowercase hex digits (or sha512 with 128)");
     let refused_ghcr = "container agent: ghcr.io/acme/agent:2.1 comes from ghcr.io, which is not an allowed registry (registry.example.com, registry.example.com:5443, docker.io/library)";
     // (file, the image fields the mutating webhook pins and to which digest, the validating answer)
-    let cases: Vec<(&str, Vec<(&str, &str)>, Validated<'_>)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Validated<'a>);
+    let cases: Vec<Case<'_>> = vec![
         ("pod-create.json", vec![("/spec/containers/0/image", APP), ("/spec/initContainers/0/image", TOOL)], Validated::Admitted),
         ("pod-ephemeral-update.json", vec![("/spec/ephemeralContainers/0/image", TOOL)], Validated::Admitted),
         ("deployment-create.json", vec![("/spec/template/spec/initContainers/0/image", TOOL)], Validated::Admitted),

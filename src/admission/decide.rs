@@ -175,20 +175,12 @@ mod tests {
         Review::parse(&serde_json::to_vec(&body).unwrap()).unwrap()
     }
 
+    /// The verdict of a gate that needs a signature by "ci" (none is there), or of one that
+    /// needs nothing, in `mode`.
     fn verdict(passed: bool, mode: GateMode) -> Verdict {
-        Verdict {
-            image: "prod/app@sha256:aa".into(),
-            namespace: "prod/**".into(),
-            mode,
-            passed,
-            requirements: vec![crate::policy::gate::Requirement { name: "signature".into(), passed, detail: "no signature from trusted identity 'ci'".into(), evidence: Vec::new() }],
-            warnings: Vec::new(),
-            rejected: Vec::new(),
-            evaluated_at: 0,
-            expires_at: None,
-            policy_revision: "r".into(),
-            via_parent: None,
-        }
+        let signed_by = if passed { Vec::new() } else { vec!["ci".to_owned()] };
+        let gate = crate::policy::gate::Gate { mode, signed_by, signed_by_all: Vec::new(), attestations: Vec::new(), sbom: false, scan: None };
+        crate::policy::gate::evaluate(&gate, "prod/**", "prod/app@sha256:aa", &[], Vec::new(), "r", 0)
     }
 
     /// What the registry holds in these tests: prod/app:v1 (passes), prod/bad:v1 (fails),

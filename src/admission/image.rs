@@ -142,8 +142,11 @@ fn parse_digest(text: &str) -> Option<ImageDigest> {
 mod tests {
     use super::*;
 
-    /// `text` parses to (host, repo, tag, digest), or fails with an error containing the text.
-    fn check(text: &str, expected: Result<(&str, &str, Option<&str>, Option<&str>), &str>) {
+    /// (host, repo, tag, digest), or a part of the error.
+    type Expected<'a> = Result<(&'a str, &'a str, Option<&'a str>, Option<&'a str>), &'a str>;
+
+    /// `text` parses to what is expected.
+    fn check(text: &str, expected: Expected<'_>) {
         let got = ImageName::parse(text);
         match (got, expected) {
             (Ok(image), Ok((host, repo, tag, digest))) => {
