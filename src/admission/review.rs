@@ -9,6 +9,9 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+/// The most containers a review may hold (each image of this registry in it is looked up).
+const MAX_CONTAINERS: usize = 1000;
+
 /// The API version this registry answers (and the only one its webhook configuration asks for).
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
@@ -124,6 +127,9 @@ impl Review {
             Some(path) => object.spec.map(|spec| spec.containers(&request.kind.kind, path)).unwrap_or_default(),
             None => Vec::new(),
         };
+        if containers.len() > MAX_CONTAINERS {
+            return Err(ReviewError::Malformed(format!("{} containers; at most {MAX_CONTAINERS} are judged", containers.len())));
+        }
         Ok(Review {
             uid: request.uid,
             kind: request.kind.kind,
@@ -387,6 +393,10 @@ mod tests {
         check(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#, "no request");
         check(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"","kind":{"kind":"Pod"},"operation":"CREATE"}}"#, "uid is empty");
         check(r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"kind":"Pod"},"operation":"PATCH"}}"#, "unknown variant");
+        let many = vec![serde_json::json!({ "name": "c", "image": "a:1" }); 1001];
+        let body = serde_json::json!({ "apiVersion": API_VERSION, "kind": "AdmissionReview",
+            "request": { "uid": "u", "kind": { "kind": "Pod" }, "operation": "CREATE", "object": { "spec": { "containers": many } } } });
+        check(&body.to_string(), "1001 containers; at most 1000 are judged");
     }
 
     #[test]
