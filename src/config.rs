@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`, `upstreams`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -21,6 +21,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod admission;
 mod auth;
 mod files;
 mod namespaces;
@@ -31,6 +32,7 @@ mod storage;
 mod trust;
 mod upstreams;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::logging::LogFormat;
 use crate::policy::namespaces::Namespace;
@@ -68,6 +70,8 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Registries pulled through (`[[upstreams]]`).
     pub upstreams: Vec<UpstreamConfig>,
+    /// Kubernetes admission; without it the webhook endpoints answer 404.
+    pub admission: Option<AdmissionConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -147,6 +151,7 @@ struct FileConfig {
     promotion: promotion::FilePromotion,
     auth: Option<auth::FileAuth>,
     upstreams: Vec<upstreams::FileUpstream>,
+    admission: Option<admission::FileAdmission>,
 }
 
 impl Config {
@@ -190,6 +195,7 @@ impl Config {
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
         let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
         let upstreams = upstreams::load(file.upstreams, &mut files).map_err(invalid)?;
+        let admission = file.admission.map(admission::FileAdmission::load).transpose().map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -202,6 +208,7 @@ impl Config {
             signing_key_pem,
             auth,
             upstreams,
+            admission,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

@@ -20,5 +20,6 @@ pub mod policy;
 pub mod metrics;
 pub mod promote;
 pub mod proxy;
+pub mod admission;
 pub mod fsck;
 pub mod signing;

@@ -47,6 +47,13 @@ pub struct Metrics {
     pub proxy_cache_bytes: IntGaugeVec,
     /// Bytes evicted from the cache by the size cap, by upstream.
     pub proxy_evicted_bytes: IntCounterVec,
+    /// Admission reviews answered, by webhook (`mutate`, `validate`) and outcome (`allowed`,
+    /// `warned`, `refused`).
+    pub admission_reviews: IntCounterVec,
+    /// Admitted digests failing their gate now (drift rows).
+    pub admission_drift_digests: IntGauge,
+    /// Admitted digests seen turning to failing.
+    pub admission_drift_detected: IntCounter,
 }
 
 impl Metrics {
@@ -74,6 +81,9 @@ impl Metrics {
             proxy_tag_moves: register(&registry, IntCounterVec::new(Opts::new("proxy_tag_moves_total", "Upstream tags that moved to another digest"), &["upstream", "action"])),
             proxy_cache_bytes: register(&registry, IntGaugeVec::new(Opts::new("proxy_cache_bytes", "Bytes of proxied content cached"), &["upstream"])),
             proxy_evicted_bytes: register(&registry, IntCounterVec::new(Opts::new("proxy_evicted_bytes_total", "Bytes evicted by the cache size cap"), &["upstream"])),
+            admission_reviews: register(&registry, IntCounterVec::new(Opts::new("admission_reviews_total", "Admission reviews answered, by webhook and outcome"), &["webhook", "outcome"])),
+            admission_drift_digests: register(&registry, IntGauge::new("admission_drift_digests", "Admitted digests whose verdict fails now")),
+            admission_drift_detected: register(&registry, IntCounter::new("admission_drift_detected_total", "Admitted digests seen turning to failing")),
             registry,
         }
     }

@@ -168,7 +168,12 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
     let reloader = Reloader { registry: registry.clone(), certs: tls.as_ref().map(crate::tls::Tls::certs) };
     let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
     let (shutdown, mut shutdown_rx) = watch::channel(false);
-    let background = vec![spawn_reindex_if_needed(registry.clone()), spawn_janitor(registry.clone()), spawn_cache_keeper(registry.clone())];
+    let background = vec![
+        spawn_reindex_if_needed(registry.clone()),
+        spawn_janitor(registry.clone()),
+        spawn_cache_keeper(registry.clone()),
+        tokio::spawn(crate::admission::drift::run(registry.clone())),
+    ];
 
     let serving = registry.clone();
     let server = tokio::spawn(async move {

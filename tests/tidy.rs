@@ -121,7 +121,7 @@ fn layers_depend_downward() {
 }
 
 /// Expectations that hold by construction, each about data the code produced itself.
-const PROVEN: &[&str] = &["hex is a valid header", "ring's own PKCS#8 output parses", "hex is ASCII", "the text format is UTF-8"];
+const PROVEN: &[&str] = &["hex is a valid header", "latest is a tag", "ring's own PKCS#8 output parses", "hex is ASCII", "the text format is UTF-8"];
 
 /// No `.unwrap()` outside tests, and no `.expect()` on what is parsed from the store or the
 /// network: those are errors (a damaged object is a logged 500, see ARCHITECTURE.md), not panics.

@@ -10,6 +10,7 @@
 //! It measures, and asserts nothing about the numbers: a workload that gets a wrong answer (a 403,
 //! a short download) fails the run, because a fast wrong answer is not a result.
 
+mod admission;
 mod ceilings;
 mod content;
 mod evidence;

@@ -53,9 +53,10 @@ pub(crate) struct MeasureArgs {
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
-    /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy). `scripts/bench` runs each group on freshly
+    /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy), `admission`
+    /// (the webhooks' latency, portcullis only). `scripts/bench` runs each group on freshly
     /// started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log")]
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -105,6 +106,13 @@ pub(crate) struct MeasureArgs {
     /// The upstream's access log.
     #[arg(long)]
     upstream_log: Option<PathBuf>,
+    /// A second portcullis on the same store with TLS and `[admission]`, for the `admission`
+    /// group: `https://127.0.0.1:PORT`.
+    #[arg(long)]
+    admission_portcullis: Option<String>,
+    /// Directory with `ca.crt`, `client.crt` and `client.key` for it.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -124,6 +132,8 @@ pub(crate) enum Group {
     Log,
     /// Pulls through portcullis's proxy and Distribution's, cold, warm and 16 at once.
     Proxy,
+    /// The admission webhooks' latency.
+    Admission,
 }
 
 /// Sizes and durations of one run.
@@ -145,6 +155,8 @@ struct Sizes {
     /// Referrers per image, layers per referrer, bytes of the one envelope they all name.
     heavy: (usize, usize, usize),
     heavy_verdicts: usize,
+    /// Containers per admission review, and reviews timed per webhook.
+    admission: (usize, usize),
 }
 
 const KIB: usize = 1 << 10;
@@ -171,6 +183,7 @@ impl Sizes {
                 junk_referrers: 20,
                 heavy: (4, 4, 64 * KIB),
                 heavy_verdicts: 4,
+                admission: (20, 5),
             };
         }
         Sizes {
@@ -190,6 +203,7 @@ impl Sizes {
             junk_referrers: 1000,
             heavy: (64, 16, 2 * MIB),
             heavy_verdicts: 16,
+            admission: (20, 500),
         }
     }
 
@@ -216,6 +230,7 @@ impl Sizes {
                 }
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
                 Group::Proxy => words.push(format!("proxy pulls of a {}x{} image", self.small_layers, human(self.small_layer))),
+                Group::Admission => words.push(format!("{} admission reviews of {} containers per webhook", self.admission.1, self.admission.0)),
             }
         }
         words
@@ -329,6 +344,19 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         upstream.wait_ready(Duration::from_secs(30)).await?;
         let image = crate::proxy::Image { n_layers: sizes.small_layers, layer_size: sizes.small_layer, words: format!("{}x{}", sizes.small_layers, human(sizes.small_layer)) };
         crate::proxy::workloads(&image, run, &both, &upstream, log, &args.scratch, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Admission) {
+        let (Some(url), Some(tls_dir)) = (&args.admission_portcullis, &args.tls_dir) else {
+            anyhow::bail!("the admission group needs --admission-portcullis and --tls-dir");
+        };
+        let (n_containers, n_requests) = sizes.admission;
+        progress(run, &format!("admission: {n_requests} reviews of {n_containers} containers per webhook"));
+        let latencies = crate::admission::webhook_latency(&portcullis, &key, run, url, tls_dir, n_containers, n_requests).await?;
+        let what = format!("admission review of {n_containers} containers by tag, cached verdicts");
+        for (webhook, latency) in [("mutate", latencies.mutate), ("validate", latencies.validate)] {
+            results.record(&format!("admission_{webhook}_p50"), &format!("{what}: {webhook} p50 (ms)"), Better::Lower, PORTCULLIS, latency.p50_ms);
+            results.record(&format!("admission_{webhook}_p99"), &format!("{what}: {webhook} p99 (ms)"), Better::Lower, PORTCULLIS, latency.p99_ms);
+        }
     }
 
     results.save(&args.out)?;

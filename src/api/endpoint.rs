@@ -10,6 +10,7 @@ use http::Method;
 use storage::digest::DigestError;
 use storage::Digest;
 
+use crate::admission::Webhook;
 use crate::auth::rules::Action;
 use crate::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
 
@@ -70,6 +71,11 @@ pub enum Endpoint {
     /// `POST /api/v1/upstreams/<name>/accept?repository=&tag=[&digest=]`: accept the digest a
     /// held upstream tag moved to.
     AcceptUpstreamTag { upstream: String, repository: RepoName, tag: Tag, digest: Option<Digest> },
+    /// `POST /admission/mutate`, `POST /admission/validate`: an `AdmissionReview`, behind a client
+    /// certificate.
+    AdmissionReview { webhook: Webhook },
+    /// `GET /api/v1/drift`: admitted digests that fail their gate now.
+    Drift,
 }
 
 /// What a request needs from its caller before it is dispatched.
@@ -140,6 +146,9 @@ impl Endpoint {
             Endpoint::AdmissionHealth => "admission_healthz",
             Endpoint::Upstreams => "upstreams",
             Endpoint::AcceptUpstreamTag { .. } => "accept_upstream_tag",
+            Endpoint::AdmissionReview { webhook: Webhook::Mutate } => "admission_mutate",
+            Endpoint::AdmissionReview { webhook: Webhook::Validate } => "admission_validate",
+            Endpoint::Drift => "drift",
         }
     }
 
@@ -149,7 +158,7 @@ impl Endpoint {
         let one = |name: &RepoName, action: Action| Required::Repository(vec![(name.clone(), action)]);
         match self {
             Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token { .. } => Required::Nothing,
-            Endpoint::AdmissionHealth => Required::ClientCert,
+            Endpoint::AdmissionHealth | Endpoint::AdmissionReview { .. } => Required::ClientCert,
             Endpoint::Base => Required::Login,
             Endpoint::Catalog { .. } => Required::Catalog,
             Endpoint::GetBlob { name, .. }
@@ -168,7 +177,7 @@ impl Endpoint {
             // The repositories are in the body (promotions: `promote` on the target, `pull` on the
             // source) or in the records (audit: `admin` on each record's repository); the
             // handlers check them with `Principal::may`.
-            Endpoint::Promote | Endpoint::Audit { .. } => Required::Login,
+            Endpoint::Promote | Endpoint::Audit { .. } | Endpoint::Drift => Required::Login,
             // The public key that verification summaries are checked with; any authenticated
             // caller (an admission controller with its client certificate, say) may read it.
             Endpoint::Keys => Required::Login,
@@ -209,6 +218,9 @@ fn fixed_path(method: &Method, path: &str, query: &Query) -> Option<Result<Endpo
         "/readyz" => only_get(method, Endpoint::Ready),
         "/metrics" => only_get(method, Endpoint::Metrics),
         "/admission/healthz" => only_get(method, Endpoint::AdmissionHealth),
+        "/admission/mutate" => only_post(method, Endpoint::AdmissionReview { webhook: Webhook::Mutate }),
+        "/admission/validate" => only_post(method, Endpoint::AdmissionReview { webhook: Webhook::Validate }),
+        "/api/v1/drift" => own_api(method, || Ok(Endpoint::Drift)),
         super::auth::TOKEN_PATH => {
             let scopes = query.all("scope").map(str::to_owned).collect();
             match *method {
@@ -408,6 +420,14 @@ fn only_get(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError>
     }
 }
 
+fn only_post(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError> {
+    if *method == Method::POST {
+        Ok(endpoint)
+    } else {
+        Err(RouteError::MethodNotAllowed)
+    }
+}
+
 /// Decoded query parameters, in order.
 struct Query(Vec<(String, String)>);
 
@@ -485,6 +505,12 @@ mod tests {
             (Method::GET, "/metrics".into(), None, Ok((E::Metrics, Required::Nothing))),
             (Method::HEAD, "/metrics".into(), None, Err(RouteError::MethodNotAllowed)),
             (Method::GET, "/admission/healthz".into(), None, Ok((E::AdmissionHealth, Required::ClientCert))),
+            (Method::POST, "/admission/mutate".into(), None, Ok((E::AdmissionReview { webhook: Webhook::Mutate }, Required::ClientCert))),
+            (Method::POST, "/admission/validate".into(), None, Ok((E::AdmissionReview { webhook: Webhook::Validate }, Required::ClientCert))),
+            (Method::GET, "/admission/validate".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::POST, "/admission/other".into(), None, Err(RouteError::NotFound)),
+            (Method::GET, "/api/v1/drift".into(), None, Ok((E::Drift, Required::Login))),
+            (Method::POST, "/api/v1/drift".into(), None, Err(RouteError::MethodNotAllowed)),
             (
                 Method::GET,
                 "/auth/token".into(),

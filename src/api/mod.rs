@@ -3,6 +3,7 @@
 //! response; errors become the spec's JSON form here. With `server`, the only code that handles
 //! HTTP types.
 
+mod admission;
 mod audit;
 pub mod auth;
 mod blobs;
@@ -171,6 +172,8 @@ async fn dispatch(
         Endpoint::Catalog { n, last } => tags::catalog(registry, &caller.principal, n, last.as_ref()).await,
         Endpoint::Token { scopes, form } => auth::token(registry, form, &scopes, headers, body, &caller.connection).await,
         Endpoint::AdmissionHealth => Ok(text_response(StatusCode::OK, "ok\n")),
+        Endpoint::AdmissionReview { webhook } => admission::review(registry, webhook, body, &caller.connection).await,
+        Endpoint::Drift => admission::drift(registry, &caller.principal).await,
         Endpoint::Referrers { name, digest, artifact_type } => {
             referrers::list(registry, &name, &digest, artifact_type.as_deref()).await
         }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use storage::Digest;
 
+use super::admissions::Workload;
 use crate::names::{RepoName, Tag, UploadId};
 
 /// Every kind of object the registry keeps in the store, with what names it. `Display` writes
@@ -68,6 +69,10 @@ pub enum Key<'a> {
     UpstreamTag(&'a RepoName, &'a Tag),
     /// Proxied content in a repository: from which upstream, when, and when last pulled.
     Proxied(&'a RepoName, &'a Digest),
+    /// A workload admitted with images of this registry (Kubernetes admission).
+    Admission(&'a Workload),
+    /// An admitted digest whose verdict turned to failing.
+    Drift(&'a RepoName, &'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -89,6 +94,10 @@ pub enum Prefix<'a> {
     PromotionRecords(&'a RepoName),
     /// Proxied content records of a repository, by digest hex.
     Proxied(&'a RepoName),
+    /// Admission records, by cluster, namespace, kind and name.
+    Admissions,
+    /// Drift rows, by repository and digest.
+    Drift,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -99,6 +108,8 @@ const REPOSITORIES: &str = "repositories/";
 const UPLOADS: &str = "uploads/";
 const PROMOTIONS: &str = "promotions/";
 const AUDIT_RECORDS: &str = "audit/records/";
+const ADMISSIONS: &str = "admissions/";
+const DRIFT: &str = "drift/";
 
 impl Key<'_> {
     /// How the data layout (the `metadata` module doc) writes keys of this kind.
@@ -120,6 +131,8 @@ impl Key<'_> {
             Key::Upload(_) => "uploads/<uuid>",
             Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
             Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
+            Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
+            Key::Drift(..) => "drift/<name>/_digests/<hex>",
         }
     }
 }
@@ -143,6 +156,10 @@ impl fmt::Display for Key<'_> {
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
             Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
             Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
+            Key::Admission(workload) => {
+                write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
+            }
+            Key::Drift(repo, digest) => write!(f, "{DRIFT}{repo}/_digests/{}", digest.hex()),
         }
     }
 }
@@ -158,6 +175,8 @@ impl fmt::Display for Prefix<'_> {
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
             Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
+            Prefix::Admissions => f.write_str(ADMISSIONS),
+            Prefix::Drift => f.write_str(DRIFT),
         }
     }
 }
@@ -403,6 +422,7 @@ mod tests {
 
         let (repo, tag, digest, other) = ("team/app".parse().unwrap(), "v1".parse().unwrap(), Digest::of(b"a"), Digest::of(b"b"));
         let upload_id = UploadId::random();
+        let workload = Workload::new("admission-controller", "shop", "Deployment", "web").unwrap();
         // One of each kind; the match below fails to compile when a kind is missing from it.
         let keys = [
             Key::Blob(&digest),
@@ -421,8 +441,10 @@ mod tests {
             Key::Upload(upload_id.as_str()),
             Key::UpstreamTag(&repo, &tag),
             Key::Proxied(&repo, &digest),
+            Key::Admission(&workload),
+            Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 16];
+        let mut seen = [false; 18];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -441,6 +463,8 @@ mod tests {
                 Key::Upload(_) => 13,
                 Key::UpstreamTag(..) => 14,
                 Key::Proxied(..) => 15,
+                Key::Admission(_) => 16,
+                Key::Drift(..) => 17,
             };
             seen[kind] = true;
             let built = key.to_string();

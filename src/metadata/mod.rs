@@ -1,8 +1,9 @@
 //! Everything the registry keeps in the object store, and the one place its layout is spelled:
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
 //! the catalog), manifest types, upload sessions, promotion records, the audit log, the
-//! generated signing key and the proxy's records of upstream tags and proxied content, each
-//! behind a typed accessor; plus a node-local sled index that can be
+//! generated signing key, the proxy's records of upstream tags and proxied content, and what
+//! Kubernetes admission remembers (admitted workloads, drift rows), each behind a typed accessor;
+//! plus a node-local sled index that can be
 //! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
 //! Below the store root (`data_dir/store/objects/` on the filesystem, `prefix/` in a bucket):
@@ -23,12 +24,15 @@
 //! audit/head                                             {"seq","hash"} of the last audit record, a hint
 //! keys/vsa-signing-key.pem                               generated verification-summary key, create-only
 //! uploads/<uuid>                                         upload session {"repo","started"}
+//! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
+//! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
 //! ```
 //! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
 //! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
 //! type a digest is stored with is its type, in every repository, forever. Repository components
 //! never start with `_` (see `names`), so the registry's segments cannot collide with a
-//! repository's own path.
+//! repository's own path. Admission records and drift rows are not walked by `fsck`: a workload's
+//! record is written again when it is next admitted, and drift rows are recomputed by every walk.
 //!
 //! Every object is checked as it is read, so a damaged one is an error (a 500 to a client), never
 //! a malformed answer; [`Object`] reads a key back and checks what is stored under it, for
@@ -37,6 +41,7 @@
 //! The sled index holds what is derived from immutable content: the [`ManifestSummary`] of each
 //! manifest digest. This module is the only one that imports sled.
 
+pub mod admissions;
 pub mod audit;
 mod blobs;
 mod index;

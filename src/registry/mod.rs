@@ -1,6 +1,7 @@
 //! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
 //! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
+mod admissions;
 pub mod body;
 pub mod evidence;
 mod promotion;
@@ -41,6 +42,10 @@ pub struct Registry {
     /// The upstreams that repositories may mirror (`[[upstreams]]`); the registry's only way to
     /// another registry.
     proxy: crate::proxy::Proxy,
+    /// Evidence arrived or policy changed since the drift check last looked (`admissions.rs`).
+    changes: tokio::sync::Notify,
+    /// The admission records this node last wrote.
+    remembered: admissions::Remembered,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -247,6 +252,8 @@ impl Registry {
             sessions: uploads::Sessions::default(),
             auth: arc_swap::ArcSwapOption::new(auth),
             proxy,
+            changes: tokio::sync::Notify::new(),
+            remembered: admissions::Remembered::default(),
         })
     }
 
@@ -321,6 +328,7 @@ impl Registry {
         self.config.store(Arc::new(new));
         self.trust.store(Arc::new(trust));
         self.auth.store(auth);
+        self.judge_again();
         Ok(())
     }
 
@@ -440,6 +448,11 @@ impl Registry {
         self.check_references(repo, &parsed).await?;
         self.store_manifest(repo, &parsed, &digest, bytes).await?;
         self.bind_tags(repo, &tags, &digest).await?;
+        // New evidence (a referrer, or under cosign's tag scheme) may change verdicts of digests
+        // that run in clusters.
+        if parsed.subject.is_some() || tags.iter().any(|tag| tag.cosign_subject().is_some()) {
+            self.judge_again();
+        }
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
