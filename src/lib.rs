@@ -11,6 +11,7 @@ pub mod logging;
 pub mod server;
 pub mod tls;
 pub mod api;
+pub mod console;
 pub mod auth;
 pub mod registry;
 pub mod metadata;

@@ -65,6 +65,8 @@ pub enum Endpoint {
     Token { scopes: Vec<String>, form: bool },
     /// `GET /admission/healthz`: liveness of the admission endpoints, behind a client certificate.
     AdmissionHealth,
+    /// `/ui/...`: the web console, which checks access page by page (`api::console`).
+    Console(super::console::Route),
 }
 
 /// What a request needs from its caller before it is dispatched.
@@ -133,6 +135,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Token { .. } => "token",
             Endpoint::AdmissionHealth => "admission_healthz",
+            Endpoint::Console(_) => "console",
         }
     }
 
@@ -142,6 +145,8 @@ impl Endpoint {
         let one = |name: &RepoName, action: Action| Required::Repository(vec![(name.clone(), action)]);
         match self {
             Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token { .. } => Required::Nothing,
+            // Anyone may open the console; each page shows only what its viewer may pull.
+            Endpoint::Console(_) => Required::Nothing,
             Endpoint::AdmissionHealth => Required::ClientCert,
             Endpoint::Base => Required::Login,
             Endpoint::Catalog { .. } => Required::Catalog,
@@ -170,6 +175,9 @@ impl Endpoint {
 
     /// Routes a request. `query` is the raw query string, if any.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, RouteError> {
+        if super::console::is_console_path(path) {
+            return super::console::route(method, path, query).map(Endpoint::Console);
+        }
         let query = Query::parse(query.unwrap_or(""));
         if let Some(routed) = fixed_path(method, path, &query) {
             return routed;

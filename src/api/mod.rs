@@ -6,6 +6,7 @@
 mod audit;
 pub mod auth;
 mod blobs;
+pub mod console;
 pub mod endpoint;
 pub mod error;
 mod gates;
@@ -66,6 +67,7 @@ where
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path, principal = tracing::field::Empty);
     let (response, principal) = async move {
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
+        let is_console = console::is_console_path(req.uri().path());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
@@ -84,6 +86,9 @@ where
             Err(err) => Err(err.into()),
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
+        if is_console {
+            console::secure(&mut response);
+        }
         let status = response.status();
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("hex is a valid header"));
         response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
@@ -176,6 +181,7 @@ async fn dispatch(
         Endpoint::Audit { kind, repository, after, limit } => {
             audit::list(registry, &caller.principal, kind.as_deref(), repository.as_deref(), after, limit).await
         }
+        Endpoint::Console(route) => console::handle(registry, route, caller, headers, body).await,
     }
 }
 

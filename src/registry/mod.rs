@@ -1,6 +1,7 @@
 //! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
 //! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
+pub mod audit;
 pub mod body;
 pub mod evidence;
 mod promotion;
@@ -36,6 +37,8 @@ pub struct Registry {
     signing: crate::signing::SigningKey,
     /// Access control for the configuration in force; `None` when `[auth]` is absent (open).
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
+    /// The last verification of the whole audit chain (see `audit.rs`).
+    audit_checked: audit::LastCheck,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -228,6 +231,7 @@ impl Registry {
             metrics,
             sessions: uploads::Sessions::default(),
             auth: arc_swap::ArcSwapOption::new(auth),
+            audit_checked: audit::LastCheck::default(),
         })
     }
 
@@ -491,7 +495,7 @@ impl Registry {
         self.metadata.store_content(digest, bytes).await?;
         let runnable = self.runnable(parsed).await?;
         self.metadata.put_summary(digest, &parsed.summary(runnable))?;
-        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
+        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size, pushed: Some(verdicts::now_secs()) };
         self.metadata.link_manifest(repo, digest, &link).await?;
         if let Some(subject) = &parsed.subject {
             let descriptor = parsed.referrer_descriptor(digest, size);
@@ -536,6 +540,12 @@ impl Registry {
                 record.digest.parse().map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", record.digest)))
             }
         }
+    }
+
+    /// The revision of `digest` in `repo` (media type, size, when it was stored there), without
+    /// its bytes; `None` when `repo` does not have it.
+    pub async fn manifest_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestLink>> {
+        Ok(self.metadata.manifest_link(repo, digest).await?)
     }
 
     /// The manifest `reference` names in `repo`, with its bytes.
@@ -655,6 +665,12 @@ impl Registry {
     /// A page of repository names.
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<storage::ListPage> {
         Ok(self.metadata.catalog(last, limit).await?)
+    }
+
+    /// A page of repository names from the first at or after `prefix` (a seek in the sorted
+    /// catalog, so its cost does not grow with the names before it).
+    pub async fn catalog_from(&self, prefix: &str, limit: usize) -> Result<storage::ListPage> {
+        Ok(self.metadata.catalog_from(prefix, limit).await?)
     }
 
     /// Referrers of `subject` in `repo`, optionally only those of `artifact_type`.
