@@ -58,6 +58,8 @@ pub enum Route {
     Stylesheet,
     /// `GET /ui/static/console.js`
     Script,
+    /// `GET /ui/static/favicon.svg`
+    Icon,
     /// Any other path below `/ui/`, or a malformed name or digest in one: a 404 page.
     NotFound,
 }
@@ -92,6 +94,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
         "/ui/logout" => return Err(RouteError::MethodNotAllowed),
         "/ui/static/console.css" => Route::Stylesheet,
         "/ui/static/console.js" => Route::Script,
+        "/ui/static/favicon.svg" => Route::Icon,
         _ => match path.strip_prefix("/ui/r/") {
             Some(rest) => repository_route(rest, param("after")),
             None => Route::NotFound,
@@ -142,6 +145,7 @@ pub(super) async fn handle(
         Route::Home => return Ok(redirect("/ui/repositories", None)),
         Route::Stylesheet => return Ok(asset("text/css; charset=utf-8", console::STYLESHEET)),
         Route::Script => return Ok(asset("text/javascript; charset=utf-8", console::SCRIPT)),
+        Route::Icon => return Ok(asset("image/svg+xml", console::ICON)),
         Route::Login => return login(registry, &viewer, caller, headers, body).await,
         Route::Logout => return Ok(logout(caller, headers)),
         Route::LoginForm { next } => console::login(&viewer, &next_page(&next), None),

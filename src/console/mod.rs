@@ -37,6 +37,8 @@ pub const STYLESHEET: &str = include_str!("static/console.css");
 /// The console's only script, served as a file (the CSP allows no inline script): copy buttons.
 /// Every page works without it.
 pub const SCRIPT: &str = include_str!("static/console.js");
+/// The console's icon, served as a file (browsers ask for one; without it every page logs a 404).
+pub const ICON: &str = include_str!("static/favicon.svg");
 
 /// Why a page cannot be shown.
 #[derive(Debug, thiserror::Error)]
