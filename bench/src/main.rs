@@ -11,6 +11,7 @@
 //! a short download) fails the run, because a fast wrong answer is not a result.
 
 mod ceilings;
+mod console;
 mod content;
 mod evidence;
 mod gates;

@@ -111,6 +111,8 @@ pub(crate) enum Group {
     Evidence,
     /// The request log: bytes per request, and throughput with it on and off.
     Log,
+    /// The web console's pages with many repositories.
+    Console,
 }
 
 /// Sizes and durations of one run.
@@ -132,6 +134,8 @@ struct Sizes {
     /// Referrers per image, layers per referrer, bytes of the one envelope they all name.
     heavy: (usize, usize, usize),
     heavy_verdicts: usize,
+    /// Repositories the console's pages are timed with, and timed requests per page.
+    console: (usize, usize),
 }
 
 const KIB: usize = 1 << 10;
@@ -158,6 +162,7 @@ impl Sizes {
                 junk_referrers: 20,
                 heavy: (4, 4, 64 * KIB),
                 heavy_verdicts: 4,
+                console: (200, 3),
             };
         }
         Sizes {
@@ -177,6 +182,7 @@ impl Sizes {
             junk_referrers: 1000,
             heavy: (64, 16, 2 * MIB),
             heavy_verdicts: 16,
+            console: (10_000, 50),
         }
     }
 
@@ -202,6 +208,7 @@ impl Sizes {
                     words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
                 }
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
+                Group::Console => words.push(format!("console: {} repositories, {} requests per page, one at a time", self.console.0, self.console.1)),
             }
         }
         words
@@ -305,6 +312,10 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         quiet.wait_ready(Duration::from_secs(30)).await?;
         let logs = [(&portcullis, portcullis_log.as_path()), (&distribution, distribution_log.as_path())];
         log_workloads(&sizes, run, &logs, &quiet, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Console) {
+        console_pages(&sizes, run, &portcullis, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -511,6 +522,21 @@ async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: 
         for location in next_locations {
             registry.cancel_upload(&location).await?;
         }
+    }
+    Ok(())
+}
+
+/// The console's pages with `sizes.console.0` repositories, one request at a time. portcullis only.
+async fn console_pages(sizes: &Sizes, run: u32, portcullis: &Registry, results: &mut RunResults) -> anyhow::Result<()> {
+    let (n_repos, samples) = sizes.console;
+    progress(run, &format!("console: filling {n_repos} repositories"));
+    let started = std::time::Instant::now();
+    let (tagged, digest) = crate::console::fill(portcullis, n_repos).await?;
+    progress(run, &format!("console: filled in {:.1} s; timing pages", started.elapsed().as_secs_f64()));
+    for page in crate::console::pages(portcullis, n_repos, &tagged, &digest, samples).await? {
+        let row = format!("console_{}", page.key);
+        results.record(&format!("{row}_p50"), &format!("{}: p50 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p50_ms);
+        results.record(&format!("{row}_p99"), &format!("{}: p99 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p99_ms);
     }
     Ok(())
 }
