@@ -57,7 +57,9 @@ async fn populated() -> Populated {
     std::fs::write(dir.path().join("cosign.pub"), ci.public_pem()).unwrap();
     let hash = bcrypt::hash("pw", 4).unwrap();
     std::fs::write(dir.path().join("htpasswd"), format!("admin:{hash}\ndev:{hash}\n")).unwrap();
-    let text = format!(
+    // The embedded default (build/, a gated promotion-only prod/, the rest), trusting the test's
+    // key, with users and a gated staging/ that clients push to.
+    let auth = format!(
         r#"
         [auth]
         htpasswd = {htpasswd:?}
@@ -75,41 +77,15 @@ async fn populated() -> Populated {
         subjects = ["user:dev"]
         repositories = ["staging/**"]
         actions = ["pull"]
-
-        [[trust.keys]]
-        name = "ci"
-        public_key = {key:?}
-
-        [[namespaces]]
-        pattern = "build/**"
-        tags = "mutable"
-        [[namespaces]]
-        pattern = "staging/**"
-        tags = "mutable"
-        [namespaces.gate]
-        mode = "enforce"
-        signed_by = ["ci"]
-        [[namespaces]]
-        pattern = "prod/**"
-        tags = "immutable"
-        promotion_only = true
-        [namespaces.gate]
-        mode = "enforce"
-        signed_by = ["ci"]
-        [namespaces.gate.scan]
-        max_age = "7d"
-        block = ["critical-with-fix"]
-        signed_by = ["ci"]
-        [[namespaces.tag_rules]]
-        pattern = 'regex:sha256-[0-9a-f]{{64}}\.(sig|att|sbom)'
-        tags = "mutable"
-        [[namespaces]]
-        pattern = "**"
-        tags = "mutable"
         "#,
         htpasswd = dir.path().join("htpasswd"),
-        key = dir.path().join("cosign.pub"),
     );
+    let staging = "[[namespaces]]\npattern = \"staging/**\"\n[namespaces.gate]\nmode = \"enforce\"\nsigned_by = [\"ci\"]\n\n";
+    let default = portcullis::config::EMBEDDED_DEFAULT
+        .replace("public_key = \"trust/cosign.pub\"", &format!("public_key = {:?}", dir.path().join("cosign.pub")))
+        .replace("[[namespaces]]\npattern = \"**\"", &format!("{staging}[[namespaces]]\npattern = \"**\""));
+    assert!(default.contains("staging/**") && default.contains("cosign.pub\"\n"), "the default changed shape");
+    let text = format!("{auth}\n{default}");
     let registry = TestRegistry::with_config_text(&text).await;
     let admin = client_as(&registry, "admin", "pw");
     let dev = client_as(&registry, "dev", "pw");
