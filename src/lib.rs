@@ -12,6 +12,7 @@ pub mod logging;
 pub mod server;
 pub mod tls;
 pub mod api;
+pub mod console;
 pub mod auth;
 pub mod registry;
 pub mod metadata;

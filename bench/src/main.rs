@@ -12,6 +12,7 @@
 
 mod admission;
 mod ceilings;
+mod console;
 mod content;
 mod evidence;
 mod gates;

@@ -54,9 +54,9 @@ pub(crate) struct MeasureArgs {
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
     /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy), `admission`
-    /// (the webhooks' latency, portcullis only). `scripts/bench` runs each group on freshly
-    /// started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission")]
+    /// (the webhooks' latency, portcullis only), `console` (the web console's pages). `scripts/bench`
+    /// runs each group on freshly started servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -134,6 +134,8 @@ pub(crate) enum Group {
     Proxy,
     /// The admission webhooks' latency.
     Admission,
+    /// The web console's pages with many repositories.
+    Console,
 }
 
 /// Sizes and durations of one run.
@@ -157,6 +159,8 @@ struct Sizes {
     heavy_verdicts: usize,
     /// Containers per admission review, and reviews timed per webhook.
     admission: (usize, usize),
+    /// Repositories the console's pages are timed with, and timed requests per page.
+    console: (usize, usize),
 }
 
 const KIB: usize = 1 << 10;
@@ -184,6 +188,7 @@ impl Sizes {
                 heavy: (4, 4, 64 * KIB),
                 heavy_verdicts: 4,
                 admission: (20, 5),
+                console: (200, 3),
             };
         }
         Sizes {
@@ -204,6 +209,7 @@ impl Sizes {
             heavy: (64, 16, 2 * MIB),
             heavy_verdicts: 16,
             admission: (20, 500),
+            console: (10_000, 50),
         }
     }
 
@@ -231,6 +237,7 @@ impl Sizes {
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
                 Group::Proxy => words.push(format!("proxy pulls of a {}x{} image", self.small_layers, human(self.small_layer))),
                 Group::Admission => words.push(format!("{} admission reviews of {} containers per webhook", self.admission.1, self.admission.0)),
+                Group::Console => words.push(format!("console: {} repositories, {} requests per page, one at a time", self.console.0, self.console.1)),
             }
         }
         words
@@ -357,6 +364,9 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
             results.record(&format!("admission_{webhook}_p50"), &format!("{what}: {webhook} p50 (ms)"), Better::Lower, PORTCULLIS, latency.p50_ms);
             results.record(&format!("admission_{webhook}_p99"), &format!("{what}: {webhook} p99 (ms)"), Better::Lower, PORTCULLIS, latency.p99_ms);
         }
+    }
+    if args.groups.contains(&Group::Console) {
+        console_pages(&sizes, run, &portcullis, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -563,6 +573,21 @@ async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: 
         for location in next_locations {
             registry.cancel_upload(&location).await?;
         }
+    }
+    Ok(())
+}
+
+/// The console's pages with `sizes.console.0` repositories, one request at a time. portcullis only.
+async fn console_pages(sizes: &Sizes, run: u32, portcullis: &Registry, results: &mut RunResults) -> anyhow::Result<()> {
+    let (n_repos, samples) = sizes.console;
+    progress(run, &format!("console: filling {n_repos} repositories"));
+    let started = std::time::Instant::now();
+    let (tagged, digest) = crate::console::fill(portcullis, n_repos).await?;
+    progress(run, &format!("console: filled in {:.1} s; timing pages", started.elapsed().as_secs_f64()));
+    for page in crate::console::pages(portcullis, n_repos, &tagged, &digest, samples).await? {
+        let row = format!("console_{}", page.key);
+        results.record(&format!("{row}_p50"), &format!("{}: p50 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p50_ms);
+        results.record(&format!("{row}_p99"), &format!("{}: p99 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p99_ms);
     }
     Ok(())
 }

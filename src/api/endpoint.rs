@@ -76,6 +76,8 @@ pub enum Endpoint {
     AdmissionReview { webhook: Webhook },
     /// `GET /api/v1/drift`: admitted digests that fail their gate now.
     Drift,
+    /// `/ui/...`: the web console, which checks access page by page (`api::console`).
+    Console(super::console::Route),
 }
 
 /// What a request needs from its caller before it is dispatched.
@@ -149,6 +151,7 @@ impl Endpoint {
             Endpoint::AdmissionReview { webhook: Webhook::Mutate } => "admission_mutate",
             Endpoint::AdmissionReview { webhook: Webhook::Validate } => "admission_validate",
             Endpoint::Drift => "drift",
+            Endpoint::Console(_) => "console",
         }
     }
 
@@ -158,6 +161,8 @@ impl Endpoint {
         let one = |name: &RepoName, action: Action| Required::Repository(vec![(name.clone(), action)]);
         match self {
             Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token { .. } => Required::Nothing,
+            // Anyone may open the console; each page shows only what its viewer may pull.
+            Endpoint::Console(_) => Required::Nothing,
             Endpoint::AdmissionHealth | Endpoint::AdmissionReview { .. } => Required::ClientCert,
             Endpoint::Base => Required::Login,
             Endpoint::Catalog { .. } => Required::Catalog,
@@ -200,6 +205,9 @@ impl Endpoint {
 
     /// Routes a request. `query` is the raw query string, if any.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, RouteError> {
+        if super::console::is_console_path(path) {
+            return super::console::route(method, path, query).map(Endpoint::Console);
+        }
         let query = Query::parse(query.unwrap_or(""));
         if let Some(routed) = fixed_path(method, path, &query) {
             return routed;

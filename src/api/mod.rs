@@ -7,6 +7,7 @@ mod admission;
 mod audit;
 pub mod auth;
 mod blobs;
+pub mod console;
 pub mod endpoint;
 pub mod error;
 mod gates;
@@ -68,6 +69,7 @@ where
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path, principal = tracing::field::Empty);
     let (response, principal) = async move {
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
+        let is_console = console::is_console_path(req.uri().path());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
         let routed = match routed {
             Ok(endpoint) => route_pull(&registry, endpoint, req.uri().query()).await,
@@ -90,6 +92,9 @@ where
             Err(err) => Err(err),
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
+        if is_console {
+            console::secure(&mut response);
+        }
         let status = response.status();
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("hex is a valid header"));
         response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
@@ -188,6 +193,7 @@ async fn dispatch(
         Endpoint::AcceptUpstreamTag { upstream, repository, tag, digest } => {
             upstreams::accept(registry, &upstream, &repository, &tag, digest.as_ref(), caller.principal.name()).await
         }
+        Endpoint::Console(route) => console::handle(registry, route, caller, headers, body).await,
     }
 }
 

@@ -192,9 +192,17 @@ pub fn audit_entry(seq: u64) -> String {
 /// short, and the final `-` sorts before any hex digit so a name comes before the longer names it
 /// prefixes.
 pub fn catalog_entry(repo: &RepoName) -> String {
-    let hex = hex::encode(repo.as_str());
+    format!("{}/-", catalog_seek(repo.as_str()))
+}
+
+/// Where a listing of `catalog/` starts so that its first name is the first one at or after
+/// `prefix` in name order: the hex of `prefix` in the segments of [`catalog_entry`], without its
+/// final `/-`, sorts before every key of a name that starts with `prefix` and after every key
+/// of a smaller name.
+pub fn catalog_seek(prefix: &str) -> String {
+    let hex = hex::encode(prefix);
     let segments: Vec<&str> = hex.as_bytes().chunks(200).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect();
-    format!("{}/-", segments.join("/"))
+    segments.join("/")
 }
 
 /// The repository name of a catalog key relative to `catalog/`; `None` for anything else.
@@ -332,6 +340,14 @@ mod tests {
         for entry in &entries {
             storage::validate_key(&format!("{CATALOG}{entry}")).unwrap();
             assert!(entry.split('/').all(|segment| segment.len() <= 200));
+        }
+        // A listing from a seek starts at the first name at or after the prefix.
+        let long_prefix = "a".repeat(100);
+        for prefix in ["", "a", "a/", "a/b", "a_", "b", "c", long_prefix.as_str()] {
+            let seek = catalog_seek(prefix);
+            let listed: Vec<&str> = names.iter().zip(&entries).filter(|(_, e)| e.as_str() > seek.as_str()).map(|(n, _)| *n).collect();
+            let expected: Vec<&str> = names.iter().copied().filter(|n| *n >= prefix).collect();
+            assert_eq!(listed, expected, "prefix {prefix:?}");
         }
     }
 

@@ -10,7 +10,7 @@
 //! ```text
 //! blobs/sha256/<2 hex>/<64 hex>                          blob and manifest bytes, by content
 //! repositories/<name>/_blobs/sha256/<hex>                blob visible in the repository (empty)
-//! repositories/<name>/_manifests/sha256/<hex>            manifest revision {"mediaType","size"}
+//! repositories/<name>/_manifests/sha256/<hex>            manifest revision {"mediaType","size","pushed"}
 //! repositories/<name>/_tags/<tag>                        {"digest"}
 //! repositories/<name>/_tombstones/<tag>                  {"digest"} of a deleted write-once tag
 //! repositories/<name>/_referrers/sha256/<subject>/<hex>  descriptor as listed by the Referrers API
@@ -83,6 +83,10 @@ pub struct ManifestLink {
     pub media_type: String,
     /// Its length in bytes.
     pub size: u64,
+    /// When it was last stored in the repository (pushed or promoted), seconds since the Unix
+    /// epoch; absent in links written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<i64>,
 }
 
 /// What a tag holds.
@@ -415,6 +419,14 @@ impl Metadata {
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<ListPage> {
         let start_after = last.map(layout::catalog_entry);
         let page = self.store.list(&Prefix::Catalog.to_string(), start_after.as_deref(), limit, false).await?;
+        let entries = page.entries.iter().filter_map(|entry| layout::catalog_name(entry)).collect();
+        Ok(ListPage { entries, truncated: page.truncated })
+    }
+
+    /// Repository names in byte order from the first at or after `prefix`, at most `limit`.
+    pub async fn catalog_from(&self, prefix: &str, limit: usize) -> Result<ListPage> {
+        let start_after = layout::catalog_seek(prefix);
+        let page = self.store.list(&Prefix::Catalog.to_string(), Some(&start_after), limit, false).await?;
         let entries = page.entries.iter().filter_map(|entry| layout::catalog_name(entry)).collect();
         Ok(ListPage { entries, truncated: page.truncated })
     }

@@ -2,6 +2,7 @@
 //! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
 mod admissions;
+pub mod audit;
 pub mod body;
 pub mod evidence;
 mod promotion;
@@ -46,6 +47,8 @@ pub struct Registry {
     changes: tokio::sync::Notify,
     /// The admission records this node last wrote.
     remembered: admissions::Remembered,
+    /// The last verification of the whole audit chain (see `audit.rs`).
+    audit_checked: audit::LastCheck,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -254,6 +257,7 @@ impl Registry {
             proxy,
             changes: tokio::sync::Notify::new(),
             remembered: admissions::Remembered::default(),
+            audit_checked: audit::LastCheck::default(),
         })
     }
 
@@ -525,7 +529,7 @@ impl Registry {
         self.metadata.store_content(digest, bytes).await?;
         let runnable = self.runnable(parsed).await?;
         self.metadata.put_summary(digest, &parsed.summary(runnable))?;
-        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
+        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size, pushed: Some(verdicts::now_secs()) };
         self.metadata.link_manifest(repo, digest, &link).await?;
         if let Some(subject) = &parsed.subject {
             let descriptor = parsed.referrer_descriptor(digest, size);
@@ -583,6 +587,12 @@ impl Registry {
                 record.digest.parse().map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", record.digest)))
             }
         }
+    }
+
+    /// The revision of `digest` in `repo` (media type, size, when it was stored there), without
+    /// its bytes; `None` when `repo` does not have it.
+    pub async fn manifest_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestLink>> {
+        Ok(self.metadata.manifest_link(repo, digest).await?)
     }
 
     /// The manifest `reference` names in `repo`, with its bytes. In a proxied repository it is
@@ -717,6 +727,12 @@ impl Registry {
     /// A page of repository names.
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<storage::ListPage> {
         Ok(self.metadata.catalog(last, limit).await?)
+    }
+
+    /// A page of repository names from the first at or after `prefix` (a seek in the sorted
+    /// catalog, so its cost does not grow with the names before it).
+    pub async fn catalog_from(&self, prefix: &str, limit: usize) -> Result<storage::ListPage> {
+        Ok(self.metadata.catalog_from(prefix, limit).await?)
     }
 
     /// Referrers of `subject` in `repo`, optionally only those of `artifact_type`.
