@@ -1,7 +1,10 @@
-//! The web console (`/ui/`) against a populated registry: gated and ungated images, an index, a
-//! denial with rejected evidence, a promotion, hostile annotations. HTTP checks here (headers,
-//! escaping, access by list and by URL, sessions, the denial line against the API and a refused
-//! pull), then `tests/console_browser.py` drives the same registry in headless Chromium
+//! The web console (`/ui/`) against a populated registry, over TLS with the test PKI: gated and
+//! ungated images, an index, a denial with rejected evidence, a promotion, hostile annotations, a
+//! proxied repository whose upstream tag moved (held), an upstream that answers with markup, and
+//! a drift row made by Kubernetes admission (a webhook review over mutual TLS, then a scan with a
+//! hostile finding). HTTP checks here (headers, escaping, access by list and by URL, sessions, the
+//! denial line against the API and a refused pull, looking at a proxied repository asks its
+//! upstream nothing), then `tests/console_browser.py` drives the same registry in headless Chromium
 //! (Playwright): every page without console errors, JavaScript on and off, screenshots under
 //! `target/console-screenshots/`.
 
@@ -9,7 +12,9 @@ mod common;
 
 use base64::Engine as _;
 use common::cosign::{self, Key, Scheme, VULN};
+use common::pki::TestPki;
 use common::{RegistryClient, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Annotations that would run script if the console did not escape them.
 const HOSTILE: &[(&str, &str)] = &[
@@ -19,11 +24,27 @@ const HOSTILE: &[(&str, &str)] = &[
 ];
 /// The tag grammar allows no markup; this is as odd as a tag gets.
 const ODD_TAG: &str = "_-.x-onerror.alert";
+/// What the hostile upstream answers every request with (the proxy keeps it as the last error).
+const HOSTILE_UPSTREAM: &str = "<img src=x onerror=\"window.__xss = 5\">";
+/// A vulnerability ID in a signed scan, which the drift row's reason quotes.
+const HOSTILE_FINDING: &str = "CVE-<script>window.__xss=4</script>";
+/// The proxied repository whose upstream tag moves (held).
+const PROXIED: &str = "proxy/up/team/app";
 
 struct Populated {
     registry: TestRegistry,
+    pki: TestPki,
     admin: RegistryClient,
     dev: RegistryClient,
+    /// No credentials (trusting the test CA).
+    anonymous: RegistryClient,
+    /// The upstream of `proxy/up/**`.
+    upstream: TestRegistry,
+    /// `proxy/up/team/app:v1` as first pulled, and where the tag moved to upstream (held).
+    proxied_old: String,
+    proxied_new: String,
+    /// `staging/web@` this runs in a cluster and fails its gate now.
+    drifted: String,
     /// `prod/app@` this passed and was promoted.
     promoted: String,
     /// `staging/app@` this is denied (no trusted signature; one by an unknown key).
@@ -41,18 +62,89 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
-fn client_as(registry: &TestRegistry, user: &str, password: &str) -> RegistryClient {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, basic(user, password).parse().unwrap());
-    let client = reqwest::Client::builder().default_headers(headers).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+/// An HTTPS client of `registry` trusting the test CA, sending `headers` with every request.
+fn https(registry: &TestRegistry, pki: &TestPki, headers: reqwest::header::HeaderMap) -> RegistryClient {
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     registry.with_client(client)
 }
 
-/// A registry with auth (`admin` may do everything, `dev` may pull and push `build/**` and pull
-/// `staging/**`, never `prod/**`), a gated `staging/**` clients push to, a gated,
-/// promotion-only `prod/**`, and content in each.
+fn client_as(registry: &TestRegistry, pki: &TestPki, user: &str, password: &str) -> RegistryClient {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, basic(user, password).parse().unwrap());
+    https(registry, pki, headers)
+}
+
+/// An upstream that answers every request `500` with [`HOSTILE_UPSTREAM`] as its body; its URL.
+async fn hostile_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{HOSTILE_UPSTREAM}",
+                    HOSTILE_UPSTREAM.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+/// Sum of the upstream's counted manifest requests (any method, any status).
+async fn upstream_manifest_requests(upstream: &TestRegistry) -> f64 {
+    let text = upstream.client.get(upstream.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("portcullis_http_requests_total{") && line.contains("manifest"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Audit records of `kind`, as `client` may read them.
+async fn audit_records(client: &RegistryClient, kind: &str) -> Vec<serde_json::Value> {
+    let body: serde_json::Value = client.client.get(client.url(&format!("/api/v1/audit?kind={kind}"))).send().await.unwrap().json().await.unwrap();
+    body["records"].as_array().cloned().unwrap_or_default()
+}
+
+/// A Pod running `image`, as the API server sends its creation to the validating webhook.
+fn pod_review(image: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": {
+            "uid": "7d1c7a52-0b8e-4c55-9c1e-3f1f0e2b9a10",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "web", "namespace": "shop", "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:ci:deployer"},
+            "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "web", "namespace": "shop"},
+                       "spec": {"containers": [{"name": "web", "image": image}]}},
+            "dryRun": false
+        }
+    }))
+    .unwrap()
+}
+
+/// A registry over TLS with auth (`admin` may do everything, `dev` may pull and push `build/**`
+/// and pull `staging/**`, never `prod/**` nor `proxy/**`), a gated `staging/**` clients push to
+/// (a signature and a clean scan by "ci"), a gated, promotion-only `prod/**`, two upstreams
+/// (`up`, a portcullis holding moved tags, and `evil`, hostile), `[admission]`, and content in
+/// each.
 async fn populated() -> Populated {
     let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&dir.path().join("pki"), "console");
+    let upstream = TestRegistry::start().await;
+    let (proxied_old, _) = upstream.push_tiny_image("team/app", "v1", "proxied-old").await;
+    let evil = hostile_upstream().await;
     let ci = Key::generate();
     std::fs::write(dir.path().join("cosign.pub"), ci.public_pem()).unwrap();
     let hash = bcrypt::hash("pw", 4).unwrap();
@@ -80,15 +172,23 @@ async fn populated() -> Populated {
         "#,
         htpasswd = dir.path().join("htpasswd"),
     );
-    let staging = "[[namespaces]]\npattern = \"staging/**\"\n[namespaces.gate]\nmode = \"enforce\"\nsigned_by = [\"ci\"]\n\n";
+    let staging = "[[namespaces]]\npattern = \"staging/**\"\n[namespaces.gate]\nmode = \"enforce\"\nsigned_by = [\"ci\"]\n\
+                   [namespaces.gate.scan]\nmax_age = \"7d\"\nblock = [\"critical-with-fix\"]\nsigned_by = [\"ci\"]\n\n";
     let default = portcullis::config::EMBEDDED_DEFAULT
         .replace("public_key = \"trust/cosign.pub\"", &format!("public_key = {:?}", dir.path().join("cosign.pub")))
         .replace("[[namespaces]]\npattern = \"**\"", &format!("{staging}[[namespaces]]\npattern = \"**\""));
     assert!(default.contains("staging/**") && default.contains("cosign.pub\"\n"), "the default changed shape");
-    let text = format!("{auth}\n{default}");
+    let upstreams = format!(
+        "[[upstreams]]\nname = \"up\"\nurl = \"{}\"\ntag_ttl = \"0s\"\ntag_moves = \"hold\"\n\
+         [[upstreams]]\nname = \"evil\"\nurl = \"{evil}\"\ntimeout = \"5s\"\n",
+        upstream.base_url
+    );
+    let admission = "[admission]\nhosts = [\"registry.example.com\"]\n";
+    let text = format!("{tls}\n{auth}\n{upstreams}\n{default}\n{admission}", tls = pki.server_tls_toml());
     let registry = TestRegistry::with_config_text(&text).await;
-    let admin = client_as(&registry, "admin", "pw");
-    let dev = client_as(&registry, "dev", "pw");
+    let admin = client_as(&registry, &pki, "admin", "pw");
+    let dev = client_as(&registry, &pki, "dev", "pw");
+    let anonymous = https(&registry, &pki, reqwest::header::HeaderMap::new());
 
     // Signed and scanned in build, promoted into prod.
     let (built, _) = admin.push_tiny_image("build/app", "v1", "app").await;
@@ -140,7 +240,51 @@ async fn populated() -> Populated {
     assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
     let hostile = common::sha256(&hostile);
 
-    Populated { promoted: built, denied, denied_layer, index, hostile, registry, admin, dev, _dir: dir }
+    // Pulled through `up`: a held tag move comes later (the test looks at the console first).
+    let res = admin.client.get(admin.url(&format!("/v2/{PROXIED}/manifests/v1"))).header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let (proxied_new, _) = upstream.push_tiny_image("team/app", "v1", "proxied-new").await;
+    // Through `evil`: its answer becomes the upstream's last error.
+    let res = admin.client.get(admin.url("/v2/proxy/evil/team/x/manifests/v1")).send().await.unwrap();
+    assert!(res.status().is_server_error(), "{}", res.status());
+
+    // Drift: staging/web passes (signed, scanned clean), a Pod is admitted with it, then a scan
+    // with a critical finding that has a fix arrives.
+    let (drifted, _) = admin.push_tiny_image("staging/web", "v1", "web").await;
+    cosign::sign_with(&admin, "staging/web", &drifted, &ci, Scheme::Referrer).await;
+    let clean = cosign::trivy_predicate(&cosign::time_ago(600), &[]);
+    cosign::attest_with(&admin, "staging/web", &drifted, &ci, &[(VULN, clean)], Scheme::Referrer).await;
+    let webhook = registry.with_client(pki.client(true));
+    let res = webhook.client.post(webhook.url("/admission/validate")).body(pod_review(&format!("registry.example.com/staging/web@{drifted}"))).send().await.unwrap();
+    let answer: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let blocking = cosign::trivy_predicate(&cosign::time_ago(60), &[(HOSTILE_FINDING, "CRITICAL", Some("3.0.14"))]);
+    cosign::attest_with(&admin, "staging/web", &drifted, &ci, &[(VULN, blocking)], Scheme::Referrer).await;
+    for _ in 0..600 {
+        let rows: serde_json::Value = admin.client.get(admin.url("/api/v1/drift")).send().await.unwrap().json().await.unwrap();
+        if rows["drift"].as_array().is_some_and(|rows| !rows.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    Populated {
+        promoted: built,
+        denied,
+        denied_layer,
+        index,
+        hostile,
+        registry,
+        pki,
+        admin,
+        dev,
+        anonymous,
+        upstream,
+        proxied_old,
+        proxied_new,
+        drifted,
+        _dir: dir,
+    }
 }
 
 async fn get(client: &RegistryClient, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
@@ -159,12 +303,12 @@ fn assert_secure(headers: &reqwest::header::HeaderMap, what: &str) {
     assert!(headers.get("referrer-policy").is_some(), "{what}: Referrer-Policy");
 }
 
-/// Logs in through the form; returns the `Set-Cookie` header.
-async fn login(registry: &TestRegistry, user: &str, password: &str) -> reqwest::Response {
-    registry
+/// Logs in through the form (as `anonymous`, a client without credentials).
+async fn login(anonymous: &RegistryClient, user: &str, password: &str) -> reqwest::Response {
+    anonymous
         .client
-        .post(registry.url("/ui/login"))
-        .header("origin", registry.base_url.clone())
+        .post(anonymous.url("/ui/login"))
+        .header("origin", anonymous.base_url.clone())
         .form(&[("username", user), ("password", password), ("next", "/ui/audit")])
         .send()
         .await
@@ -172,17 +316,16 @@ async fn login(registry: &TestRegistry, user: &str, password: &str) -> reqwest::
 }
 
 /// A client that sends `cookie` (the session) and nothing else.
-fn with_cookie(registry: &TestRegistry, cookie: &str) -> RegistryClient {
+fn with_cookie(setup: &Populated, cookie: &str) -> RegistryClient {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
-    registry.with_client(reqwest::Client::builder().default_headers(headers).redirect(reqwest::redirect::Policy::none()).build().unwrap())
+    https(&setup.registry, &setup.pki, headers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_pages_access_escaping_sessions_and_a_real_browser() {
     let setup = populated().await;
-    let registry = &setup.registry;
-    let anonymous = RegistryClient::new(&registry.base_url);
+    let anonymous = &setup.anonymous;
     let promoted_page = format!("/ui/r/prod/app/@{}", setup.promoted);
     let denied_page = format!("/ui/r/staging/app/@{}", setup.denied);
 
@@ -192,13 +335,66 @@ async fn console_pages_access_escaping_sessions_and_a_real_browser() {
         (&setup.admin, promoted_page.as_str()),
         (&setup.admin, "/ui/static/console.css"),
         (&setup.admin, "/ui/static/console.js"),
-        (&anonymous, "/ui/r/prod/app"),
-        (&anonymous, "/ui/logout"),
-        (&anonymous, "/ui/"),
-        (&anonymous, "/ui/login"),
+        (anonymous, "/ui/r/prod/app"),
+        (anonymous, "/ui/logout"),
+        (anonymous, "/ui/"),
+        (anonymous, "/ui/login"),
     ] {
         let (_, headers, _) = get(client, path).await;
         assert_secure(&headers, path);
+    }
+
+    // Looking is not pulling: the pages of a proxied repository ask its upstream nothing, so the
+    // tag that moved upstream is neither checked nor alarmed by them, and a digest not fetched
+    // yet is not fetched to be shown.
+    let asked = upstream_manifest_requests(&setup.upstream).await;
+    let (status, _, page) = get(&setup.admin, &format!("/ui/r/{PROXIED}")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains(&setup.proxied_old) && !page.contains(&setup.proxied_new), "{page}");
+    let (status, _, _) = get(&setup.admin, &format!("/ui/r/{PROXIED}/@{}", setup.proxied_old)).await;
+    assert_eq!(status, 200);
+    let (status, _, _) = get(&setup.admin, &format!("/ui/r/{PROXIED}/@{}", setup.proxied_new)).await;
+    assert_eq!(status, 404, "not here yet, and not fetched to be shown");
+    assert_eq!(upstream_manifest_requests(&setup.upstream).await, asked, "a console page asked the upstream");
+    assert!(audit_records(&setup.admin, "upstream_tag_moved").await.is_empty(), "a console page checked the tag upstream");
+    // A client's pull does: the move is held (the old digest served, with a warning) and alarmed.
+    let res = setup.admin.client.get(setup.admin.url(&format!("/v2/{PROXIED}/manifests/v1"))).header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(res.headers()["docker-content-digest"].to_str().unwrap(), setup.proxied_old);
+    assert!(res.headers()["warning"].to_str().unwrap().contains("held"));
+    assert_eq!(audit_records(&setup.admin, "upstream_tag_moved").await.len(), 1);
+
+    // The upstreams page: each upstream's health, last error (the hostile one's as text), cache,
+    // and the held move with the request that accepts it. Tag moves are audit records: only for
+    // those with admin on the repository, as on the API; the page needs a signed-in viewer, as
+    // GET /api/v1/upstreams does.
+    let (status, headers, page) = get(&setup.admin, "/ui/upstreams").await;
+    assert_eq!(status, 200);
+    assert_secure(&headers, "/ui/upstreams");
+    assert!(page.contains(&setup.upstream.base_url) && page.contains("badge health-up") && page.contains("badge health-down"), "{page}");
+    assert!(page.contains(&html_escape(HOSTILE_UPSTREAM)) && !page.contains(HOSTILE_UPSTREAM), "the upstream's error as text: {page}");
+    let accept = format!("tag=v1&#38;digest={}", setup.proxied_new.replace(':', "%3A"));
+    assert!(page.contains(">held</span>") && page.contains(&accept), "the held move: {page}");
+    let (status, _, page) = get(&setup.dev, "/ui/upstreams").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("badge health-up") && !page.contains(PROXIED), "dev holds no admin on proxy/**: {page}");
+
+    // The drift page: the row of staging/web with the reason a pull gets (the hostile finding as
+    // text) and the workload; drift rows name clusters' workloads: admin only, as on the API.
+    let drift: serde_json::Value = get(&setup.admin, "/api/v1/drift").await.2.parse().unwrap();
+    let reason = drift["drift"][0]["summary"].as_str().unwrap_or_else(|| panic!("a drift row: {drift}"));
+    assert!(reason.contains(HOSTILE_FINDING), "{reason}");
+    let (status, headers, page) = get(&setup.admin, "/ui/drift").await;
+    assert_eq!(status, 200);
+    assert_secure(&headers, "/ui/drift");
+    assert!(page.contains(&format!("<span class=\"reason\">{}</span>", html_escape(reason))), "{page}");
+    assert!(!page.contains(HOSTILE_FINDING) && page.contains(&setup.drifted) && page.contains("shop/Pod web"), "{page}");
+    let (status, _, page) = get(&setup.dev, "/ui/drift").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains(&setup.drifted), "dev holds no admin on staging/**: {page}");
+    for path in ["/ui/upstreams", "/ui/drift"] {
+        let (status, _, page) = get(anonymous, path).await;
+        assert_eq!(status, 404, "anonymous GET {path}");
+        assert!(!page.contains("health-") && !page.contains(&setup.drifted), "{path}: {page}");
     }
 
     // What each viewer sees, by list and by URL. A repository one may not pull is a 404, like one
@@ -215,11 +411,12 @@ async fn console_pages_access_escaping_sessions_and_a_real_browser() {
         let (status, _, body) = get(&setup.dev, &path).await;
         assert_eq!(status, 404, "dev GET {path}");
         assert!(!body.contains(&setup.promoted), "{path} names nothing of prod");
-        let (status, _, _) = get(&anonymous, &path).await;
+        let (status, _, _) = get(anonymous, &path).await;
         assert_eq!(status, 404, "anonymous GET {path}");
     }
-    let (_, _, anonymous_list) = get(&anonymous, "/ui/repositories").await;
+    let (_, _, anonymous_list) = get(anonymous, "/ui/repositories").await;
     assert!(!anonymous_list.contains("/ui/r/"), "anonymous may pull nothing here");
+    assert!(!anonymous_list.contains("/ui/drift") && admin_list.contains("href=\"/ui/drift\""), "operator pages linked to signed-in viewers");
     let (_, _, dev_promotions) = get(&setup.dev, "/ui/promotions").await;
     assert!(!dev_promotions.contains("prod/app"), "promotions into prod are prod's");
     let (_, _, admin_promotions) = get(&setup.admin, "/ui/promotions").await;
@@ -258,29 +455,28 @@ async fn console_pages_access_escaping_sessions_and_a_real_browser() {
     assert!(page.contains(ODD_TAG));
 
     // Sessions: a wrong password is a 401 page; a right one sets a session cookie that is
-    // HttpOnly, SameSite=Strict, scoped to /ui, not Secure on plain HTTP (it is over TLS).
-    let res = login(registry, "dev", "wrong").await;
+    // HttpOnly, SameSite=Strict, scoped to /ui, and Secure (this registry speaks TLS).
+    let res = login(anonymous, "dev", "wrong").await;
     assert_eq!(res.status(), 401);
     assert!(res.headers().get("set-cookie").is_none());
-    let res = login(registry, "dev", "pw").await;
+    let res = login(anonymous, "dev", "pw").await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/ui/audit");
     let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=3600"] {
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=3600", "Secure"] {
         assert!(set_cookie.contains(attribute), "{set_cookie}");
     }
-    assert!(!set_cookie.contains("Secure"));
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let session = with_cookie(registry, &cookie);
+    let session = with_cookie(&setup, &cookie);
     let (_, _, list) = get(&session, "/ui/repositories").await;
     assert!(list.contains("/ui/r/build/app") && !list.contains("/ui/r/prod/app") && list.contains(">dev<"), "{list}");
     // The session is no registry token, and a form from another site signs nobody in.
     let token = cookie.split_once('=').unwrap().1;
     let res = anonymous.client.get(anonymous.url("/v2/build/app/tags/list")).bearer_auth(token).send().await.unwrap();
     assert_eq!(res.status(), 401);
-    let res = registry
+    let res = anonymous
         .client
-        .post(registry.url("/ui/login"))
+        .post(anonymous.url("/ui/login"))
         .header("origin", "https://elsewhere.example")
         .form(&[("username", "dev"), ("password", "pw")])
         .send()
@@ -288,7 +484,7 @@ async fn console_pages_access_escaping_sessions_and_a_real_browser() {
         .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("set-cookie").is_none());
-    let res = session.client.post(session.url("/ui/logout")).header("origin", registry.base_url.clone()).send().await.unwrap();
+    let res = session.client.post(session.url("/ui/logout")).header("origin", anonymous.base_url.clone()).send().await.unwrap();
     assert_eq!(res.status(), 303);
     assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
 
@@ -331,6 +527,7 @@ async fn browser(setup: &Populated, summary: &str) {
     let out = root.join("target/console-screenshots");
     let plan = serde_json::json!({
         "base_url": setup.registry.base_url,
+        "ca": setup.pki.dir.join("ca.crt"),
         "chromium": chromium,
         "out": out,
         "admin": ["admin", "pw"],
@@ -341,6 +538,11 @@ async fn browser(setup: &Populated, summary: &str) {
         "index": setup.index,
         "hostile": setup.hostile,
         "summary": summary,
+        "proxied": PROXIED,
+        "proxied_old": setup.proxied_old,
+        "drifted": setup.drifted,
+        "hostile_upstream": HOSTILE_UPSTREAM,
+        "hostile_finding": HOSTILE_FINDING,
     });
     let output = tokio::process::Command::new(&python)
         .arg(root.join("tests/console_browser.py"))

@@ -3,14 +3,19 @@
 Started by tests/console.rs with the populated registry's address and what it holds (one JSON
 argument); exits non-zero, naming what failed, when a check fails. Every page is visited with
 JavaScript on and checked for console errors, page errors and failed requests; screenshots of
-each go to the plan's `out` directory. Then: the hostile annotations run no script, the denial
-line equals the API's, a user without pull rights on prod cannot reach it by URL, and the login
-form, the pages and the sign-out work with JavaScript off.
+each go to the plan's `out` directory. Then: the hostile annotations, upstream error and scan
+finding run no script, the held tag move and the drift row show, the denial line equals the
+API's, a user without pull rights on prod cannot reach it by URL, and the login form, the pages
+(upstreams and drift included) and the sign-out work with JavaScript off.
+
+The registry speaks TLS with a test CA: API calls trust that CA (`plan["ca"]`); the browser, which
+cannot be handed a CA, is told to accept the registry's certificate (loopback only).
 """
 
 import base64
 import json
 import pathlib
+import ssl
 import sys
 import urllib.request
 
@@ -44,7 +49,7 @@ def api_json(path, user):
     request = urllib.request.Request(base + path)
     credentials = base64.b64encode(f"{user[0]}:{user[1]}".encode()).decode()
     request.add_header("Authorization", "Basic " + credentials)
-    with urllib.request.urlopen(request) as response:
+    with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=plan["ca"])) as response:
         return json.load(response)
 
 
@@ -84,7 +89,7 @@ def sign_in(watched, user, js=True):
 
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=plan["chromium"], args=CHROMIUM_ARGS)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
     admin = Watched(context)
     admin.visit("/ui/login", "login")
@@ -103,8 +108,13 @@ with sync_playwright() as p:
         (f"/ui/r/staging/app/@{plan['denied']}", "image-denied-admin"),
         (f"/ui/r/build/multi/@{plan['index']}", "image-index"),
         (f"/ui/r/build/hostile/@{plan['hostile']}", "image-hostile"),
+        (f"/ui/r/{plan['proxied']}", "repository-proxied"),
+        (f"/ui/r/{plan['proxied']}/@{plan['proxied_old']}", "image-proxied"),
         ("/ui/promotions", "promotions"),
         ("/ui/audit", "audit"),
+        ("/ui/audit?kind=upstream_tag_moved", "audit-tag-moves"),
+        ("/ui/upstreams", "upstreams"),
+        ("/ui/drift", "drift"),
     ]
     for path, name in pages:
         admin.visit(path, name)
@@ -123,12 +133,34 @@ with sync_playwright() as p:
     check(page.evaluate("window.__xss") is None, "a hostile annotation ran script")
     check("<script>window.__xss = 1</script>" in page.locator("table.annotations").inner_text(), "the annotation is shown as text")
 
+    # The upstreams page: both upstreams, the hostile one's error as text, the held move.
+    admin.visit("/ui/upstreams", "upstreams")
+    check(page.evaluate("window.__xss") is None, "the upstream's error ran script")
+    check(plan["hostile_upstream"] in page.locator("table.upstreams").inner_text(), "the upstream's error is shown as text")
+    check(page.locator("table.upstreams .badge.health-down").count() == 1, "the hostile upstream is down")
+    moves = page.locator("table.moves").inner_text()
+    check(plan["proxied"] in moves and "held" in moves and "POST /api/v1/upstreams/up/accept" in moves, f"tag moves: {moves}")
+
+    # The drift page: the row, its reason (the hostile finding as text) and the workload.
+    admin.visit("/ui/drift", "drift")
+    check(page.evaluate("window.__xss") is None, "the drift reason ran script")
+    drift = page.locator("table.drift").inner_text()
+    check(plan["hostile_finding"] in drift and "shop/Pod web" in drift, f"drift: {drift}")
+    api = api_json("/api/v1/drift", plan["admin"])
+    check(page.locator("span.reason").first.inner_text() == api["drift"][0]["summary"], "the drift reason is the API's")
+
     # The copy button appears with JavaScript and copies the digest.
     admin.visit("/ui/r/build/app", "repository-build")
     button = page.locator("button.copy").first
     check(button.is_visible(), "copy buttons show with JavaScript")
     button.click()
-    check(button.inner_text() in ("copied", "selected"), f"copy button said {button.inner_text()}")
+    # The clipboard answers asynchronously: wait for the button to say how it went.
+    try:
+        page.wait_for_function("() => document.querySelector('button.copy').textContent !== 'copy'", timeout=10_000)
+    except Exception as err:  # Playwright's TimeoutError: reported as a failed check below
+        print("copy button:", err)
+    said = button.inner_text()
+    check(said in ("copied", "selected"), f"copy button said {said}")
 
     # Signing out ends the session.
     page.click("header .who button")
@@ -138,7 +170,7 @@ with sync_playwright() as p:
 
     # A user without pull rights on prod, with JavaScript off: the login form, the lists, and
     # prod refused by URL too; the denial line equals the API's and a pull's.
-    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+    context = browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
     dev = Watched(context)
     sign_in(dev, plan["dev"], js=False)
     dev.visit("/ui/repositories", "dev-repositories")
@@ -153,6 +185,11 @@ with sync_playwright() as p:
     api = api_json(f"/api/v1/verdict?image=staging/app@{plan['denied']}", plan["dev"])
     check(denial == api["summary"] == plan["summary"], f"denial line {denial!r} vs API {api['summary']!r}")
     check(plan["denied_layer"] not in dev.page.content(), "the denied image's layers are withheld")
+    dev.visit("/ui/upstreams", "dev-upstreams")
+    check(plan["proxied"] not in dev.page.content(), "tag moves need admin on the repository")
+    dev.visit("/ui/drift", "dev-drift")
+    check(plan["drifted"] not in dev.page.content(), "drift rows need admin on the repository")
+    dev.visit(f"/ui/r/{plan['proxied']}", "dev-proxied", status=404)
     dev.visit("/ui/r/staging/app", "dev-repository-staging")
     check(dev.page.locator(".badge.denied").count() >= 1, "the denied tag has a denied badge")
     dev.page.click("header .who button")

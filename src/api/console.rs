@@ -48,6 +48,10 @@ pub enum Route {
     Promotions { before: Option<u64> },
     /// `GET /ui/audit?kind=&repository=&actor=&before=`
     Audit(AuditQuery),
+    /// `GET /ui/upstreams?before=`
+    Upstreams { before: Option<u64> },
+    /// `GET /ui/drift`
+    Drift,
     /// `GET /ui/login?next=`
     LoginForm { next: String },
     /// `POST /ui/login`
@@ -88,6 +92,8 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Route, 
             actor: param("actor"),
             before: number("before"),
         }),
+        "/ui/upstreams" => Route::Upstreams { before: number("before") },
+        "/ui/drift" => Route::Drift,
         LOGIN_PATH if *method == Method::POST => return Ok(Route::Login),
         LOGIN_PATH => Route::LoginForm { next: param("next") },
         "/ui/logout" if *method == Method::POST => return Ok(Route::Logout),
@@ -154,6 +160,8 @@ pub(super) async fn handle(
         Route::Image { name, digest } => console::image(registry, &viewer, &name, &digest).await,
         Route::Promotions { before } => console::promotions(registry, &viewer, before).await,
         Route::Audit(query) => console::audit(registry, &viewer, &query).await,
+        Route::Upstreams { before } => console::upstreams(registry, &viewer, before).await,
+        Route::Drift => console::drift(registry, &viewer).await,
         Route::NotFound => Err(ConsoleError::NotFound),
     };
     Ok(match page {
@@ -357,6 +365,9 @@ mod tests {
         check(Method::GET, "/ui/r/Prod", None, Ok(Route::NotFound));
         check(Method::GET, "/ui/promotions", Some("before=7"), Ok(Route::Promotions { before: Some(7) }));
         check(Method::GET, "/ui/audit", Some("kind=pull_denied&before=x"), Ok(Route::Audit(AuditQuery { kind: "pull_denied".into(), ..AuditQuery::default() })));
+        check(Method::GET, "/ui/upstreams", Some("before=12"), Ok(Route::Upstreams { before: Some(12) }));
+        check(Method::GET, "/ui/drift", None, Ok(Route::Drift));
+        check(Method::POST, "/ui/drift", None, Err(RouteError::MethodNotAllowed));
         check(Method::GET, "/ui/login", Some("next=/ui/audit"), Ok(Route::LoginForm { next: "/ui/audit".into() }));
         check(Method::POST, "/ui/login", None, Ok(Route::Login));
         check(Method::POST, "/ui/logout", None, Ok(Route::Logout));

@@ -76,7 +76,14 @@ where
             Err(err) => Err(err.into()),
         };
         let method = req.method().clone();
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // HTTP/2 sends the host as `:authority`, which hyper keeps in the URI only; handlers read
+        // `Host` (the console's same-origin check of a posted form: browsers speak HTTP/2 over TLS).
+        if let (false, Some(authority)) = (parts.headers.contains_key(header::HOST), parts.uri.authority()) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
         let connection = parts.extensions.get::<auth::Connection>().cloned().unwrap_or_default();
         let mut principal = None;
         let result = match routed {

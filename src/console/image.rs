@@ -8,6 +8,8 @@
 //! When the gate refuses the manifest to this viewer, its content (the document, and the layer
 //! and child digests in it) is withheld: blobs are not gated, so the digests would let a client
 //! fetch what the gate stops. The verdict and the evidence, which a client may always read, stay.
+//! The manifest is read as stored: a digest a proxied repository has not fetched is not found
+//! here (looking is not pulling).
 
 use askama::Template;
 use serde_json::Value;
@@ -17,9 +19,9 @@ use super::format;
 use super::repository::Badge;
 use super::{ConsoleError, Nav, Viewer};
 use crate::auth::rules::Action;
-use crate::names::{Reference, RepoName};
+use crate::names::RepoName;
 use crate::policy::gate::{GateMode, Verdict};
-use crate::registry::{Registry, RegistryError};
+use crate::registry::Registry;
 
 /// The most characters of the manifest document shown; a longer one is cut (its size is given).
 const MAX_DOCUMENT: usize = 64 << 10;
@@ -123,11 +125,8 @@ pub async fn image(registry: &Registry, viewer: &Viewer, repo: &RepoName, digest
     if !viewer.principal.may(Action::Pull, repo.as_str()) {
         return Err(ConsoleError::NotFound);
     }
-    let stored = match registry.manifest(repo, &Reference::Digest(digest.clone())).await {
-        Ok(stored) => stored,
-        Err(RegistryError::ManifestUnknown(_)) => return Err(ConsoleError::NotFound),
-        Err(err) => return Err(err.into()),
-    };
+    // As stored: `Registry::manifest` would fetch it from an upstream and count a pull.
+    let Some(stored) = registry.stored_manifest(repo, digest).await? else { return Err(ConsoleError::NotFound) };
     let link = registry.manifest_link(repo, digest).await?;
     let summary = registry.summary(digest).await?;
     let verdict = if summary.runnable { registry.verdict(repo, digest).await? } else { None };

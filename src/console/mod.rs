@@ -1,14 +1,19 @@
 //! The read-only web console: HTML pages about what is in the registry, what passed its gates,
-//! what was promoted and what the audit log holds, rendered from templates compiled into the
+//! what was promoted, what the audit log holds, how the upstreams are doing and which running
+//! workloads now fail, rendered from templates compiled into the
 //! binary (askama, checked when the crate compiles; HTML-escaped by default).
 //!
 //! Knows no HTTP and holds no state: each page is a function of the registry, read through the
 //! `Registry` methods the API uses, and of the viewer's [`Principal`], and returns the page's
-//! HTML. `api::console` routes `/ui/` requests, keeps sessions, sets headers and serves
+//! HTML. Looking is not pulling: pages read tags and manifests as stored
+//! (`Registry::local_tag`, `Registry::stored_manifest`), so a proxied repository's page asks its
+//! upstream nothing and counts as no pull. `api::console` routes `/ui/` requests, keeps sessions, sets headers and serves
 //! [`STYLESHEET`] and [`SCRIPT`].
 //!
 //! A viewer sees only what they may pull: lists leave out what `Principal::may_list` (catalog)
-//! or `Principal::may` (promotions; `admin` for audit records, as in the API) refuses, and a
+//! or `Principal::may` (promotions; `admin` for audit records, tag-move alarms and drift rows,
+//! as in the API; the upstreams and drift pages need a signed-in viewer, as their endpoints do)
+//! refuses, and a
 //! page about a repository they may not pull is [`ConsoleError::NotFound`], exactly like one that
 //! does not exist. The content of a manifest that its gate refuses to serve to this viewer is
 //! withheld too: its layer and child digests would let a client fetch what the gate stops.
@@ -17,10 +22,12 @@
 //! catalog, tag list or audit log to answer one page.
 
 mod activity;
+mod drift;
 mod format;
 mod image;
 mod repositories;
 mod repository;
+mod upstreams;
 
 use askama::Template;
 
@@ -28,9 +35,11 @@ use crate::auth::Principal;
 use crate::registry::RegistryError;
 
 pub use activity::{audit, promotions, AuditQuery};
+pub use drift::drift;
 pub use image::image;
 pub use repositories::{repositories, RepositoriesQuery};
 pub use repository::repository;
+pub use upstreams::upstreams;
 
 /// The console's stylesheet, served by `api::console` as a file (the CSP allows no inline style).
 pub const STYLESHEET: &str = include_str!("static/console.css");
@@ -72,12 +81,26 @@ impl Viewer {
     fn signed_in(&self) -> Option<&str> {
         (self.auth && !self.principal.is_unauthenticated()).then(|| self.principal.name())
     }
+
+    /// Whether pages the API keeps for signed-in callers (`Required::Login`) show: with
+    /// `[auth]`, only to a viewer who signed in.
+    fn operator(&self) -> bool {
+        !self.auth || !self.principal.is_unauthenticated()
+    }
+
+    /// [`ConsoleError::NotFound`] unless [`Viewer::operator`].
+    fn require_login(&self) -> Result<(), ConsoleError> {
+        if self.operator() { Ok(()) } else { Err(ConsoleError::NotFound) }
+    }
 }
 
 /// The header every page shares.
 struct Nav {
-    /// Which section is current: `repositories`, `promotions`, `audit` or empty.
+    /// Which section is current: `repositories`, `promotions`, `audit`, `upstreams`, `drift` or
+    /// empty.
     section: &'static str,
+    /// Whether the upstreams and drift pages are the viewer's to see (linked only then).
+    operator: bool,
     /// The signed-in user's name.
     user: Option<String>,
     /// Whether there is a login at all.
@@ -86,7 +109,7 @@ struct Nav {
 
 impl Nav {
     fn new(viewer: &Viewer, section: &'static str) -> Nav {
-        Nav { section, user: viewer.signed_in().map(str::to_owned), auth: viewer.auth }
+        Nav { section, user: viewer.signed_in().map(str::to_owned), auth: viewer.auth, operator: viewer.operator() }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The repository page: its namespace's rules, its tags (a page of [`TAGS`] at a time, from the
 //! store's sorted listing) with the digest, media type, size, push time and gate verdict of each,
-//! and the latest promotions into it.
+//! and the latest promotions into it. Tags are read as stored: a proxied repository's page asks
+//! its upstream nothing (a client's pull does).
 
 use askama::Template;
 use storage::Digest;
@@ -8,7 +9,7 @@ use storage::Digest;
 use super::format;
 use super::{ConsoleError, Nav, Viewer};
 use crate::auth::rules::Action;
-use crate::names::{Reference, RepoName, Tag};
+use crate::names::{RepoName, Tag};
 use crate::policy::gate::{GateMode, Verdict};
 use crate::registry::{Registry, RegistryError};
 
@@ -89,12 +90,9 @@ pub async fn repository(registry: &Registry, viewer: &Viewer, repo: &RepoName, a
     let mut rows = Vec::new();
     for name in &page.entries {
         let Ok(tag) = name.parse::<Tag>() else { continue };
-        // A tag deleted since the listing is no longer there to show.
-        let digest = match registry.resolve(repo, &Reference::Tag(tag.clone())).await {
-            Ok(digest) => digest,
-            Err(RegistryError::ManifestUnknown(_)) => continue,
-            Err(err) => return Err(err.into()),
-        };
+        // A tag deleted since the listing is no longer there to show. Read as stored: in a
+        // proxied repository, `resolve` would ask the upstream.
+        let Some(digest) = registry.local_tag(repo, &tag).await? else { continue };
         rows.push(tag_row(registry, repo, &tag, &digest).await?);
     }
     let next = match (page.truncated, page.entries.last()) {

@@ -599,25 +599,27 @@ impl Registry {
     /// fetched from the upstream when missing, and in a gated one its evidence too.
     pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
         let (digest, warning) = self.resolve_served(repo, reference).await?;
-        let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
-        let mut link = self.metadata.manifest_link(repo, &digest).await?;
         if let Some(mapped) = self.proxy.mapped(repo) {
-            match link {
+            match self.metadata.manifest_link(repo, &digest).await? {
                 Some(_) => self.proxy.hit(&mapped.upstream, "manifest"),
-                None => {
-                    self.fetch_upstream_manifest(&mapped, repo, &digest).await?;
-                    link = self.metadata.manifest_link(repo, &digest).await?;
-                }
+                None => self.fetch_upstream_manifest(&mapped, repo, &digest).await?,
             }
             self.touch_proxied(&mapped, repo, &digest).await?;
             if self.config().namespace(repo.as_str()).is_some_and(|ns| ns.gate.is_some()) {
                 self.refresh_upstream_evidence(&mapped, repo, &digest).await;
             }
         }
-        let link = link.ok_or_else(unknown)?;
-        let bytes = self.metadata.read_content(&digest, self.config().registry.max_manifest_bytes).await?;
-        let bytes = bytes.ok_or_else(unknown)?;
-        Ok(StoredManifest { digest, media_type: link.media_type, bytes, warning })
+        let stored = self.stored_manifest(repo, &digest).await?;
+        let stored = stored.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}@{digest}")))?;
+        Ok(StoredManifest { warning, ..stored })
+    }
+
+    /// The manifest `digest` as `repo` holds it now, `None` when it does not: never fetched from
+    /// an upstream nor counted as a pull (the console reads with this; looking is not pulling).
+    pub async fn stored_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>> {
+        let Some(link) = self.metadata.manifest_link(repo, digest).await? else { return Ok(None) };
+        let bytes = self.metadata.read_content(digest, self.config().registry.max_manifest_bytes).await?;
+        Ok(bytes.map(|bytes| StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes, warning: None }))
     }
 
     /// Deletes a tag, or a manifest revision with every tag pointing to it, as tag rules and the

@@ -196,8 +196,9 @@ impl Registry {
         Ok((digest, pending.as_ref().map(|pending| held_warning(mapped, tag, pending))))
     }
 
-    /// The digest `tag` holds in `repo`, if it exists.
-    async fn local_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+    /// The digest `tag` is bound to here, without asking an upstream (in a proxied repository,
+    /// what the last check settled on; the console reads tags with this).
+    pub async fn local_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         match self.metadata.tag(repo, tag).await? {
             Some(stored) => Ok(Some(stored.record.digest.parse().map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", stored.record.digest)))?)),
             None => Ok(None),
@@ -421,6 +422,12 @@ impl Registry {
         let detail = serde_json::json!({ "upstream": upstream, "tag": tag.as_str(), "old": old, "new": pending.to_string() });
         self.record_audit("upstream_tag_accepted", actor, repo, &pending, detail).await;
         Ok(pending)
+    }
+
+    /// The digest `tag` of the proxied `repo` moved to upstream while `tag_moves = "hold"` keeps
+    /// the old one, if a move is held (what [`Registry::accept_upstream_tag`] would accept).
+    pub async fn held_upstream_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<String>> {
+        Ok(self.metadata.upstream_tag(repo, tag).await?.and_then(|record| record.pending))
     }
 
     /// Waits until content fetched from an upstream was stored (the caches' size caps look then).
