@@ -82,6 +82,8 @@ pub(crate) async fn pages(registry: &Registry, n_repos: usize, tagged: &str, dig
         ("image", "image".to_owned(), format!("/ui/r/{tagged}/@{digest}")),
         ("promotions", "promotions".to_owned(), "/ui/promotions".to_owned()),
         ("audit", "audit".to_owned(), "/ui/audit".to_owned()),
+        ("upstreams", "upstreams (tag moves read from up to 1,000 audit records)".to_owned(), "/ui/upstreams".to_owned()),
+        ("drift", "drift".to_owned(), "/ui/drift".to_owned()),
     ];
     let mut pages = Vec::new();
     for (key, what, path) in cases {

@@ -115,11 +115,10 @@ async fn move_row(registry: &Registry, record: &Record) -> Result<MoveRow, Conso
     // A hold is still held while the tag's record waits on this very digest.
     let held = match (action.as_str(), repo.parse::<RepoName>(), tag.parse::<Tag>(), new.parse::<Digest>()) {
         ("hold", Ok(name), Ok(parsed_tag), Ok(_)) => match registry.held_upstream_tag(&name, &parsed_tag).await? {
-            Some(pending) if pending == new => Some(format!(
-                "POST /api/v1/upstreams/{}/accept?{}",
-                field("upstream"),
-                format::with_query("", &[("repository", repo), ("tag", &tag), ("digest", &new)]).trim_start_matches('?')
-            )),
+            Some(pending) if pending == new => {
+                let accept = format!("POST /api/v1/upstreams/{}/accept", field("upstream"));
+                Some(format::with_query(&accept, &[("repository", repo), ("tag", &tag), ("digest", &new)]))
+            }
             _ => None,
         },
         _ => None,
