@@ -64,6 +64,19 @@ pub enum Key<'a> {
     SigningKey,
     /// An upload session.
     Upload(&'a str),
+    /// The last recorded pull of a tag (its time is the object's).
+    Pulled(&'a RepoName, &'a Tag),
+    /// A lease held by one process at a time (`gc`, `scrub`).
+    Lease(&'a str),
+    /// Present while a collection pass removes what its doomed buckets list.
+    Sweep,
+    /// One bucket of what a collection pass is about to remove, by the first hex digits of the
+    /// sha256 of each victim's key.
+    Doomed(&'a str),
+    /// Why content was taken out of `blobs/`: its bytes do not hash to its digest.
+    Quarantine(&'a Digest),
+    /// The bytes taken out, kept for inspection.
+    QuarantinedBytes(&'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -83,6 +96,25 @@ pub enum Prefix<'a> {
     AuditRecords,
     /// Promotion records of a target, by digest hex.
     PromotionRecords(&'a RepoName),
+    /// Every promotion record, by `<target>/_records/<hex>`.
+    AllPromotionRecords,
+    /// Blob links of a repository, by digest hex.
+    BlobLinks(&'a RepoName),
+    /// Tombstones of a repository, by tag.
+    Tombstones(&'a RepoName),
+    /// Every referrer link of a repository, by `<subject hex>/<referrer hex>`.
+    AllReferrers(&'a RepoName),
+    /// Recorded pulls of a repository's tags, by tag.
+    Pulled(&'a RepoName),
+    /// The pull-through proxy's records of where a repository's content came from. Their keys
+    /// are the proxy's; the collector only asks whether there are any (see `lifecycle`).
+    Origins(&'a RepoName),
+    /// Blob and manifest bytes, by `<2 hex>/<64 hex>`.
+    Blobs,
+    /// Buckets of a collection pass, by hex prefix.
+    Doomed,
+    /// Quarantine records, by digest hex.
+    Quarantine,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -112,6 +144,12 @@ impl Key<'_> {
             Key::AuditHead => "audit/head",
             Key::SigningKey => "keys/vsa-signing-key.pem",
             Key::Upload(_) => "uploads/<uuid>",
+            Key::Pulled(..) => "repositories/<name>/_pulled/<tag>",
+            Key::Lease(_) => "leases/<name>",
+            Key::Sweep => "gc/sweep",
+            Key::Doomed(_) => "gc/doomed/<hex prefix>",
+            Key::Quarantine(_) => "quarantine/records/sha256/<hex>",
+            Key::QuarantinedBytes(_) => "quarantine/bytes/sha256/<hex>",
         }
     }
 }
@@ -119,11 +157,11 @@ impl Key<'_> {
 impl fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Key::Blob(digest) => write!(f, "blobs/sha256/{}/{}", &digest.hex()[..2], digest.hex()),
-            Key::BlobLink(repo, digest) => write!(f, "{REPOSITORIES}{repo}/_blobs/sha256/{}", digest.hex()),
+            Key::Blob(digest) => write!(f, "{}{}/{}", Prefix::Blobs, &digest.hex()[..2], digest.hex()),
+            Key::BlobLink(repo, digest) => write!(f, "{}{}", Prefix::BlobLinks(repo), digest.hex()),
             Key::ManifestLink(repo, digest) => write!(f, "{}{}", Prefix::Manifests(repo), digest.hex()),
             Key::Tag(repo, tag) => write!(f, "{}{tag}", Prefix::Tags(repo)),
-            Key::Tombstone(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_tombstones/{tag}"),
+            Key::Tombstone(repo, tag) => write!(f, "{}{tag}", Prefix::Tombstones(repo)),
             Key::Referrer { repo, subject, referrer } => write!(f, "{}{}", Prefix::Referrers(repo, subject), referrer.hex()),
             Key::Parent { repo, child, parent } => write!(f, "{}{}", Prefix::Parents(repo, child), parent.hex()),
             Key::ManifestType(digest) => write!(f, "types/sha256/{}", digest.hex()),
@@ -133,6 +171,12 @@ impl fmt::Display for Key<'_> {
             Key::AuditHead => f.write_str("audit/head"),
             Key::SigningKey => f.write_str("keys/vsa-signing-key.pem"),
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
+            Key::Pulled(repo, tag) => write!(f, "{}{tag}", Prefix::Pulled(repo)),
+            Key::Lease(name) => write!(f, "leases/{name}"),
+            Key::Sweep => f.write_str("gc/sweep"),
+            Key::Doomed(bucket) => write!(f, "{}{bucket}", Prefix::Doomed),
+            Key::Quarantine(digest) => write!(f, "{}{}", Prefix::Quarantine, digest.hex()),
+            Key::QuarantinedBytes(digest) => write!(f, "quarantine/bytes/sha256/{}", digest.hex()),
         }
     }
 }
@@ -147,6 +191,15 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Catalog => f.write_str(CATALOG),
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
+            Prefix::AllPromotionRecords => f.write_str(PROMOTIONS),
+            Prefix::BlobLinks(repo) => write!(f, "{REPOSITORIES}{repo}/_blobs/sha256/"),
+            Prefix::Tombstones(repo) => write!(f, "{REPOSITORIES}{repo}/_tombstones/"),
+            Prefix::AllReferrers(repo) => write!(f, "{REPOSITORIES}{repo}/_referrers/sha256/"),
+            Prefix::Pulled(repo) => write!(f, "{REPOSITORIES}{repo}/_pulled/"),
+            Prefix::Origins(repo) => write!(f, "{REPOSITORIES}{repo}/_origin/"),
+            Prefix::Blobs => f.write_str("blobs/sha256/"),
+            Prefix::Doomed => f.write_str("gc/doomed/"),
+            Prefix::Quarantine => f.write_str("quarantine/records/sha256/"),
         }
     }
 }
@@ -171,6 +224,12 @@ pub fn catalog_entry(repo: &RepoName) -> String {
 pub fn catalog_name(entry: &str) -> Option<String> {
     let hex: String = entry.strip_suffix("/-")?.split('/').collect();
     String::from_utf8(hex::decode(hex).ok()?).ok()
+}
+
+/// The digest of an entry of [`Prefix::Blobs`] (`<2 hex>/<64 hex>`); `None` for anything else.
+pub fn blob_entry_digest(entry: &str) -> Option<Digest> {
+    let (fan, hex) = entry.split_once('/')?;
+    (hex.get(..2) == Some(fan)).then(|| digest_of_hex(hex)).flatten()
 }
 
 /// A digest from the hex a key names it by.
@@ -211,6 +270,8 @@ pub enum Object {
     },
     /// `uploads/<id>`
     Upload(String),
+    /// `repositories/<name>/_pulled/<tag>`
+    Pulled(RepoName, Tag),
     /// `promotions/<target>/_records/<hex>`
     PromotionRecord {
         /// The repository promoted into.
@@ -249,6 +310,7 @@ impl Object {
             ["manifests", "sha256", hex] => Some(Object::ManifestLink(repo, digest(hex)?)),
             ["tags", tag] => Some(Object::Tag(repo, tag.parse().ok()?)),
             ["tombstones", tag] => Some(Object::Tombstone(repo, tag.parse().ok()?)),
+            ["pulled", tag] => Some(Object::Pulled(repo, tag.parse().ok()?)),
             ["referrers", "sha256", subject, referrer] => {
                 Some(Object::Referrer { repo, subject: digest(subject)?, referrer: digest(referrer)? })
             }
@@ -268,6 +330,7 @@ impl Object {
             Object::Referrer { repo, subject, referrer } => Key::Referrer { repo, subject, referrer },
             Object::Parent { repo, child, parent } => Key::Parent { repo, child, parent },
             Object::Upload(upload_id) => Key::Upload(upload_id),
+            Object::Pulled(repo, tag) => Key::Pulled(repo, tag),
             Object::PromotionRecord { target, digest } => Key::PromotionRecord { target, digest },
         }
     }
@@ -322,6 +385,7 @@ mod tests {
         check(&format!("repositories/a/_manifests/sha256/{hex}"), Some("ManifestLink(RepoName(\"a\"), sha256:abab"));
         check("repositories/a/_tags/v1", Some("Tag(RepoName(\"a\"), Tag(\"v1\"))"));
         check("repositories/a/_tombstones/v1", Some("Tombstone(RepoName(\"a\"), Tag(\"v1\"))"));
+        check("repositories/a/_pulled/v1", Some("Pulled(RepoName(\"a\"), Tag(\"v1\"))"));
         check(&format!("repositories/a/_referrers/sha256/{hex}/{hex}"), Some("Referrer { repo: RepoName(\"a\"), subject: sha256:abab"));
         check(&format!("repositories/a/_parents/sha256/{hex}/{hex}"), Some("Parent { repo: RepoName(\"a\"), child: sha256:abab"));
         check(&format!("uploads/{upload_id}"), Some("Upload(\"0b7d5c7e"));
@@ -398,8 +462,14 @@ mod tests {
             Key::AuditHead,
             Key::SigningKey,
             Key::Upload(upload_id.as_str()),
+            Key::Pulled(&repo, &tag),
+            Key::Lease("gc"),
+            Key::Sweep,
+            Key::Doomed("a0f"),
+            Key::Quarantine(&digest),
+            Key::QuarantinedBytes(&digest),
         ];
-        let mut seen = [false; 14];
+        let mut seen = [false; 20];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -416,6 +486,12 @@ mod tests {
                 Key::AuditHead => 11,
                 Key::SigningKey => 12,
                 Key::Upload(_) => 13,
+                Key::Pulled(..) => 14,
+                Key::Lease(_) => 15,
+                Key::Sweep => 16,
+                Key::Doomed(_) => 17,
+                Key::Quarantine(_) => 18,
+                Key::QuarantinedBytes(_) => 19,
             };
             seen[kind] = true;
             let built = key.to_string();

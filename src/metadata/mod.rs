@@ -20,6 +20,12 @@
 //! audit/head                                             {"seq","hash"} of the last audit record, a hint
 //! keys/vsa-signing-key.pem                               generated verification-summary key, create-only
 //! uploads/<uuid>                                         upload session {"repo","started"}
+//! repositories/<name>/_pulled/<tag>                      (empty) a pull of the tag was recorded at the object's time
+//! leases/<name>                                          {"holder","since"} held by one process (gc, scrub), renewed with If-Match
+//! gc/sweep                                               {"pass","digits"} a collection pass is removing what gc/doomed/ lists
+//! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
+//! quarantine/records/sha256/<hex>                        {"actual","found_by","time"} content whose bytes did not hash to its digest
+//! quarantine/bytes/sha256/<hex>                          those bytes, taken out of blobs/
 //! ```
 //! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
 //! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
