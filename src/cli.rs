@@ -68,9 +68,53 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List a registry's upstreams (pull-through proxy) with their health, cache size and last
+    /// error (exit 0 all answered last, 1 one is down, 2 error).
+    Upstreams {
+        /// Registry base URL, e.g. http://127.0.0.1:5000.
+        #[arg(long, env = "PORTCULLIS_REGISTRY")]
+        registry: String,
+        /// Print the listing as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        access: ClientArgs,
+    },
+    /// Kubernetes admission.
+    #[command(subcommand)]
+    Admission(AdmissionCommand),
 }
 
-/// How `check` and `promote` reach a registry with TLS and access control. The password (or a
+/// `portcullis admission ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum AdmissionCommand {
+    /// Print the Kubernetes objects that switch admission on, as one JSON List for
+    /// `kubectl apply -f -`: the mutating and validating webhook configurations (the registry's
+    /// namespace and the configured exempt namespaces and labels left out) and a Deployment and
+    /// Service running portcullis.
+    Manifests {
+        /// Name of the Service (and Deployment, and webhook configurations).
+        #[arg(long)]
+        service: String,
+        /// Namespace portcullis runs in; never sent to the webhooks.
+        #[arg(long)]
+        namespace: String,
+        /// PEM file of the CA that signed portcullis's serving certificate (the caBundle).
+        #[arg(long)]
+        ca_bundle: PathBuf,
+        /// Container image of portcullis for the Deployment.
+        #[arg(long, default_value = concat!("portcullis:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// Seconds the API server waits for an answer (1 to 30).
+        #[arg(long, default_value_t = 5)]
+        timeout_seconds: u32,
+        /// Configuration file whose [admission] exemptions go into the namespace selectors.
+        #[arg(long, env = "PORTCULLIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// How `check`, `promote` and `upstreams` reach a registry with TLS and access control. The password (or a
 /// CI's OIDC token, which the registry accepts as a password) comes from `PORTCULLIS_PASSWORD`
 /// only, never from the command line, where other users could read it.
 #[derive(Debug, Clone, clap::Args)]

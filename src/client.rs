@@ -1,5 +1,5 @@
-//! The CLI's client side: `portcullis check` and `portcullis promote` talk to a running registry
-//! over its HTTP API and print for people (or JSON for scripts). Exit codes: 0 pass / promoted,
+//! The CLI's client side: `portcullis check`, `portcullis promote` and `portcullis upstreams`
+//! talk to a running registry over its HTTP API and print for people (or JSON for scripts). Exit codes: 0 pass / promoted,
 //! 1 denied, 2 error.
 
 use std::io::Write;
@@ -177,5 +177,66 @@ pub async fn promote(registry: &str, access: &Access, source: &str, target: &str
             EXIT_DENIED
         }
         _ => fail(&format!("{status}: {}", error_message(&body))),
+    }
+}
+
+/// `portcullis upstreams --registry URL`: one line per upstream (name, health, URL, namespace,
+/// cache size and cap, last error). Exit 0 when every upstream answered last, 1 when one is down.
+pub async fn upstreams(registry: &str, access: &Access, json: bool) -> i32 {
+    let url = format!("{}/api/v1/upstreams", registry.trim_end_matches('/'));
+    let client = match client(access) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let (status, body) = match read_answer(registry, client.get(url).send().await).await {
+        Ok(answer) => answer,
+        Err(code) => return code,
+    };
+    if !status.is_success() {
+        return fail(&error_message(&body));
+    }
+    let upstreams = body["upstreams"].as_array().cloned().unwrap_or_default();
+    if json {
+        say(&body.to_string());
+    } else if upstreams.is_empty() {
+        say("no upstreams configured");
+    }
+    for upstream in upstreams.iter().filter(|_| !json) {
+        let cap = upstream["max_bytes"].as_u64().map(|max| format!(" of {}", size(max))).unwrap_or_default();
+        let counted = if upstream["cache_counted"].as_bool() == Some(true) { "" } else { " (counting)" };
+        let error = match upstream["last_error"].as_array().map(Vec::as_slice) {
+            Some([time, message]) => format!("last error {}: {}", time.as_str().unwrap_or("?"), message.as_str().unwrap_or("?")),
+            _ => "no errors".to_owned(),
+        };
+        say(&format!(
+            "{}  {}  {}  {}  cache {} in {} objects{cap}{counted}  {error}",
+            upstream["name"].as_str().unwrap_or("?"),
+            upstream["health"].as_str().unwrap_or("?"),
+            upstream["url"].as_str().unwrap_or("?"),
+            upstream["namespace"].as_str().unwrap_or("?"),
+            size(upstream["cache_bytes"].as_u64().unwrap_or(0)),
+            upstream["cache_objects"].as_u64().unwrap_or(0),
+        ));
+    }
+    if upstreams.iter().any(|upstream| upstream["health"] == "down") {
+        EXIT_DENIED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Bytes for people: `512 B`, `976.6 KiB`, `1.5 GiB`.
+fn size(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
     }
 }

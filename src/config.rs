@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -21,6 +21,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod admission;
 mod auth;
 mod files;
 mod namespaces;
@@ -29,11 +30,14 @@ mod registry;
 mod server;
 mod storage;
 mod trust;
+mod upstreams;
 
+use crate::admission::AdmissionConfig;
 use crate::auth::AuthConfig;
 use crate::logging::LogFormat;
 use crate::policy::namespaces::Namespace;
 use crate::policy::verify::TrustConfig;
+use crate::proxy::upstream::UpstreamConfig;
 use crate::registry::RegistryConfig;
 use crate::tls::TlsConfig;
 
@@ -64,6 +68,10 @@ pub struct Config {
     pub signing_key_pem: Option<SecretString>,
     /// Users, tokens and rules; without it the registry is open to everyone.
     pub auth: Option<AuthConfig>,
+    /// Registries pulled through (`[[upstreams]]`).
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Kubernetes admission; without it the webhook endpoints answer 404.
+    pub admission: Option<AdmissionConfig>,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -142,6 +150,8 @@ struct FileConfig {
     trust: trust::FileTrust,
     promotion: promotion::FilePromotion,
     auth: Option<auth::FileAuth>,
+    upstreams: Vec<upstreams::FileUpstream>,
+    admission: Option<admission::FileAdmission>,
 }
 
 impl Config {
@@ -184,6 +194,8 @@ impl Config {
         let signing_key_pem = file.promotion.load(&mut files).map_err(invalid)?;
         let auth = file.auth.map(|auth| auth.load(&mut files)).transpose().map_err(invalid)?;
         let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
+        let upstreams = upstreams::load(file.upstreams, &mut files).map_err(invalid)?;
+        let admission = file.admission.map(admission::FileAdmission::load).transpose().map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -195,6 +207,8 @@ impl Config {
             trust,
             signing_key_pem,
             auth,
+            upstreams,
+            admission,
             revision: files.revision(),
             source: source_name.to_owned(),
         })
@@ -311,6 +325,7 @@ mod tests {
         std::fs::write(dir.path().join("token.pem"), &token_key).unwrap();
         std::fs::write(dir.path().join("promotion.pem"), &promotion_key).unwrap();
         std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
+        std::fs::write(dir.path().join("upstream-password"), "dckr_pat_upstream-secret-0123\n").unwrap();
         let text = r#"
             [storage]
             backend = "s3"
@@ -323,6 +338,11 @@ mod tests {
             [auth]
             signing_key = "token.pem"
             htpasswd = "htpasswd"
+            [[upstreams]]
+            name = "docker.io"
+            url = "https://registry-1.docker.io"
+            user = "mirror"
+            password_file = "upstream-password"
         "#;
         let config = Config::parse_in(text, "t.toml", dir.path(), &Overrides::default()).unwrap();
         let printed = format!("{config:?}");
@@ -330,10 +350,45 @@ mod tests {
         let pem_lines = |pem: &str| pem.lines().filter(|line| !line.starts_with("-----")).map(str::to_owned).collect::<Vec<_>>();
         let secrets = [pem_lines(&token_key), pem_lines(&promotion_key), vec![hash.clone(), hash[7..].to_owned()]].concat();
         let secrets = [secrets, vec!["AKIAEXAMPLEACCESSKEY".to_owned(), "example-secret-access-key/0123456789".to_owned()]].concat();
+        let secrets = [secrets, vec!["dckr_pat_upstream-secret-0123".to_owned()]].concat();
         for secret in &secrets {
             assert!(!printed.contains(secret.as_str()), "Debug of Config prints the secret {secret:?}");
         }
         assert!(printed.contains("promotion") || printed.contains("signing_key"), "the test looks at a real Debug: {printed}");
+        assert!(printed.contains("mirror"), "the upstream is printed, its password not: {printed}");
+    }
+
+    #[test]
+    fn upstream_errors_are_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "x").unwrap();
+        std::fs::write(dir.path().join("not-a-cert.pem"), "hello").unwrap();
+        let check = |entries: &str, expected: &str| {
+            let err = Config::parse_in(entries, "t.toml", dir.path(), &Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{entries}: {err}");
+        };
+        let up = |extra: &str| format!("[[upstreams]]\nname = \"hub\"\nurl = \"https://r.example\"\n{extra}\n");
+        check("[[upstreams]]\nname = \"Hub\"\nurl = \"https://r.example\"", "upstreams.name: expected [a-z0-9]");
+        check("[[upstreams]]\nname = \"hub\"\nurl = \"http://r.example\"", "plain http is allowed to loopback addresses only");
+        check(&up("namespace = \"proxy/hub\""), "expected a repository prefix followed by /**");
+        check(&up("user = \"u\""), "user needs password_file or password_env");
+        check(&up("password_env = \"X\""), "needs user");
+        check(&up("user = \"u\"\npassword_file = \"pw\"\npassword_env = \"X\""), "not both");
+        check(&up("user = \"u\"\npassword_file = \"missing\""), "password_file: cannot read");
+        check(&up("ca = \"not-a-cert.pem\""), "holds no PEM certificate");
+        check(&up("timeout = \"0s\""), "timeout: expected 1s to 10m");
+        check(&up("tag_moves = \"ignore\""), "unknown variant `ignore`");
+        check(&up("max_bytes = 0"), "max_bytes: expected a positive number");
+        check(&format!("{}{}", up(""), up("")), "the name \"hub\" is used twice");
+        let two = |a: &str, b: &str| format!("[[upstreams]]\nname = \"a\"\nurl = \"https://a.example\"\n{a}\n[[upstreams]]\nname = \"b\"\nurl = \"https://b.example\"\n{b}\n");
+        check(&two("default = true", "default = true"), "are both default");
+        check(&two("hosts = [\"docker.io\"]", "hosts = [\"docker.io\"]"), "both serve ns=docker.io");
+        check(&two("namespace = \"mirror/**\"", "namespace = \"mirror/b/**\""), "overlap");
+        let config = Config::parse_in(&up("hosts = [\"docker.io\"]"), "t.toml", dir.path(), &Overrides::default()).unwrap();
+        let hub = &config.upstreams[0];
+        assert_eq!((hub.prefix.as_str(), hub.library, hub.default), ("proxy/hub", true, false), "docker.io names get library/");
+        let limits = (hub.timeout.as_secs(), hub.tag_ttl.as_secs(), hub.stale_for.as_secs(), hub.tag_moves, hub.max_bytes);
+        assert_eq!(limits, (30, 300, 7 * 86_400, crate::proxy::upstream::TagMoves::Follow, None));
     }
 
     #[test]

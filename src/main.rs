@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use portcullis::cli::{AuditCommand, Cli, Command, ConfigArgs, PolicyCommand};
+use portcullis::cli::{AdmissionCommand, AuditCommand, Cli, Command, ConfigArgs, PolicyCommand};
 use portcullis::config::Config;
 
 fn main() -> anyhow::Result<()> {
@@ -24,7 +24,25 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(runtime.block_on(portcullis::client::promote(&registry, &access, &source, &target, &tags, dry_run, json)))
         }
         Command::Audit(AuditCommand::Verify(args)) => runtime.block_on(audit_verify(&args)),
+        Command::Upstreams { registry, json, access } => {
+            let access = client_access(access);
+            std::process::exit(runtime.block_on(portcullis::client::upstreams(&registry, &access, json)))
+        }
+        Command::Admission(AdmissionCommand::Manifests { service, namespace, ca_bundle, image, timeout_seconds, config }) => {
+            let ca_bundle_pem = std::fs::read_to_string(&ca_bundle).with_context(|| format!("--ca-bundle: cannot read {}", ca_bundle.display()))?;
+            let options = portcullis::admission::manifests::Options { service, namespace, ca_bundle_pem, image, timeout_seconds };
+            admission_manifests(&options, config.as_deref())
+        }
     }
+}
+
+/// Prints the objects that switch admission on, with the exemptions of `config`'s [admission].
+fn admission_manifests(options: &portcullis::admission::manifests::Options, config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let config = config.map(|path| Config::load(Some(path), &Default::default())).transpose()?;
+    let admission = config.as_ref().and_then(|config| config.admission.as_ref());
+    let list = portcullis::admission::manifests::render(options, admission)?;
+    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&list)?)?;
+    Ok(())
 }
 
 /// The client's credentials: flags, and the password from the environment only.

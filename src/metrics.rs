@@ -4,7 +4,7 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry as PromRegistry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry as PromRegistry,
     TextEncoder,
 };
 
@@ -29,6 +29,31 @@ pub struct Metrics {
     pub evidence_bytes_read: IntCounter,
     /// Configuration reloads by outcome (`applied`, `refused`).
     pub config_reloads: IntCounterVec,
+    /// Proxied pulls answered from the cache, by upstream and kind (`manifest`, `tag`, `blob`).
+    pub proxy_hits: IntCounterVec,
+    /// Proxied pulls that needed the upstream, by upstream and kind.
+    pub proxy_misses: IntCounterVec,
+    /// Time to an upstream's response head, by upstream.
+    pub proxy_upstream_latency: HistogramVec,
+    /// Bytes fetched from upstreams (manifests and blobs), by upstream.
+    pub proxy_upstream_bytes: IntCounterVec,
+    /// Failed upstream requests by upstream and kind (`unavailable`, `refused`, `invalid`).
+    pub proxy_upstream_errors: IntCounterVec,
+    /// Tags served from the cache while their upstream was failing, by upstream.
+    pub proxy_stale_serves: IntCounterVec,
+    /// Upstream tags seen moving to another digest, by upstream and action (`follow`, `hold`).
+    pub proxy_tag_moves: IntCounterVec,
+    /// Bytes of proxied content cached, by upstream (as this process counts it).
+    pub proxy_cache_bytes: IntGaugeVec,
+    /// Bytes evicted from the cache by the size cap, by upstream.
+    pub proxy_evicted_bytes: IntCounterVec,
+    /// Admission reviews answered, by webhook (`mutate`, `validate`) and outcome (`allowed`,
+    /// `warned`, `refused`).
+    pub admission_reviews: IntCounterVec,
+    /// Admitted digests failing their gate now (drift rows).
+    pub admission_drift_digests: IntGauge,
+    /// Admitted digests seen turning to failing.
+    pub admission_drift_detected: IntCounter,
 }
 
 impl Metrics {
@@ -39,7 +64,7 @@ impl Metrics {
         let latency_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
         Metrics {
             requests: register(&registry, IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests by endpoint, method and status"), &["endpoint", "method", "status"])),
-            latency: register(&registry, HistogramVec::new(HistogramOpts::new("http_request_duration_seconds", "Time to the response head, by endpoint").buckets(latency_buckets), &["endpoint"])),
+            latency: register(&registry, HistogramVec::new(HistogramOpts::new("http_request_duration_seconds", "Time to the response head, by endpoint").buckets(latency_buckets.clone()), &["endpoint"])),
             bytes_received: register(&registry, IntCounter::new("blob_bytes_received_total", "Blob bytes received")),
             bytes_sent: register(&registry, IntCounter::new("http_bytes_sent_total", "Response body bytes sent")),
             upload_sessions: register(&registry, IntGauge::new("upload_sessions_open", "Upload sessions held by this process")),
@@ -47,6 +72,18 @@ impl Metrics {
             verdicts_computed: register(&registry, IntCounter::new("verdicts_computed_total", "Verdicts computed rather than answered from the cache")),
             evidence_bytes_read: register(&registry, IntCounter::new("evidence_bytes_read_total", "Evidence bytes read from the store for verdicts")),
             config_reloads: register(&registry, IntCounterVec::new(Opts::new("config_reloads_total", "Configuration reloads (SIGHUP) by outcome"), &["outcome"])),
+            proxy_hits: register(&registry, IntCounterVec::new(Opts::new("proxy_hits_total", "Proxied pulls answered from the cache"), &["upstream", "kind"])),
+            proxy_misses: register(&registry, IntCounterVec::new(Opts::new("proxy_misses_total", "Proxied pulls that needed the upstream"), &["upstream", "kind"])),
+            proxy_upstream_latency: register(&registry, HistogramVec::new(HistogramOpts::new("proxy_upstream_duration_seconds", "Time to an upstream's response head").buckets(latency_buckets.clone()), &["upstream"])),
+            proxy_upstream_bytes: register(&registry, IntCounterVec::new(Opts::new("proxy_upstream_bytes_total", "Bytes fetched from upstreams"), &["upstream"])),
+            proxy_upstream_errors: register(&registry, IntCounterVec::new(Opts::new("proxy_upstream_errors_total", "Failed upstream requests"), &["upstream", "kind"])),
+            proxy_stale_serves: register(&registry, IntCounterVec::new(Opts::new("proxy_stale_serves_total", "Tags served from the cache while the upstream failed"), &["upstream"])),
+            proxy_tag_moves: register(&registry, IntCounterVec::new(Opts::new("proxy_tag_moves_total", "Upstream tags that moved to another digest"), &["upstream", "action"])),
+            proxy_cache_bytes: register(&registry, IntGaugeVec::new(Opts::new("proxy_cache_bytes", "Bytes of proxied content cached"), &["upstream"])),
+            proxy_evicted_bytes: register(&registry, IntCounterVec::new(Opts::new("proxy_evicted_bytes_total", "Bytes evicted by the cache size cap"), &["upstream"])),
+            admission_reviews: register(&registry, IntCounterVec::new(Opts::new("admission_reviews_total", "Admission reviews answered, by webhook and outcome"), &["webhook", "outcome"])),
+            admission_drift_digests: register(&registry, IntGauge::new("admission_drift_digests", "Admitted digests whose verdict fails now")),
+            admission_drift_detected: register(&registry, IntCounter::new("admission_drift_detected_total", "Admitted digests seen turning to failing")),
             registry,
         }
     }

@@ -21,7 +21,7 @@ pub struct RepoName(String);
 pub struct Tag(String);
 
 /// What a manifest request names: a tag or a digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Reference {
     /// `.../manifests/v1`
     Tag(Tag),

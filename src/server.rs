@@ -25,6 +25,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const JANITOR_PERIOD: Duration = Duration::from_secs(600);
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the proxy caches are counted and held to their caps when nothing new is stored.
+const CACHE_PERIOD: Duration = Duration::from_secs(600);
+/// How long the cache keeper lets stores gather before a pass, so a pull's blobs make one pass.
+const CACHE_SETTLE: Duration = Duration::from_secs(1);
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -164,7 +168,12 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
     let reloader = Reloader { registry: registry.clone(), certs: tls.as_ref().map(crate::tls::Tls::certs) };
     let acceptor = tls.as_ref().map(|tls| tls.acceptor().clone());
     let (shutdown, mut shutdown_rx) = watch::channel(false);
-    let background = vec![spawn_reindex_if_needed(registry.clone()), spawn_janitor(registry.clone())];
+    let background = vec![
+        spawn_reindex_if_needed(registry.clone()),
+        spawn_janitor(registry.clone()),
+        spawn_cache_keeper(registry.clone()),
+        tokio::spawn(crate::admission::drift::run(registry.clone())),
+    ];
 
     let serving = registry.clone();
     let server = tokio::spawn(async move {
@@ -266,6 +275,22 @@ fn spawn_reindex_if_needed(registry: Arc<Registry>) -> JoinHandle<()> {
         match registry.reindex().await {
             Ok(n_manifests) => tracing::info!(n_manifests, "index rebuilt from the store"),
             Err(err) => tracing::error!(error = %err, "index rebuild failed; it is retried at the next start"),
+        }
+    })
+}
+
+/// Counts the proxy caches at start, then holds them to their size caps whenever content from an
+/// upstream was stored (and every [`CACHE_PERIOD`]).
+fn spawn_cache_keeper(registry: Arc<Registry>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = registry.enforce_cache_caps().await {
+                tracing::warn!(error = %err, "proxy cache pass failed");
+            }
+            tokio::select! {
+                _ = registry.proxied_content_stored() => tokio::time::sleep(CACHE_SETTLE).await,
+                _ = tokio::time::sleep(CACHE_PERIOD) => {}
+            }
         }
     })
 }

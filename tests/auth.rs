@@ -52,12 +52,7 @@ impl Setup {
     fn config(&self, challenge: &str, extra: &str) -> String {
         format!(
             r#"
-[server.tls]
-cert = "{cert}"
-key = "{key}"
-client_ca = "{ca}"
-client_auth = "optional"
-
+{tls}
 [auth]
 challenge = "{challenge}"
 signing_key = "{token_key}"
@@ -126,9 +121,7 @@ subjects = ["role:myrepo-any-branch"]
 repositories = ["build/myorg/myrepo/**"]
 actions = ["pull"]
 "#,
-            cert = self.pki.server_cert.display(),
-            key = self.pki.server_key.display(),
-            ca = self.pki.dir.join("ca.crt").display(),
+            tls = self.pki.server_tls_toml(),
             token_key = self.path("token.key").display(),
             htpasswd = self.path("htpasswd").display(),
             jwks = self.path("jwks.json").display(),

@@ -7,7 +7,7 @@
 //! Every test returns early without `PORTCULLIS_TEST_S3_ENDPOINT`, and fails instead under `CI` or
 //! `PORTCULLIS_REQUIRE_S3` (see `tests/common/s3.rs`). Each test has a bucket of its own.
 //!
-//! The fault test puts [`FaultProxy`], a TCP proxy written here, between the registry and the S3
+//! The fault test puts [`FaultProxy`] (`tests/common/fault_proxy.rs`) between the registry and the S3
 //! server: "the S3 server stops" is the proxy dropping every connection and every new one, while
 //! the server keeps its data, as a network partition or a restarting load balancer would.
 //! Large bodies come from a generator ([`generated`]) and are never held whole in memory.
@@ -17,19 +17,17 @@ mod common;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::clients::Clients;
+use common::fault_proxy::FaultProxy;
 use common::s3::{fresh_storage, storage_toml};
 use storage::test_s3::{multipart_uploads, raw_keys, TestS3};
 use common::{error_code, images, sha256, tiny_manifest, with_query, RegistryClient, ServerProcess, TestRegistry, OCI_MANIFEST};
 use futures::{Stream, StreamExt};
 use portcullis::config::StorageConfig;
 use sha2::Digest as _;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIB: u64 = 1 << 20;
 
@@ -404,176 +402,6 @@ async fn blob_gets(registry: &TestRegistry) -> BlobGets {
         text.lines().find_map(|line| line.strip_prefix(&sample)?.trim().parse::<u64>().ok()).unwrap_or(0)
     };
     BlobGets { redirected: count("307"), served: count("200") + count("206") }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A TCP proxy that can be cut
-
-/// A TCP proxy on 127.0.0.1 in front of `upstream`. Cut, it drops every open connection and
-/// closes every new one as soon as it is accepted, until restored. It can cut itself: after a
-/// number of bytes sent upstream, or when a byte pattern passes upstream (the bytes that trigger
-/// the cut are not forwarded). At most [`MAX_CONNECTIONS`] connections at once, each with two
-/// fixed buffers.
-struct FaultProxy {
-    addr: SocketAddr,
-    shared: Arc<ProxyShared>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-const MAX_CONNECTIONS: usize = 64;
-const PROXY_BUFFER: usize = 64 << 10;
-
-struct ProxyShared {
-    upstream: SocketAddr,
-    up: AtomicBool,
-    /// Bumped by every cut; connections end when it changes.
-    cuts: tokio::sync::watch::Sender<u64>,
-    /// Bytes forwarded upstream so far.
-    forwarded: AtomicU64,
-    trigger: Mutex<Option<Trigger>>,
-    connections: Arc<tokio::sync::Semaphore>,
-}
-
-#[derive(Debug, Clone)]
-enum Trigger {
-    /// Cut when the bytes forwarded upstream would exceed this total.
-    AfterBytes(u64),
-    /// Cut when this pattern passes upstream.
-    Pattern(&'static [u8]),
-}
-
-impl FaultProxy {
-    async fn start(upstream: SocketAddr) -> FaultProxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let shared = Arc::new(ProxyShared {
-            upstream,
-            up: AtomicBool::new(true),
-            cuts: tokio::sync::watch::Sender::new(0),
-            forwarded: AtomicU64::new(0),
-            trigger: Mutex::new(None),
-            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-        });
-        let accepting = shared.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else { continue };
-                if !accepting.up.load(Ordering::SeqCst) {
-                    continue; // dropped: closed at once
-                }
-                let Ok(permit) = accepting.connections.clone().try_acquire_owned() else { continue };
-                tokio::spawn(relay(accepting.clone(), socket, permit));
-            }
-        });
-        FaultProxy { addr, shared, accept }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn is_up(&self) -> bool {
-        self.shared.up.load(Ordering::SeqCst)
-    }
-
-    fn restore(&self) {
-        *self.shared.trigger.lock().expect("trigger lock") = None;
-        self.shared.up.store(true, Ordering::SeqCst);
-    }
-
-    /// Cuts once `bytes` more have gone upstream.
-    fn cut_after_bytes(&self, bytes: u64) {
-        let at = self.shared.forwarded.load(Ordering::SeqCst) + bytes;
-        *self.shared.trigger.lock().expect("trigger lock") = Some(Trigger::AfterBytes(at));
-    }
-
-    /// Cuts when `pattern` goes upstream.
-    fn cut_on(&self, pattern: &'static [u8]) {
-        *self.shared.trigger.lock().expect("trigger lock") = Some(Trigger::Pattern(pattern));
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.shared.cut();
-    }
-}
-
-impl ProxyShared {
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cuts.send_modify(|n| *n += 1);
-    }
-
-    /// Whether `chunk`, about to go upstream after `seen` (the connection's last bytes), trips
-    /// the trigger; counts it as forwarded when not.
-    fn trips(&self, seen: &[u8], chunk: &[u8]) -> bool {
-        let trigger = self.trigger.lock().expect("trigger lock").clone();
-        let tripped = match trigger {
-            None => false,
-            Some(Trigger::AfterBytes(at)) => self.forwarded.load(Ordering::SeqCst) + chunk.len() as u64 > at,
-            Some(Trigger::Pattern(pattern)) => {
-                let mut window = seen.to_vec();
-                window.extend_from_slice(chunk);
-                window.windows(pattern.len()).any(|candidate| candidate == pattern)
-            }
-        };
-        if !tripped {
-            self.forwarded.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-        }
-        tripped
-    }
-}
-
-/// Relays one connection until either side closes it or the proxy is cut.
-async fn relay(shared: Arc<ProxyShared>, client: tokio::net::TcpStream, _permit: tokio::sync::OwnedSemaphorePermit) {
-    let mut cuts = shared.cuts.subscribe();
-    // A cut between the accept and the subscription above would go unnoticed otherwise.
-    if !shared.up.load(Ordering::SeqCst) {
-        return;
-    }
-    let connect = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(shared.upstream));
-    let Ok(Ok(server)) = connect.await else { return };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let upward = async {
-        let mut buffer = vec![0u8; PROXY_BUFFER];
-        // The last bytes sent, so that a pattern split between two reads is still found.
-        let mut seen: Vec<u8> = Vec::new();
-        loop {
-            let n = match client_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if shared.trips(&seen, &buffer[..n]) {
-                shared.cut();
-                break;
-            }
-            if server_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-            seen = buffer[n.saturating_sub(64)..n].to_vec();
-        }
-        let _ = server_write.shutdown().await;
-    };
-    let downward = async {
-        let mut buffer = vec![0u8; PROXY_BUFFER];
-        loop {
-            let n = match server_read.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if client_write.write_all(&buffer[..n]).await.is_err() {
-                break;
-            }
-        }
-        let _ = client_write.shutdown().await;
-    };
-    tokio::select! {
-        _ = async { tokio::join!(upward, downward) } => {}
-        _ = cuts.changed() => {}
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,13 +10,16 @@
 //! It measures, and asserts nothing about the numbers: a workload that gets a wrong answer (a 403,
 //! a short download) fails the run, because a fast wrong answer is not a result.
 
+mod admission;
 mod ceilings;
+mod console;
 mod content;
 mod evidence;
 mod gates;
 mod images;
 mod load;
 mod memory;
+mod proxy;
 mod registry;
 mod report;
 mod results;

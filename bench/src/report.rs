@@ -227,8 +227,14 @@ fn targets(medians: &Medians, storage: &str) -> Vec<Target> {
     if on_fs {
         targets.push(below("promotion_p99", PORTCULLIS, 100.0, "ms", "promotion of 20 layers (p99) < 100 ms on the filesystem"));
     }
+    targets.push(below("admission_mutate_p99", PORTCULLIS, 10.0, "ms", "admission webhook, mutate, 20 containers (p99) < 10 ms"));
+    targets.push(below("admission_validate_p99", PORTCULLIS, 10.0, "ms", "admission webhook, validate, 20 containers, cached verdicts (p99) < 10 ms"));
     targets.push(below("rss_idle", PORTCULLIS, 64.0, "MiB", "idle memory < 64 MiB"));
     targets.push(below("rss_peak_parallel_uploads", PORTCULLIS, 256.0, "MiB", "peak memory with 64 concurrent uploads < 256 MiB"));
     targets.push(below("rss_peak_heavy_one", PORTCULLIS, 128.0, "MiB", "peak memory with 16 concurrent verdicts of an image with heavy evidence < 128 MiB"));
+    for page in ["repositories_first", "repositories_middle", "repositories_prefix", "repositories_contains", "repository", "image", "promotions", "audit"] {
+        let what = format!("console page {} (p99) < 50 ms with 10,000 repositories", page.replace('_', " "));
+        targets.push(below(&format!("console_{page}_p99"), PORTCULLIS, 50.0, "ms", &what));
+    }
     targets
 }

@@ -53,9 +53,10 @@ pub(crate) struct MeasureArgs {
     smoke: bool,
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
-    /// portcullis only), `log` (the request log). `scripts/bench` runs each group on freshly
-    /// started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log")]
+    /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy), `admission`
+    /// (the webhooks' latency, portcullis only), `console` (the web console's pages). `scripts/bench`
+    /// runs each group on freshly started servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -94,6 +95,24 @@ pub(crate) struct MeasureArgs {
     /// Its process id.
     #[arg(long)]
     quiet_portcullis_pid: Option<u32>,
+    /// For the `proxy` group: the upstream (a Distribution) both registries proxy; `--portcullis`
+    /// then names a portcullis with it as `[[upstreams]]` "up", `--distribution` a Distribution in
+    /// its proxy mode.
+    #[arg(long, requires = "upstream_log")]
+    upstream: Option<String>,
+    /// The upstream's process id.
+    #[arg(long)]
+    upstream_pid: Option<u32>,
+    /// The upstream's access log.
+    #[arg(long)]
+    upstream_log: Option<PathBuf>,
+    /// A second portcullis on the same store with TLS and `[admission]`, for the `admission`
+    /// group: `https://127.0.0.1:PORT`.
+    #[arg(long)]
+    admission_portcullis: Option<String>,
+    /// Directory with `ca.crt`, `client.crt` and `client.key` for it.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -111,6 +130,12 @@ pub(crate) enum Group {
     Evidence,
     /// The request log: bytes per request, and throughput with it on and off.
     Log,
+    /// Pulls through portcullis's proxy and Distribution's, cold, warm and 16 at once.
+    Proxy,
+    /// The admission webhooks' latency.
+    Admission,
+    /// The web console's pages with many repositories.
+    Console,
 }
 
 /// Sizes and durations of one run.
@@ -132,6 +157,10 @@ struct Sizes {
     /// Referrers per image, layers per referrer, bytes of the one envelope they all name.
     heavy: (usize, usize, usize),
     heavy_verdicts: usize,
+    /// Containers per admission review, and reviews timed per webhook.
+    admission: (usize, usize),
+    /// Repositories the console's pages are timed with, and timed requests per page.
+    console: (usize, usize),
 }
 
 const KIB: usize = 1 << 10;
@@ -158,6 +187,8 @@ impl Sizes {
                 junk_referrers: 20,
                 heavy: (4, 4, 64 * KIB),
                 heavy_verdicts: 4,
+                admission: (20, 5),
+                console: (200, 3),
             };
         }
         Sizes {
@@ -177,6 +208,8 @@ impl Sizes {
             junk_referrers: 1000,
             heavy: (64, 16, 2 * MIB),
             heavy_verdicts: 16,
+            admission: (20, 500),
+            console: (10_000, 50),
         }
     }
 
@@ -202,6 +235,9 @@ impl Sizes {
                     words.push(format!("{} concurrent verdicts of images with {}", self.heavy_verdicts, self.heavy_words()));
                 }
                 Group::Log => words.push(format!("request log: manifest GET load {:?} per cell after {:?} warm-up", self.window, self.warmup)),
+                Group::Proxy => words.push(format!("proxy pulls of a {}x{} image", self.small_layers, human(self.small_layer))),
+                Group::Admission => words.push(format!("{} admission reviews of {} containers per webhook", self.admission.1, self.admission.0)),
+                Group::Console => words.push(format!("console: {} repositories, {} requests per page, one at a time", self.console.0, self.console.1)),
             }
         }
         words
@@ -305,6 +341,32 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         quiet.wait_ready(Duration::from_secs(30)).await?;
         let logs = [(&portcullis, portcullis_log.as_path()), (&distribution, distribution_log.as_path())];
         log_workloads(&sizes, run, &logs, &quiet, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Proxy) {
+        let (Some(url), Some(pid), Some(log)) = (&args.upstream, args.upstream_pid, &args.upstream_log) else {
+            anyhow::bail!("the proxy group needs --upstream, --upstream-pid and --upstream-log");
+        };
+        let upstream = Registry::new(DISTRIBUTION, url, pid)?;
+        upstream.wait_ready(Duration::from_secs(30)).await?;
+        let image = crate::proxy::Image { n_layers: sizes.small_layers, layer_size: sizes.small_layer, words: format!("{}x{}", sizes.small_layers, human(sizes.small_layer)) };
+        crate::proxy::workloads(&image, run, &both, &upstream, log, &args.scratch, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Admission) {
+        let (Some(url), Some(tls_dir)) = (&args.admission_portcullis, &args.tls_dir) else {
+            anyhow::bail!("the admission group needs --admission-portcullis and --tls-dir");
+        };
+        let (n_containers, n_requests) = sizes.admission;
+        progress(run, &format!("admission: {n_requests} reviews of {n_containers} containers per webhook"));
+        let latencies = crate::admission::webhook_latency(&portcullis, &key, run, url, tls_dir, n_containers, n_requests).await?;
+        let what = format!("admission review of {n_containers} containers by tag, cached verdicts");
+        for (webhook, latency) in [("mutate", latencies.mutate), ("validate", latencies.validate)] {
+            results.record(&format!("admission_{webhook}_p50"), &format!("{what}: {webhook} p50 (ms)"), Better::Lower, PORTCULLIS, latency.p50_ms);
+            results.record(&format!("admission_{webhook}_p99"), &format!("{what}: {webhook} p99 (ms)"), Better::Lower, PORTCULLIS, latency.p99_ms);
+        }
+    }
+    if args.groups.contains(&Group::Console) {
+        console_pages(&sizes, run, &portcullis, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -511,6 +573,21 @@ async fn parallel_uploads(sizes: &Sizes, run: u32, both: &[&Registry], results: 
         for location in next_locations {
             registry.cancel_upload(&location).await?;
         }
+    }
+    Ok(())
+}
+
+/// The console's pages with `sizes.console.0` repositories, one request at a time. portcullis only.
+async fn console_pages(sizes: &Sizes, run: u32, portcullis: &Registry, results: &mut RunResults) -> anyhow::Result<()> {
+    let (n_repos, samples) = sizes.console;
+    progress(run, &format!("console: filling {n_repos} repositories"));
+    let started = std::time::Instant::now();
+    let (tagged, digest) = crate::console::fill(portcullis, n_repos).await?;
+    progress(run, &format!("console: filled in {:.1} s; timing pages", started.elapsed().as_secs_f64()));
+    for page in crate::console::pages(portcullis, n_repos, &tagged, &digest, samples).await? {
+        let row = format!("console_{}", page.key);
+        results.record(&format!("{row}_p50"), &format!("{}: p50 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p50_ms);
+        results.record(&format!("{row}_p99"), &format!("{}: p99 (ms)", page.what), Better::Lower, PORTCULLIS, page.latencies.p99_ms);
     }
     Ok(())
 }

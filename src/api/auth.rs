@@ -292,8 +292,8 @@ pub(super) async fn token(
     Ok(response)
 }
 
-/// A tower layer that refuses requests carrying credentials (Basic, or any request to the token
-/// endpoint) from an address blocked after too many failed logins, before they are read or
+/// A tower layer that refuses requests carrying credentials (Basic, any request to the token
+/// endpoint, the console's login form) from an address blocked after too many failed logins, before they are read or
 /// checked. Blocks per user happen in `auth::Auth::login`, which knows the user name.
 #[derive(Clone)]
 pub struct LoginThrottleLayer {
@@ -340,6 +340,7 @@ where
     fn call(&mut self, req: Request<B>) -> BoxResponse {
         if let Some(auth) = self.registry.auth() {
             let presents_credentials = req.uri().path() == TOKEN_PATH
+                || (req.uri().path() == super::console::LOGIN_PATH && req.method() == http::Method::POST)
                 || req
                     .headers()
                     .get(header::AUTHORIZATION)

@@ -16,6 +16,22 @@ pub(super) async fn get(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<http::Response<Body>, ApiError> {
+    // A proxied repository's blob that is not cached comes from the upstream, streamed as it
+    // arrives (a range is answered from the store once the whole blob is there).
+    if let Some(upstream) = registry.upstream_blob(name, digest, head, headers.contains_key(header::RANGE)).await? {
+        let mut reply = vec![
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (DOCKER_CONTENT_DIGEST, digest.to_string()),
+            (header::ETAG, format!("\"{digest}\"")),
+        ];
+        reply.extend(upstream.size.map(|size| (header::CONTENT_LENGTH, size.to_string())));
+        let mut response = match upstream.body {
+            Some(body) => http::Response::new(stream_body(body)),
+            None => http::Response::new(super::empty()),
+        };
+        super::set_headers(&mut response, &reply)?;
+        return Ok(response);
+    }
     if !head {
         if let Some(url) = registry.blob_redirect(name, digest).await? {
             // The object store serves the bytes (and any Range) itself.

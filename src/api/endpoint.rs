@@ -10,6 +10,7 @@ use http::Method;
 use storage::digest::DigestError;
 use storage::Digest;
 
+use crate::admission::Webhook;
 use crate::auth::rules::Action;
 use crate::names::{ImageRef, NameError, Reference, RepoName, Tag, UploadId};
 
@@ -65,6 +66,18 @@ pub enum Endpoint {
     Token { scopes: Vec<String>, form: bool },
     /// `GET /admission/healthz`: liveness of the admission endpoints, behind a client certificate.
     AdmissionHealth,
+    /// `GET /api/v1/upstreams`: the upstreams, their health and caches.
+    Upstreams,
+    /// `POST /api/v1/upstreams/<name>/accept?repository=&tag=[&digest=]`: accept the digest a
+    /// held upstream tag moved to.
+    AcceptUpstreamTag { upstream: String, repository: RepoName, tag: Tag, digest: Option<Digest> },
+    /// `POST /admission/mutate`, `POST /admission/validate`: an `AdmissionReview`, behind a client
+    /// certificate.
+    AdmissionReview { webhook: Webhook },
+    /// `GET /api/v1/drift`: admitted digests that fail their gate now.
+    Drift,
+    /// `/ui/...`: the web console, which checks access page by page (`api::console`).
+    Console(super::console::Route),
 }
 
 /// What a request needs from its caller before it is dispatched.
@@ -133,6 +146,12 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Token { .. } => "token",
             Endpoint::AdmissionHealth => "admission_healthz",
+            Endpoint::Upstreams => "upstreams",
+            Endpoint::AcceptUpstreamTag { .. } => "accept_upstream_tag",
+            Endpoint::AdmissionReview { webhook: Webhook::Mutate } => "admission_mutate",
+            Endpoint::AdmissionReview { webhook: Webhook::Validate } => "admission_validate",
+            Endpoint::Drift => "drift",
+            Endpoint::Console(_) => "console",
         }
     }
 
@@ -142,7 +161,9 @@ impl Endpoint {
         let one = |name: &RepoName, action: Action| Required::Repository(vec![(name.clone(), action)]);
         match self {
             Endpoint::Health | Endpoint::Ready | Endpoint::Metrics | Endpoint::Token { .. } => Required::Nothing,
-            Endpoint::AdmissionHealth => Required::ClientCert,
+            // Anyone may open the console; each page shows only what its viewer may pull.
+            Endpoint::Console(_) => Required::Nothing,
+            Endpoint::AdmissionHealth | Endpoint::AdmissionReview { .. } => Required::ClientCert,
             Endpoint::Base => Required::Login,
             Endpoint::Catalog { .. } => Required::Catalog,
             Endpoint::GetBlob { name, .. }
@@ -161,15 +182,32 @@ impl Endpoint {
             // The repositories are in the body (promotions: `promote` on the target, `pull` on the
             // source) or in the records (audit: `admin` on each record's repository); the
             // handlers check them with `Principal::may`.
-            Endpoint::Promote | Endpoint::Audit { .. } => Required::Login,
+            Endpoint::Promote | Endpoint::Audit { .. } | Endpoint::Drift => Required::Login,
             // The public key that verification summaries are checked with; any authenticated
             // caller (an admission controller with its client certificate, say) may read it.
             Endpoint::Keys => Required::Login,
+            Endpoint::Upstreams => Required::Login,
+            Endpoint::AcceptUpstreamTag { repository, .. } => one(repository, Action::Admin),
+        }
+    }
+
+    /// The repository of a pull (manifest, blob, tag list, referrers): routed to the repository
+    /// kept for an upstream before access is decided (see `proxy::routes`).
+    pub fn pull_name_mut(&mut self) -> Option<&mut RepoName> {
+        match self {
+            Endpoint::GetManifest { name, .. }
+            | Endpoint::GetBlob { name, .. }
+            | Endpoint::ListTags { name, .. }
+            | Endpoint::Referrers { name, .. } => Some(name),
+            _ => None,
         }
     }
 
     /// Routes a request. `query` is the raw query string, if any.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, RouteError> {
+        if super::console::is_console_path(path) {
+            return super::console::route(method, path, query).map(Endpoint::Console);
+        }
         let query = Query::parse(query.unwrap_or(""));
         if let Some(routed) = fixed_path(method, path, &query) {
             return routed;
@@ -188,6 +226,9 @@ fn fixed_path(method: &Method, path: &str, query: &Query) -> Option<Result<Endpo
         "/readyz" => only_get(method, Endpoint::Ready),
         "/metrics" => only_get(method, Endpoint::Metrics),
         "/admission/healthz" => only_get(method, Endpoint::AdmissionHealth),
+        "/admission/mutate" => only_post(method, Endpoint::AdmissionReview { webhook: Webhook::Mutate }),
+        "/admission/validate" => only_post(method, Endpoint::AdmissionReview { webhook: Webhook::Validate }),
+        "/api/v1/drift" => own_api(method, || Ok(Endpoint::Drift)),
         super::auth::TOKEN_PATH => {
             let scopes = query.all("scope").map(str::to_owned).collect();
             match *method {
@@ -208,6 +249,8 @@ fn fixed_path(method: &Method, path: &str, query: &Query) -> Option<Result<Endpo
             Ok(Endpoint::Verdict { image: image.parse()?, target })
         }),
         "/api/v1/keys" => own_api(method, || Ok(Endpoint::Keys)),
+        "/api/v1/upstreams" => own_api(method, || Ok(Endpoint::Upstreams)),
+        _ if path.starts_with(UPSTREAMS) => upstream_path(method, &path[UPSTREAMS.len()..], query),
         "/api/v1/audit" => own_api(method, || {
             Ok(Endpoint::Audit {
                 after: query.count("after")?.unwrap_or(0) as u64,
@@ -219,6 +262,31 @@ fn fixed_path(method: &Method, path: &str, query: &Query) -> Option<Result<Endpo
         _ => return None,
     };
     Some(routed)
+}
+
+/// Below it, one upstream's endpoints: `<name>/accept`.
+const UPSTREAMS: &str = "/api/v1/upstreams/";
+
+fn upstream_path(method: &Method, rest: &str, query: &Query) -> Result<Endpoint, RouteError> {
+    let Some(upstream) = rest.strip_suffix("/accept").filter(|name| !name.is_empty() && !name.contains('/')) else {
+        return Err(RouteError::NotFound);
+    };
+    if *method != Method::POST {
+        return Err(RouteError::MethodNotAllowed);
+    }
+    let param = |key: &'static str| query.one(key).ok_or_else(|| RouteError::InvalidRequest(format!("{key} is required")));
+    let invalid = |err: NameError| RouteError::InvalidRequest(err.to_string());
+    Ok(Endpoint::AcceptUpstreamTag {
+        upstream: upstream.to_owned(),
+        repository: param("repository")?.parse().map_err(invalid)?,
+        tag: param("tag")?.parse().map_err(invalid)?,
+        digest: query.one("digest").map(|d| d.parse::<Digest>().map_err(|err| invalid(err.into()))).transpose()?,
+    })
+}
+
+/// containerd's `?ns=` on a request to a mirror: the registry host the pull is for.
+pub fn namespace_host(query: Option<&str>) -> Option<String> {
+    Query::parse(query.unwrap_or("")).one("ns").map(str::to_owned)
 }
 
 fn catalog(method: &Method, query: &Query) -> Result<Endpoint, RouteError> {
@@ -360,6 +428,14 @@ fn only_get(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError>
     }
 }
 
+fn only_post(method: &Method, endpoint: Endpoint) -> Result<Endpoint, RouteError> {
+    if *method == Method::POST {
+        Ok(endpoint)
+    } else {
+        Err(RouteError::MethodNotAllowed)
+    }
+}
+
 /// Decoded query parameters, in order.
 struct Query(Vec<(String, String)>);
 
@@ -437,6 +513,12 @@ mod tests {
             (Method::GET, "/metrics".into(), None, Ok((E::Metrics, Required::Nothing))),
             (Method::HEAD, "/metrics".into(), None, Err(RouteError::MethodNotAllowed)),
             (Method::GET, "/admission/healthz".into(), None, Ok((E::AdmissionHealth, Required::ClientCert))),
+            (Method::POST, "/admission/mutate".into(), None, Ok((E::AdmissionReview { webhook: Webhook::Mutate }, Required::ClientCert))),
+            (Method::POST, "/admission/validate".into(), None, Ok((E::AdmissionReview { webhook: Webhook::Validate }, Required::ClientCert))),
+            (Method::GET, "/admission/validate".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::POST, "/admission/other".into(), None, Err(RouteError::NotFound)),
+            (Method::GET, "/api/v1/drift".into(), None, Ok((E::Drift, Required::Login))),
+            (Method::POST, "/api/v1/drift".into(), None, Err(RouteError::MethodNotAllowed)),
             (
                 Method::GET,
                 "/auth/token".into(),
@@ -476,6 +558,22 @@ mod tests {
             (Method::GET, "/api/v1/audit".into(), None, Ok((E::Audit { kind: None, repository: None, after: 0, limit: None }, Required::Login))),
             (Method::GET, "/api/v1/audit".into(), Some("limit=-1"), Err(invalid("limit must be a non-negative integer"))),
             (Method::PUT, "/api/v1/audit".into(), Some("limit=-1"), Err(RouteError::MethodNotAllowed)),
+            (Method::GET, "/api/v1/upstreams".into(), None, Ok((E::Upstreams, Required::Login))),
+            (Method::POST, "/api/v1/upstreams".into(), None, Err(RouteError::MethodNotAllowed)),
+            (
+                Method::POST,
+                "/api/v1/upstreams/docker.io/accept".into(),
+                Some("repository=proxy/docker.io/library/alpine&tag=3.20"),
+                Ok((
+                    E::AcceptUpstreamTag { upstream: "docker.io".into(), repository: name("proxy/docker.io/library/alpine"), tag: "3.20".parse().unwrap(), digest: None },
+                    needs(Action::Admin, "proxy/docker.io/library/alpine"),
+                )),
+            ),
+            (Method::POST, "/api/v1/upstreams/docker.io/accept".into(), Some("tag=3.20"), Err(invalid("repository is required"))),
+            (Method::POST, "/api/v1/upstreams/docker.io/accept".into(), Some("repository=a&tag=..&"), Err(invalid("invalid tag \"..\""))),
+            (Method::GET, "/api/v1/upstreams/docker.io/accept".into(), None, Err(RouteError::MethodNotAllowed)),
+            (Method::POST, "/api/v1/upstreams/docker.io/other".into(), None, Err(RouteError::NotFound)),
+            (Method::POST, "/api/v1/upstreams//accept".into(), None, Err(RouteError::NotFound)),
             // Blobs.
             (Method::GET, format!("/v2/a/b/c/blobs/{digest}"), None, Ok((E::GetBlob { name: name("a/b/c"), digest: digest.clone(), head: false }, needs(Pull, "a/b/c")))),
             (Method::HEAD, format!("/v2/a/blobs/{digest}"), None, Ok((E::GetBlob { name: name("a"), digest: digest.clone(), head: true }, needs(Pull, "a")))),

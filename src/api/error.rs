@@ -49,6 +49,9 @@ pub enum ErrorCode {
     InvalidRequest,
     /// `/api/v1/promotions`: a target tag is already bound to other content under its rule.
     TagConflict,
+    /// An upstream of a proxied repository failed, refused the proxy or misbehaved (502); the
+    /// message names the upstream and what it did.
+    UpstreamError,
 }
 
 /// `errors[0].code` and `errors[0].message` of an answer.
@@ -148,6 +151,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::TagConflict => "TAG_CONFLICT",
+            ErrorCode::UpstreamError => "UPSTREAM_ERROR",
         }
     }
 }
@@ -210,6 +214,8 @@ impl ApiError {
                     Wire::spec(S::RANGE_NOT_SATISFIABLE, C::BlobUnknown).with(header::CONTENT_RANGE, format!("bytes */{size}"))
                 }
                 R::Unavailable(_) => Wire::opaque(S::SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE),
+                R::Upstream(_) => Wire::spec(S::BAD_GATEWAY, C::UpstreamError),
+                R::NoUpstream(_) => Wire::spec(S::NOT_FOUND, C::NameUnknown),
                 R::Internal(_) => Wire::opaque(S::INTERNAL_SERVER_ERROR, INTERNAL),
             },
             // The body carries the verdict too (see `response`).
@@ -371,6 +377,8 @@ mod tests {
             (RegistryError::RangeNotSatisfiable { size: 5 }.into(), 416, "BLOB_UNKNOWN", vec![("content-range", "bytes */5")]),
             (RegistryError::Unavailable("secret host down".into()).into(), 503, "UNAVAILABLE", vec![]),
             (RegistryError::Internal("secret path /x".into()).into(), 500, "INTERNAL_ERROR", vec![]),
+            (RegistryError::Upstream("upstream docker.io refused the proxy".into()).into(), 502, "UPSTREAM_ERROR", vec![]),
+            (RegistryError::NoUpstream("no upstream of this registry mirrors ghcr.io".into()).into(), 404, "NAME_UNKNOWN", vec![]),
             // A promotion that fails in the registry fails as the registry does.
             (PromotionError::Registry(RegistryError::Internal("secret".into())).into(), 500, "INTERNAL_ERROR", vec![]),
             (PromotionError::Registry(RegistryError::Denied("x".into())).into(), 403, "DENIED", vec![]),

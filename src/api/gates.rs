@@ -17,7 +17,10 @@ pub(super) async fn verdict(registry: &Registry, image: &ImageRef, target: Optio
         None => registry.verdict(&image.repo, &digest).await?,
     };
     let body = match verdict {
-        Some(verdict) => serde_json::json!({ "gated": true, "image": image.to_string(), "digest": digest.to_string(), "verdict": verdict }),
+        // `summary` is the one line a refused pull carries (and the console shows).
+        Some(verdict) => serde_json::json!({
+            "gated": true, "image": image.to_string(), "digest": digest.to_string(), "summary": verdict.summary(), "verdict": verdict,
+        }),
         None => serde_json::json!({ "gated": false, "image": image.to_string(), "digest": digest.to_string() }),
     };
     Ok(json_response(StatusCode::OK, body.to_string()))

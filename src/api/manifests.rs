@@ -31,12 +31,18 @@ pub(super) async fn get(
         ))
         .into());
     }
-    let reply = [
+    let mut reply = vec![
         (header::CONTENT_TYPE, manifest.media_type.clone()),
         (header::CONTENT_LENGTH, manifest.bytes.len().to_string()),
         (DOCKER_CONTENT_DIGEST, manifest.digest.to_string()),
         (header::ETAG, format!("\"{}\"", manifest.digest)),
     ];
+    if let Some(warning) = &manifest.warning {
+        // RFC 7234 5.5: 110 "Response is Stale" (or held back), text quoted; the text comes from an
+        // upstream's error, so it is kept to what a header value may hold.
+        let text: String = warning.chars().map(|c| if c == '"' || c == '\\' || !(' '..='~').contains(&c) { '\'' } else { c }).collect();
+        reply.push((header::WARNING, format!("110 portcullis \"{text}\"")));
+    }
     let mut response = if head {
         empty_response(StatusCode::OK, &[])?
     } else {

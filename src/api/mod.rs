@@ -3,9 +3,11 @@
 //! response; errors become the spec's JSON form here. With `server`, the only code that handles
 //! HTTP types.
 
+mod admission;
 mod audit;
 pub mod auth;
 mod blobs;
+pub mod console;
 pub mod endpoint;
 pub mod error;
 mod gates;
@@ -14,6 +16,7 @@ mod promotions;
 mod referrers;
 mod tags;
 mod uploads;
+mod upstreams;
 
 use std::convert::Infallible;
 use std::io;
@@ -66,7 +69,12 @@ where
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path, principal = tracing::field::Empty);
     let (response, principal) = async move {
         let routed = Endpoint::parse(req.method(), req.uri().path(), req.uri().query());
+        let is_console = console::is_console_path(req.uri().path());
         let label = routed.as_ref().map_or("unrouted", Endpoint::label);
+        let routed = match routed {
+            Ok(endpoint) => route_pull(&registry, endpoint, req.uri().query()).await,
+            Err(err) => Err(err.into()),
+        };
         let method = req.method().clone();
         let (parts, body) = req.into_parts();
         let connection = parts.extensions.get::<auth::Connection>().cloned().unwrap_or_default();
@@ -81,9 +89,12 @@ where
                 }
                 Err(err) => Err(err),
             },
-            Err(err) => Err(err.into()),
+            Err(err) => Err(err),
         };
         let mut response = result.unwrap_or_else(|err| error_response(&registry, &err));
+        if is_console {
+            console::secure(&mut response);
+        }
         let status = response.status();
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("hex is a valid header"));
         response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
@@ -166,6 +177,8 @@ async fn dispatch(
         Endpoint::Catalog { n, last } => tags::catalog(registry, &caller.principal, n, last.as_ref()).await,
         Endpoint::Token { scopes, form } => auth::token(registry, form, &scopes, headers, body, &caller.connection).await,
         Endpoint::AdmissionHealth => Ok(text_response(StatusCode::OK, "ok\n")),
+        Endpoint::AdmissionReview { webhook } => admission::review(registry, webhook, body, &caller.connection).await,
+        Endpoint::Drift => admission::drift(registry, &caller.principal).await,
         Endpoint::Referrers { name, digest, artifact_type } => {
             referrers::list(registry, &name, &digest, artifact_type.as_deref()).await
         }
@@ -176,7 +189,22 @@ async fn dispatch(
         Endpoint::Audit { kind, repository, after, limit } => {
             audit::list(registry, &caller.principal, kind.as_deref(), repository.as_deref(), after, limit).await
         }
+        Endpoint::Upstreams => Ok(upstreams::list(registry)),
+        Endpoint::AcceptUpstreamTag { upstream, repository, tag, digest } => {
+            upstreams::accept(registry, &upstream, &repository, &tag, digest.as_ref(), caller.principal.name()).await
+        }
+        Endpoint::Console(route) => console::handle(registry, route, caller, headers, body).await,
     }
+}
+
+/// A pull of a repository that mirrors an upstream goes to the repository kept for it
+/// (containerd's `?ns=`, Docker Hub's `library/`, the default upstream of dockerd's mirrors),
+/// before access is decided: rules name the repositories as they are kept.
+async fn route_pull(registry: &Registry, mut endpoint: Endpoint, query: Option<&str>) -> Result<Endpoint, ApiError> {
+    if let Some(name) = endpoint.pull_name_mut() {
+        *name = registry.route_pull(name, endpoint::namespace_host(query).as_deref()).await?;
+    }
+    Ok(endpoint)
 }
 
 fn error_response(registry: &Registry, err: &ApiError) -> Response<Body> {

@@ -188,6 +188,10 @@ impl Principal {
     }
 }
 
+/// How long a console session lasts: the cookie is a signed token with this lifetime, so a
+/// session ends by itself soon after its user stops using it or loses access.
+pub const SESSION_TTL: Duration = Duration::from_secs(3600);
+
 /// Why authentication failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -378,6 +382,52 @@ impl Auth {
         Ok(self.principal(name, kind, identity, Some(Arc::new(scope))))
     }
 
+    /// A console session for `principal` (a logged-in user or OIDC identity): a token signed with
+    /// the registry's key for the console's own audience, so that it is never accepted as a
+    /// registry token, nor a registry token as a session. It names who logged in, not what they
+    /// may do: [`Auth::verify_session`] applies the rules in force at each request.
+    pub fn issue_session(&self, principal: &Principal) -> Option<String> {
+        let kind = match principal.kind {
+            PrincipalKind::User | PrincipalKind::Oidc => principal.kind.as_str(),
+            PrincipalKind::Open | PrincipalKind::Anonymous | PrincipalKind::Certificate => return None,
+        };
+        let claims = token::claims(
+            &self.config.issuer,
+            &self.session_audience(),
+            &principal.name,
+            kind,
+            &[],
+            &principal.identity.roles,
+            Vec::new(),
+            SESSION_TTL,
+        );
+        Some(self.key.sign(&claims))
+    }
+
+    /// The principal of a console session, with the rules in force now: a user's groups are read
+    /// from today's configuration, and a user no longer in the htpasswd file has no session.
+    pub fn verify_session(&self, session: &str) -> Result<Principal, AuthError> {
+        let claims = self
+            .key
+            .verify(session, &self.config.issuer, &self.session_audience())
+            .map_err(|err| AuthError::InvalidToken(err.to_string()))?;
+        match claims.kind.as_str() {
+            "user" if self.config.htpasswd.as_ref().is_some_and(|file| file.has_user(&claims.sub)) => {
+                let identity = Identity { user: Some(claims.sub.clone()), groups: self.config.groups_of(&claims.sub), ..Identity::default() };
+                Ok(self.principal(claims.sub, PrincipalKind::User, identity, None))
+            }
+            "oidc" if !claims.sub.is_empty() => {
+                let identity = Identity { user: Some(claims.sub.clone()), roles: claims.roles, ..Identity::default() };
+                Ok(self.principal(claims.sub, PrincipalKind::Oidc, identity, None))
+            }
+            _ => Err(AuthError::InvalidToken("the session names no current user".to_owned())),
+        }
+    }
+
+    fn session_audience(&self) -> String {
+        format!("{}#console", self.config.service)
+    }
+
     /// Issues a token for `principal` with the part of `scopes` it is allowed now. Scopes it may
     /// not have are left out, as the Docker token protocol asks; a token may grant nothing.
     pub fn issue(&self, principal: &Principal, scopes: &[Scope]) -> IssuedToken {
@@ -489,6 +539,25 @@ mod tests {
         let catalog = auth.verify_token(&auth.issue(&bob, &[Scope::Catalog]).token).unwrap();
         assert!(catalog.may_list("prod/anything"));
         assert!(!catalog.may(Action::Pull, "prod/anything"), "catalog scope lists, it does not pull");
+    }
+
+    #[tokio::test]
+    async fn console_sessions_are_not_registry_tokens() {
+        let auth = auth();
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let alice = auth.login("alice", "pw", here).await.unwrap();
+        let session = auth.issue_session(&alice).unwrap();
+        let again = auth.verify_session(&session).unwrap();
+        assert_eq!(again.name(), "alice");
+        assert!(again.may(Action::Push, "build/app"), "the rules apply, not a scope");
+        assert!(!again.may(Action::Pull, "prod/app"));
+        assert!(matches!(auth.verify_token(&session), Err(AuthError::InvalidToken(_))), "a session is no registry token");
+        let token = auth.issue(&alice, &[Scope::parse("repository:build/app:pull").unwrap()]).token;
+        assert!(matches!(auth.verify_session(&token), Err(AuthError::InvalidToken(_))), "a registry token is no session");
+        assert!(auth.issue_session(&auth.anonymous()).is_none());
+        let mut forged = session.clone();
+        forged.push('x');
+        assert!(auth.verify_session(&forged).is_err());
     }
 
     #[tokio::test]

@@ -197,6 +197,35 @@ impl AuditLog {
         }
     }
 
+    /// Records before sequence number `before` (from the last record when `None`), newest first:
+    /// at most `limit` of those `keep` keeps, reading at most `scan` records, each by its key (no
+    /// listing). Also returns the sequence number to continue before, when older records remain.
+    pub async fn list_back(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&Record) -> bool,
+    ) -> Result<(Vec<Record>, Option<u64>), AuditError> {
+        let start = match before {
+            Some(before) => before.saturating_sub(1),
+            None => self.last().await?.map_or(0, |record| record.seq),
+        };
+        let mut records = Vec::new();
+        let mut seq = start;
+        let mut n_read = 0;
+        while seq > 0 && n_read < scan && records.len() < limit {
+            n_read += 1;
+            if let Some(record) = self.read(seq).await? {
+                if keep(&record) {
+                    records.push(record);
+                }
+            }
+            seq -= 1;
+        }
+        Ok((records, (seq > 0).then_some(seq + 1)))
+    }
+
     /// Recomputes the whole chain; returns the number of records, or the first break.
     pub async fn verify(&self) -> Result<Result<u64, Broken>, AuditError> {
         let mut expected_prev = GENESIS.to_owned();
@@ -271,6 +300,15 @@ mod tests {
         let (page, next) = log.list(1, 2, |_| true).await.unwrap();
         assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(next, Some(3));
+        let (page, next) = log.list_back(None, 2, 10, |_| true).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![5, 4]);
+        assert_eq!(next, Some(4));
+        let (page, next) = log.list_back(Some(4), 10, 2, |r| r.seq != 3).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2], "reads 3 and 2 only");
+        assert_eq!(next, Some(2));
+        let (page, next) = log.list_back(Some(2), 10, 10, |_| true).await.unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(next, None);
 
         // Edit record 3 in place.
         let key = Key::AuditRecord(3).to_string();

@@ -11,6 +11,7 @@ use std::fmt;
 
 use storage::Digest;
 
+use super::admissions::Workload;
 use crate::names::{RepoName, Tag, UploadId};
 
 /// Every kind of object the registry keeps in the store, with what names it. `Display` writes
@@ -77,6 +78,14 @@ pub enum Key<'a> {
     Quarantine(&'a Digest),
     /// The bytes taken out, kept for inspection.
     QuarantinedBytes(&'a Digest),
+    /// What a proxied repository's tag pointed to upstream when last checked.
+    UpstreamTag(&'a RepoName, &'a Tag),
+    /// Proxied content in a repository: from which upstream, when, and when last pulled.
+    Proxied(&'a RepoName, &'a Digest),
+    /// A workload admitted with images of this registry (Kubernetes admission).
+    Admission(&'a Workload),
+    /// An admitted digest whose verdict turned to failing.
+    Drift(&'a RepoName, &'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -106,15 +115,18 @@ pub enum Prefix<'a> {
     AllReferrers(&'a RepoName),
     /// Recorded pulls of a repository's tags, by tag.
     Pulled(&'a RepoName),
-    /// The pull-through proxy's records of where a repository's content came from. Their keys
-    /// are the proxy's; the collector only asks whether there are any (see `lifecycle`).
-    Origins(&'a RepoName),
     /// Blob and manifest bytes, by `<2 hex>/<64 hex>`.
     Blobs,
     /// Buckets of a collection pass, by hex prefix.
     Doomed,
     /// Quarantine records, by digest hex.
     Quarantine,
+    /// Proxied content records of a repository, by digest hex.
+    Proxied(&'a RepoName),
+    /// Admission records, by cluster, namespace, kind and name.
+    Admissions,
+    /// Drift rows, by repository and digest.
+    Drift,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -125,6 +137,8 @@ const REPOSITORIES: &str = "repositories/";
 const UPLOADS: &str = "uploads/";
 const PROMOTIONS: &str = "promotions/";
 const AUDIT_RECORDS: &str = "audit/records/";
+const ADMISSIONS: &str = "admissions/";
+const DRIFT: &str = "drift/";
 
 impl Key<'_> {
     /// How the data layout (the `metadata` module doc) writes keys of this kind.
@@ -150,6 +164,10 @@ impl Key<'_> {
             Key::Doomed(_) => "gc/doomed/<hex prefix>",
             Key::Quarantine(_) => "quarantine/records/sha256/<hex>",
             Key::QuarantinedBytes(_) => "quarantine/bytes/sha256/<hex>",
+            Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
+            Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
+            Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
+            Key::Drift(..) => "drift/<name>/_digests/<hex>",
         }
     }
 }
@@ -177,6 +195,12 @@ impl fmt::Display for Key<'_> {
             Key::Doomed(bucket) => write!(f, "{}{bucket}", Prefix::Doomed),
             Key::Quarantine(digest) => write!(f, "{}{}", Prefix::Quarantine, digest.hex()),
             Key::QuarantinedBytes(digest) => write!(f, "quarantine/bytes/sha256/{}", digest.hex()),
+            Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
+            Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
+            Key::Admission(workload) => {
+                write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
+            }
+            Key::Drift(repo, digest) => write!(f, "{DRIFT}{repo}/_digests/{}", digest.hex()),
         }
     }
 }
@@ -196,10 +220,12 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Tombstones(repo) => write!(f, "{REPOSITORIES}{repo}/_tombstones/"),
             Prefix::AllReferrers(repo) => write!(f, "{REPOSITORIES}{repo}/_referrers/sha256/"),
             Prefix::Pulled(repo) => write!(f, "{REPOSITORIES}{repo}/_pulled/"),
-            Prefix::Origins(repo) => write!(f, "{REPOSITORIES}{repo}/_origin/"),
             Prefix::Blobs => f.write_str("blobs/sha256/"),
             Prefix::Doomed => f.write_str("gc/doomed/"),
             Prefix::Quarantine => f.write_str("quarantine/records/sha256/"),
+            Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
+            Prefix::Admissions => f.write_str(ADMISSIONS),
+            Prefix::Drift => f.write_str(DRIFT),
         }
     }
 }
@@ -215,9 +241,17 @@ pub fn audit_entry(seq: u64) -> String {
 /// short, and the final `-` sorts before any hex digit so a name comes before the longer names it
 /// prefixes.
 pub fn catalog_entry(repo: &RepoName) -> String {
-    let hex = hex::encode(repo.as_str());
+    format!("{}/-", catalog_seek(repo.as_str()))
+}
+
+/// Where a listing of `catalog/` starts so that its first name is the first one at or after
+/// `prefix` in name order: the hex of `prefix` in the segments of [`catalog_entry`], without its
+/// final `/-`, sorts before every key of a name that starts with `prefix` and after every key
+/// of a smaller name.
+pub fn catalog_seek(prefix: &str) -> String {
+    let hex = hex::encode(prefix);
     let segments: Vec<&str> = hex.as_bytes().chunks(200).map(|c| std::str::from_utf8(c).expect("hex is ASCII")).collect();
-    format!("{}/-", segments.join("/"))
+    segments.join("/")
 }
 
 /// The repository name of a catalog key relative to `catalog/`; `None` for anything else.
@@ -279,6 +313,10 @@ pub enum Object {
         /// The manifest promoted.
         digest: Digest,
     },
+    /// `repositories/<name>/_upstream_tags/<tag>`
+    UpstreamTag(RepoName, Tag),
+    /// `repositories/<name>/_proxied/sha256/<hex>`
+    Proxied(RepoName, Digest),
 }
 
 impl Object {
@@ -315,6 +353,8 @@ impl Object {
                 Some(Object::Referrer { repo, subject: digest(subject)?, referrer: digest(referrer)? })
             }
             ["parents", "sha256", child, parent] => Some(Object::Parent { repo, child: digest(child)?, parent: digest(parent)? }),
+            ["upstream_tags", tag] => Some(Object::UpstreamTag(repo, tag.parse().ok()?)),
+            ["proxied", "sha256", hex] => Some(Object::Proxied(repo, digest(hex)?)),
             _ => None,
         }
     }
@@ -332,6 +372,8 @@ impl Object {
             Object::Upload(upload_id) => Key::Upload(upload_id),
             Object::Pulled(repo, tag) => Key::Pulled(repo, tag),
             Object::PromotionRecord { target, digest } => Key::PromotionRecord { target, digest },
+            Object::UpstreamTag(repo, tag) => Key::UpstreamTag(repo, tag),
+            Object::Proxied(repo, digest) => Key::Proxied(repo, digest),
         }
     }
 
@@ -357,6 +399,14 @@ mod tests {
         for entry in &entries {
             storage::validate_key(&format!("{CATALOG}{entry}")).unwrap();
             assert!(entry.split('/').all(|segment| segment.len() <= 200));
+        }
+        // A listing from a seek starts at the first name at or after the prefix.
+        let long_prefix = "a".repeat(100);
+        for prefix in ["", "a", "a/", "a/b", "a_", "b", "c", long_prefix.as_str()] {
+            let seek = catalog_seek(prefix);
+            let listed: Vec<&str> = names.iter().zip(&entries).filter(|(_, e)| e.as_str() > seek.as_str()).map(|(n, _)| *n).collect();
+            let expected: Vec<&str> = names.iter().copied().filter(|n| *n >= prefix).collect();
+            assert_eq!(listed, expected, "prefix {prefix:?}");
         }
     }
 
@@ -390,6 +440,8 @@ mod tests {
         check(&format!("repositories/a/_parents/sha256/{hex}/{hex}"), Some("Parent { repo: RepoName(\"a\"), child: sha256:abab"));
         check(&format!("uploads/{upload_id}"), Some("Upload(\"0b7d5c7e"));
         check(&format!("promotions/prod/app/_records/{hex}"), Some("PromotionRecord { target: RepoName(\"prod/app\"), digest: sha256:abab"));
+        check("repositories/proxy/docker.io/library/alpine/_upstream_tags/3.20", Some("UpstreamTag(RepoName(\"proxy/docker.io/library/alpine\"), Tag(\"3.20\"))"));
+        check(&format!("repositories/proxy/x/_proxied/sha256/{hex}"), Some("Proxied(RepoName(\"proxy/x\"), sha256:abab"));
         // Keys where the registry keeps no metadata object.
         for key in [
             "repositories/a/_manifests/sha256/zz".to_owned(),
@@ -446,6 +498,7 @@ mod tests {
 
         let (repo, tag, digest, other) = ("team/app".parse().unwrap(), "v1".parse().unwrap(), Digest::of(b"a"), Digest::of(b"b"));
         let upload_id = UploadId::random();
+        let workload = Workload::new("admission-controller", "shop", "Deployment", "web").unwrap();
         // One of each kind; the match below fails to compile when a kind is missing from it.
         let keys = [
             Key::Blob(&digest),
@@ -468,8 +521,12 @@ mod tests {
             Key::Doomed("a0f"),
             Key::Quarantine(&digest),
             Key::QuarantinedBytes(&digest),
+            Key::UpstreamTag(&repo, &tag),
+            Key::Proxied(&repo, &digest),
+            Key::Admission(&workload),
+            Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 20];
+        let mut seen = [false; 24];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -492,6 +549,10 @@ mod tests {
                 Key::Doomed(_) => 17,
                 Key::Quarantine(_) => 18,
                 Key::QuarantinedBytes(_) => 19,
+                Key::UpstreamTag(..) => 20,
+                Key::Proxied(..) => 21,
+                Key::Admission(_) => 22,
+                Key::Drift(..) => 23,
             };
             seen[kind] = true;
             let built = key.to_string();

@@ -1,18 +1,22 @@
 //! Everything the registry keeps in the object store, and the one place its layout is spelled:
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
-//! the catalog), manifest types, upload sessions, promotion records, the audit log and the
-//! generated signing key, each behind a typed accessor; plus a node-local sled index that can be
+//! the catalog), manifest types, upload sessions, promotion records, the audit log, the
+//! generated signing key, the proxy's records of upstream tags and proxied content, and what
+//! Kubernetes admission remembers (admitted workloads, drift rows), each behind a typed accessor;
+//! plus a node-local sled index that can be
 //! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
 //! Below the store root (`data_dir/store/objects/` on the filesystem, `prefix/` in a bucket):
 //! ```text
 //! blobs/sha256/<2 hex>/<64 hex>                          blob and manifest bytes, by content
 //! repositories/<name>/_blobs/sha256/<hex>                blob visible in the repository (empty)
-//! repositories/<name>/_manifests/sha256/<hex>            manifest revision {"mediaType","size"}
+//! repositories/<name>/_manifests/sha256/<hex>            manifest revision {"mediaType","size","pushed"}
 //! repositories/<name>/_tags/<tag>                        {"digest"}
 //! repositories/<name>/_tombstones/<tag>                  {"digest"} of a deleted write-once tag
 //! repositories/<name>/_referrers/sha256/<subject>/<hex>  descriptor as listed by the Referrers API
 //! repositories/<name>/_parents/sha256/<child>/<parent>   an index in the repository lists the child (empty)
+//! repositories/<name>/_upstream_tags/<tag>               {"digest","checked","confirmed","failing","pending"} the upstream's tag as last checked
+//! repositories/<name>/_proxied/sha256/<hex>              {"upstream","size","fetched","pulled"} proxied content: from where, when
 //! types/sha256/<hex>                                     {"mediaType"} a manifest digest is stored as, create-only
 //! catalog/<hex name in 200-char segments>/-              the repository exists (empty; hex keeps name order)
 //! promotions/<target>/_records/<hex>                     the promotion record of a digest
@@ -26,12 +30,15 @@
 //! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
 //! quarantine/records/sha256/<hex>                        {"actual","found_by","time"} content whose bytes did not hash to its digest
 //! quarantine/bytes/sha256/<hex>                          those bytes, taken out of blobs/
+//! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
+//! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
 //! ```
 //! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
 //! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
 //! type a digest is stored with is its type, in every repository, forever. Repository components
 //! never start with `_` (see `names`), so the registry's segments cannot collide with a
-//! repository's own path.
+//! repository's own path. Admission records and drift rows are not walked by `fsck`: a workload's
+//! record is written again when it is next admitted, and drift rows are recomputed by every walk.
 //!
 //! Every object is checked as it is read, so a damaged one is an error (a 500 to a client), never
 //! a malformed answer; [`Object`] reads a key back and checks what is stored under it, for
@@ -40,11 +47,13 @@
 //! The sled index holds what is derived from immutable content: the [`ManifestSummary`] of each
 //! manifest digest. This module is the only one that imports sled.
 
+pub mod admissions;
 pub mod audit;
 mod blobs;
 mod index;
 pub mod layout;
 mod promotions;
+mod proxied;
 mod signing_key;
 mod uploads;
 
@@ -58,6 +67,7 @@ use crate::names::{RepoName, Tag};
 use layout::{Key, Prefix};
 pub use layout::Object;
 pub use promotions::{LeftBehind, Linked, PromotionRecord, PromotionResult};
+pub use proxied::{ProxiedRecord, UpstreamTagRecord};
 pub use uploads::UploadRecord;
 
 /// Largest small metadata object read (links, tags, descriptors, sessions).
@@ -79,6 +89,10 @@ pub struct ManifestLink {
     pub media_type: String,
     /// Its length in bytes.
     pub size: u64,
+    /// When it was last stored in the repository (pushed or promoted), seconds since the Unix
+    /// epoch; absent in links written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed: Option<i64>,
 }
 
 /// What a tag holds.
@@ -415,6 +429,14 @@ impl Metadata {
         Ok(ListPage { entries, truncated: page.truncated })
     }
 
+    /// Repository names in byte order from the first at or after `prefix`, at most `limit`.
+    pub async fn catalog_from(&self, prefix: &str, limit: usize) -> Result<ListPage> {
+        let start_after = layout::catalog_seek(prefix);
+        let page = self.store.list(&Prefix::Catalog.to_string(), Some(&start_after), limit, false).await?;
+        let entries = page.entries.iter().filter_map(|entry| layout::catalog_name(entry)).collect();
+        Ok(ListPage { entries, truncated: page.truncated })
+    }
+
     /// The media type `digest` was first stored with, recording `media_type` when there is none
     /// yet. Of racing first pushes with different types exactly one type wins.
     pub async fn settle_manifest_type(&self, digest: &Digest, media_type: &str) -> Result<ManifestType> {
@@ -512,6 +534,17 @@ impl Object {
             Object::PromotionRecord { target, digest } => {
                 promotions::check(&key, &bytes, target, digest)?;
                 Vec::new()
+            }
+            // The last digest seen upstream may never have been fetched (a tag held back).
+            Object::UpstreamTag(..) => {
+                decode::<UpstreamTagRecord>(&key, &bytes)?;
+                Vec::new()
+            }
+            // Its presence and time are what it says; the tag may be gone since.
+            Object::Pulled(..) => Vec::new(),
+            Object::Proxied(_, digest) => {
+                decode::<ProxiedRecord>(&key, &bytes)?;
+                vec![Key::Blob(digest).to_string()]
             }
         };
         Ok(Some(pointers))

@@ -1,10 +1,14 @@
 //! The registry's domain core: blobs, uploads, manifests, tags and referrers of repositories,
 //! over the metadata layer, its only way to the object store. Knows nothing of HTTP.
 
+mod admissions;
+pub mod audit;
 pub mod body;
 pub mod evidence;
 mod promotion;
 pub mod manifest;
+pub mod proxied;
+mod proxy_cache;
 mod tags;
 pub mod uploads;
 pub mod verdicts;
@@ -36,6 +40,15 @@ pub struct Registry {
     signing: crate::signing::SigningKey,
     /// Access control for the configuration in force; `None` when `[auth]` is absent (open).
     auth: arc_swap::ArcSwapOption<crate::auth::Auth>,
+    /// The upstreams that repositories may mirror (`[[upstreams]]`); the registry's only way to
+    /// another registry.
+    proxy: crate::proxy::Proxy,
+    /// Evidence arrived or policy changed since the drift check last looked (`admissions.rs`).
+    changes: tokio::sync::Notify,
+    /// The admission records this node last wrote.
+    remembered: admissions::Remembered,
+    /// The last verification of the whole audit chain (see `audit.rs`).
+    audit_checked: audit::LastCheck,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -123,6 +136,13 @@ pub enum RegistryError {
     /// The store cannot be reached.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// An upstream of a proxied repository failed, refused or misbehaved (the message names it).
+    #[error("{0}")]
+    Upstream(String),
+    /// A pull names an upstream (`?ns=`) that no `[[upstreams]]` entry serves, or a repository
+    /// that mirrors no upstream where one is required.
+    #[error("{0}")]
+    NoUpstream(String),
     /// Anything else: a bug or a broken store. Not shown to clients.
     #[error("internal error: {0}")]
     Internal(String),
@@ -143,6 +163,9 @@ pub enum ConfigureError {
     /// A reload turns TLS or client certificates on or off, or changes the client CA.
     #[error("turning TLS or client certificates on or off, or changing the client CA, needs a restart; configuration not reloaded")]
     ListenerTlsChanged,
+    /// An upstream cannot be set up (its password variable is unset, its CA unusable).
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// Result of registry operations.
@@ -181,6 +204,8 @@ pub struct StoredManifest {
     pub media_type: String,
     /// The exact bytes pushed.
     pub bytes: Bytes,
+    /// For the client: a proxied tag served stale (its upstream failing) or held back.
+    pub warning: Option<String>,
 }
 
 /// What a manifest push produced.
@@ -218,6 +243,7 @@ impl Registry {
         let configured_key = config.signing_key_pem.as_ref().map(secrecy::ExposeSecret::expose_secret);
         let signing = crate::signing::SigningKey::load(configured_key, &metadata).await?;
         let auth = config.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), None)));
+        let proxy = crate::proxy::Proxy::new(&config.upstreams, metrics.clone(), &|name| std::env::var(name).ok()).map_err(ConfigureError::Upstream)?;
         Ok(Registry {
             config: arc_swap::ArcSwap::new(Arc::new(config)),
             trust: arc_swap::ArcSwap::new(Arc::new(trust)),
@@ -228,6 +254,10 @@ impl Registry {
             metrics,
             sessions: uploads::Sessions::default(),
             auth: arc_swap::ArcSwapOption::new(auth),
+            proxy,
+            changes: tokio::sync::Notify::new(),
+            remembered: admissions::Remembered::default(),
+            audit_checked: audit::LastCheck::default(),
         })
     }
 
@@ -296,11 +326,13 @@ impl Registry {
             return Err(ConfigureError::ListenerTlsChanged);
         }
         let trust = verdicts::load_trust(&new.trust)?;
+        self.proxy.configure(&new.upstreams, &|name| std::env::var(name).ok()).map_err(ConfigureError::Upstream)?;
         let previous = self.auth();
         let auth = new.auth.clone().map(|auth| Arc::new(crate::auth::Auth::new(Arc::new(auth), previous.as_deref())));
         self.config.store(Arc::new(new));
         self.trust.store(Arc::new(trust));
         self.auth.store(auth);
+        self.judge_again();
         Ok(())
     }
 
@@ -416,9 +448,15 @@ impl Registry {
             Reference::Digest(_) => {}
             Reference::Tag(tag) => tags.insert(0, tag),
         }
+        self.refuse_upstream_tags(repo, &tags)?;
         self.check_references(repo, &parsed).await?;
         self.store_manifest(repo, &parsed, &digest, bytes).await?;
         self.bind_tags(repo, &tags, &digest).await?;
+        // New evidence (a referrer, or under cosign's tag scheme) may change verdicts of digests
+        // that run in clusters.
+        if parsed.subject.is_some() || tags.iter().any(|tag| tag.cosign_subject().is_some()) {
+            self.judge_again();
+        }
         Ok(PushedManifest { digest, subject: parsed.subject })
     }
 
@@ -491,7 +529,7 @@ impl Registry {
         self.metadata.store_content(digest, bytes).await?;
         let runnable = self.runnable(parsed).await?;
         self.metadata.put_summary(digest, &parsed.summary(runnable))?;
-        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size };
+        let link = ManifestLink { media_type: parsed.media_type.to_owned(), size, pushed: Some(verdicts::now_secs()) };
         self.metadata.link_manifest(repo, digest, &link).await?;
         if let Some(subject) = &parsed.subject {
             let descriptor = parsed.referrer_descriptor(digest, size);
@@ -526,8 +564,21 @@ impl Registry {
         Ok(false)
     }
 
-    /// Resolves a reference in `repo` to a manifest digest.
+    /// Resolves a reference in `repo` to a manifest digest (a proxied repository's tag as its
+    /// upstream has it, see `proxied`).
     pub async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        Ok(self.resolve_served(repo, reference).await?.0)
+    }
+
+    /// [`Registry::resolve`], with the warning a proxied tag is served with, if any.
+    async fn resolve_served(&self, repo: &RepoName, reference: &Reference) -> Result<(Digest, Option<String>)> {
+        match (reference, self.proxy.mapped(repo)) {
+            (Reference::Tag(tag), Some(mapped)) => self.resolve_upstream_tag(&mapped, repo, tag).await,
+            _ => Ok((self.resolve_local(repo, reference).await?, None)),
+        }
+    }
+
+    async fn resolve_local(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
         match reference {
             Reference::Digest(digest) => Ok(digest.clone()),
             Reference::Tag(tag) => {
@@ -538,14 +589,35 @@ impl Registry {
         }
     }
 
-    /// The manifest `reference` names in `repo`, with its bytes.
+    /// The revision of `digest` in `repo` (media type, size, when it was stored there), without
+    /// its bytes; `None` when `repo` does not have it.
+    pub async fn manifest_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<ManifestLink>> {
+        Ok(self.metadata.manifest_link(repo, digest).await?)
+    }
+
+    /// The manifest `reference` names in `repo`, with its bytes. In a proxied repository it is
+    /// fetched from the upstream when missing, and in a gated one its evidence too.
     pub async fn manifest(&self, repo: &RepoName, reference: &Reference) -> Result<StoredManifest> {
-        let digest = self.resolve(repo, reference).await?;
+        let (digest, warning) = self.resolve_served(repo, reference).await?;
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}@{digest}"));
-        let link = self.metadata.manifest_link(repo, &digest).await?.ok_or_else(unknown)?;
+        let mut link = self.metadata.manifest_link(repo, &digest).await?;
+        if let Some(mapped) = self.proxy.mapped(repo) {
+            match link {
+                Some(_) => self.proxy.hit(&mapped.upstream, "manifest"),
+                None => {
+                    self.fetch_upstream_manifest(&mapped, repo, &digest).await?;
+                    link = self.metadata.manifest_link(repo, &digest).await?;
+                }
+            }
+            self.touch_proxied(&mapped, repo, &digest).await?;
+            if self.config().namespace(repo.as_str()).is_some_and(|ns| ns.gate.is_some()) {
+                self.refresh_upstream_evidence(&mapped, repo, &digest).await;
+            }
+        }
+        let link = link.ok_or_else(unknown)?;
         let bytes = self.metadata.read_content(&digest, self.config().registry.max_manifest_bytes).await?;
         let bytes = bytes.ok_or_else(unknown)?;
-        Ok(StoredManifest { digest, media_type: link.media_type, bytes })
+        Ok(StoredManifest { digest, media_type: link.media_type, bytes, warning })
     }
 
     /// Deletes a tag, or a manifest revision with every tag pointing to it, as tag rules and the
@@ -655,6 +727,12 @@ impl Registry {
     /// A page of repository names.
     pub async fn catalog(&self, last: Option<&RepoName>, limit: usize) -> Result<storage::ListPage> {
         Ok(self.metadata.catalog(last, limit).await?)
+    }
+
+    /// A page of repository names from the first at or after `prefix` (a seek in the sorted
+    /// catalog, so its cost does not grow with the names before it).
+    pub async fn catalog_from(&self, prefix: &str, limit: usize) -> Result<storage::ListPage> {
+        Ok(self.metadata.catalog_from(prefix, limit).await?)
     }
 
     /// Referrers of `subject` in `repo`, optionally only those of `artifact_type`.

@@ -109,6 +109,11 @@ impl Registry {
             // fsyncs then share journal commits instead of queueing one behind the other. All of
             // them are durable before the manifest that needs them is stored below.
             let links = parsed.blobs.iter().map(|blob| async move {
+                // A proxied source may not have fetched every blob yet: nothing is promoted without
+                // its bytes.
+                if !blob.external && !self.metadata.blob_linked(from, &blob.digest).await? {
+                    self.ensure_upstream_blob(from, &blob.digest).await?;
+                }
                 // Non-distributable layers may be absent; everything required is linked in `from`.
                 if !self.metadata.blob_linked(from, &blob.digest).await? {
                     return Ok::<usize, RegistryError>(0);

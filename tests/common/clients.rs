@@ -70,7 +70,8 @@ impl Clients {
         let policy = self.path("policy.json");
         let authfile = self.path("auth.json");
         let mut command = self.command("skopeo");
-        command.arg("--policy").arg(&policy);
+        // skopeo 1.9 does not read CONTAINERS_REGISTRIES_CONF (podman does): the flag it reads.
+        command.arg("--policy").arg(&policy).arg("--registries-conf").arg(self.path("registries.conf"));
         if debug_clients() {
             command.arg("--debug");
         }

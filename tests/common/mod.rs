@@ -9,6 +9,9 @@
 
 pub mod clients;
 pub mod cosign;
+pub mod daemons;
+pub mod distribution;
+pub mod fault_proxy;
 pub mod images;
 pub mod pki;
 pub mod s3;
@@ -353,9 +356,19 @@ impl ServerProcess {
         ServerProcess::start(std::path::Path::new("."), args, log.into())
     }
 
+    /// Like [`ServerProcess::spawn_with`], with the variable `name` set to `value` in its
+    /// environment (how secrets reach a server without a file).
+    pub fn spawn_with_env(args: &[&str], name: &str, value: &str) -> ServerProcess {
+        ServerProcess::start_with(portcullis_command().env(name, value), std::path::Path::new("."), args, std::process::Stdio::null())
+    }
+
     fn start(dir: &std::path::Path, args: &[&str], stderr: std::process::Stdio) -> ServerProcess {
+        ServerProcess::start_with(&mut portcullis_command(), dir, args, stderr)
+    }
+
+    fn start_with(command: &mut std::process::Command, dir: &std::path::Path, args: &[&str], stderr: std::process::Stdio) -> ServerProcess {
         use std::io::BufRead;
-        let mut process = portcullis_command()
+        let mut process = command
             .current_dir(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)

@@ -70,6 +70,17 @@ impl TestPki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// `[server.tls]` serving this CA's server certificate and verifying client certificates it
+    /// signed, when presented (`client_auth = "optional"`).
+    pub fn server_tls_toml(&self) -> String {
+        format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_auth = \"optional\"\n",
+            self.server_cert.display(),
+            self.server_key.display(),
+            self.dir.join("ca.crt").display()
+        )
+    }
+
     /// A `--cert-dir` for skopeo and podman: `ca.crt` to trust, and with `client`, the client
     /// certificate as `client.cert` / `client.key`.
     pub fn cert_dir(&self, dir: &Path, client: bool) -> PathBuf {

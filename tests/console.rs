@@ -1,0 +1,355 @@
+//! The web console (`/ui/`) against a populated registry: gated and ungated images, an index, a
+//! denial with rejected evidence, a promotion, hostile annotations. HTTP checks here (headers,
+//! escaping, access by list and by URL, sessions, the denial line against the API and a refused
+//! pull), then `tests/console_browser.py` drives the same registry in headless Chromium
+//! (Playwright): every page without console errors, JavaScript on and off, screenshots under
+//! `target/console-screenshots/`.
+
+mod common;
+
+use base64::Engine as _;
+use common::cosign::{self, Key, Scheme, VULN};
+use common::{RegistryClient, TestRegistry, OCI_INDEX, OCI_MANIFEST};
+
+/// Annotations that would run script if the console did not escape them.
+const HOSTILE: &[(&str, &str)] = &[
+    ("org.opencontainers.image.description", "<script>window.__xss = 1</script>"),
+    ("org.example.attr", "\"><img src=x onerror=\"window.__xss = 2\">"),
+    ("org.example.<b>key</b>", "javascript:window.__xss = 3"),
+];
+/// The tag grammar allows no markup; this is as odd as a tag gets.
+const ODD_TAG: &str = "_-.x-onerror.alert";
+
+struct Populated {
+    registry: TestRegistry,
+    admin: RegistryClient,
+    dev: RegistryClient,
+    /// `prod/app@` this passed and was promoted.
+    promoted: String,
+    /// `staging/app@` this is denied (no trusted signature; one by an unknown key).
+    denied: String,
+    /// The denied image's layer digest, which must not be shown to those the gate refuses.
+    denied_layer: String,
+    /// `build/multi@` this index of two platforms.
+    index: String,
+    /// `build/hostile@` this image with hostile annotations.
+    hostile: String,
+    _dir: tempfile::TempDir,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn client_as(registry: &TestRegistry, user: &str, password: &str) -> RegistryClient {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, basic(user, password).parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    registry.with_client(client)
+}
+
+/// A registry with auth (`admin` may do everything, `dev` may pull and push `build/**` and pull
+/// `staging/**`, never `prod/**`), a gated `staging/**` clients push to, a gated,
+/// promotion-only `prod/**`, and content in each.
+async fn populated() -> Populated {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = Key::generate();
+    std::fs::write(dir.path().join("cosign.pub"), ci.public_pem()).unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("admin:{hash}\ndev:{hash}\n")).unwrap();
+    // The embedded default (build/, a gated promotion-only prod/, the rest), trusting the test's
+    // key, with users and a gated staging/ that clients push to.
+    let auth = format!(
+        r#"
+        [auth]
+        htpasswd = {htpasswd:?}
+        [auth.groups]
+        admins = ["admin"]
+        [[auth.rules]]
+        subjects = ["group:admins"]
+        repositories = ["**"]
+        actions = ["admin"]
+        [[auth.rules]]
+        subjects = ["user:dev"]
+        repositories = ["build/**"]
+        actions = ["pull", "push"]
+        [[auth.rules]]
+        subjects = ["user:dev"]
+        repositories = ["staging/**"]
+        actions = ["pull"]
+        "#,
+        htpasswd = dir.path().join("htpasswd"),
+    );
+    let staging = "[[namespaces]]\npattern = \"staging/**\"\n[namespaces.gate]\nmode = \"enforce\"\nsigned_by = [\"ci\"]\n\n";
+    let default = portcullis::config::EMBEDDED_DEFAULT
+        .replace("public_key = \"trust/cosign.pub\"", &format!("public_key = {:?}", dir.path().join("cosign.pub")))
+        .replace("[[namespaces]]\npattern = \"**\"", &format!("{staging}[[namespaces]]\npattern = \"**\""));
+    assert!(default.contains("staging/**") && default.contains("cosign.pub\"\n"), "the default changed shape");
+    let text = format!("{auth}\n{default}");
+    let registry = TestRegistry::with_config_text(&text).await;
+    let admin = client_as(&registry, "admin", "pw");
+    let dev = client_as(&registry, "dev", "pw");
+
+    // Signed and scanned in build, promoted into prod.
+    let (built, _) = admin.push_tiny_image("build/app", "v1", "app").await;
+    cosign::sign_with(&admin, "build/app", &built, &ci, Scheme::Referrer).await;
+    let scan = cosign::trivy_predicate(&cosign::time_ago(600), &[("CVE-2026-0100", "HIGH", Some("2.0"))]);
+    cosign::attest_with(&admin, "build/app", &built, &ci, &[(VULN, scan)], Scheme::Referrer).await;
+    let res = admin.client.post(admin.url("/api/v1/promotions")).json(&serde_json::json!({"source": "build/app:v1", "target": "prod/app", "tags": ["1.0"]})).send().await.unwrap();
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+
+    // Pushed to gated staging, signed only by a key the registry does not trust: denied, with
+    // the signature listed as rejected evidence.
+    let config = br#"{"architecture":"amd64","os":"linux","seed":"denied"}"#;
+    let config_digest = admin.push_blob("staging/app", config).await;
+    let layer = b"layer of the denied image";
+    let denied_layer = admin.push_blob("staging/app", layer).await;
+    let manifest = common::tiny_manifest(&config_digest, config.len(), &denied_layer, layer.len(), None);
+    let res = admin.put_manifest("staging/app", "v1", OCI_MANIFEST, manifest.as_bytes()).await;
+    assert_eq!(res.status(), 201);
+    let denied = common::sha256(manifest.as_bytes());
+    cosign::sign_with(&admin, "staging/app", &denied, &Key::generate(), Scheme::Referrer).await;
+    // A refused pull: an audit record.
+    let res = dev.client.get(dev.url(&format!("/v2/staging/app/manifests/{denied}"))).header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+
+    // An index of two platforms, ungated.
+    let mut children = Vec::new();
+    for (arch, seed) in [("amd64", "multi-amd64"), ("arm64", "multi-arm64")] {
+        let (digest, bytes) = admin.push_tiny_image("build/multi", &format!("{arch}-only"), seed).await;
+        children.push(serde_json::json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": bytes.len(), "platform": {"os": "linux", "architecture": arch}}));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children})).unwrap();
+    let res = admin.put_manifest("build/multi", "v1", OCI_INDEX, &index).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let index = common::sha256(&index);
+
+    // Hostile annotations, under the oddest tag the grammar allows.
+    let config = br#"{"architecture":"amd64","os":"linux","seed":"hostile"}"#;
+    let config_digest = admin.push_blob("build/hostile", config).await;
+    let layer_digest = admin.push_blob("build/hostile", b"hostile layer").await;
+    let annotations: serde_json::Map<String, serde_json::Value> = HOSTILE.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect();
+    let hostile = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": 13}],
+        "annotations": annotations,
+    }))
+    .unwrap();
+    let res = admin.put_manifest("build/hostile", ODD_TAG, OCI_MANIFEST, &hostile).await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let hostile = common::sha256(&hostile);
+
+    Populated { promoted: built, denied, denied_layer, index, hostile, registry, admin, dev, _dir: dir }
+}
+
+async fn get(client: &RegistryClient, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let res = client.client.get(client.url(path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, headers, res.text().await.unwrap())
+}
+
+fn assert_secure(headers: &reqwest::header::HeaderMap, what: &str) {
+    let csp = headers.get("content-security-policy").map(|v| v.to_str().unwrap()).unwrap_or_default();
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{what}: CSP {csp:?}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: CSP {csp:?}");
+    assert_eq!(headers.get("x-frame-options").map(|v| v.to_str().unwrap()), Some("DENY"), "{what}");
+    assert_eq!(headers.get("x-content-type-options").map(|v| v.to_str().unwrap()), Some("nosniff"), "{what}");
+    assert!(headers.get("referrer-policy").is_some(), "{what}: Referrer-Policy");
+}
+
+/// Logs in through the form; returns the `Set-Cookie` header.
+async fn login(registry: &TestRegistry, user: &str, password: &str) -> reqwest::Response {
+    registry
+        .client
+        .post(registry.url("/ui/login"))
+        .header("origin", registry.base_url.clone())
+        .form(&[("username", user), ("password", password), ("next", "/ui/audit")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client that sends `cookie` (the session) and nothing else.
+fn with_cookie(registry: &TestRegistry, cookie: &str) -> RegistryClient {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::COOKIE, cookie.parse().unwrap());
+    registry.with_client(reqwest::Client::builder().default_headers(headers).redirect(reqwest::redirect::Policy::none()).build().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_pages_access_escaping_sessions_and_a_real_browser() {
+    let setup = populated().await;
+    let registry = &setup.registry;
+    let anonymous = RegistryClient::new(&registry.base_url);
+    let promoted_page = format!("/ui/r/prod/app/@{}", setup.promoted);
+    let denied_page = format!("/ui/r/staging/app/@{}", setup.denied);
+
+    // Every console answer carries the security headers: pages, assets, a 404, a 405, a redirect.
+    for (client, path) in [
+        (&setup.admin, "/ui/repositories"),
+        (&setup.admin, promoted_page.as_str()),
+        (&setup.admin, "/ui/static/console.css"),
+        (&setup.admin, "/ui/static/console.js"),
+        (&anonymous, "/ui/r/prod/app"),
+        (&anonymous, "/ui/logout"),
+        (&anonymous, "/ui/"),
+        (&anonymous, "/ui/login"),
+    ] {
+        let (_, headers, _) = get(client, path).await;
+        assert_secure(&headers, path);
+    }
+
+    // What each viewer sees, by list and by URL. A repository one may not pull is a 404, like one
+    // that does not exist; so is an image in it.
+    let (status, _, admin_list) = get(&setup.admin, "/ui/repositories").await;
+    assert_eq!(status, 200);
+    for repo in ["build/app", "build/multi", "build/hostile", "prod/app", "staging/app"] {
+        assert!(admin_list.contains(&format!("href=\"/ui/r/{repo}\"")), "admin sees {repo}");
+    }
+    let (_, _, dev_list) = get(&setup.dev, "/ui/repositories").await;
+    assert!(dev_list.contains("href=\"/ui/r/build/app\"") && dev_list.contains("href=\"/ui/r/staging/app\""));
+    assert!(!dev_list.contains("/ui/r/prod/app"), "dev may not pull prod: {dev_list}");
+    for path in ["/ui/r/prod/app".to_owned(), promoted_page.clone(), "/ui/r/prod/nothing".to_owned()] {
+        let (status, _, body) = get(&setup.dev, &path).await;
+        assert_eq!(status, 404, "dev GET {path}");
+        assert!(!body.contains(&setup.promoted), "{path} names nothing of prod");
+        let (status, _, _) = get(&anonymous, &path).await;
+        assert_eq!(status, 404, "anonymous GET {path}");
+    }
+    let (_, _, anonymous_list) = get(&anonymous, "/ui/repositories").await;
+    assert!(!anonymous_list.contains("/ui/r/"), "anonymous may pull nothing here");
+    let (_, _, dev_promotions) = get(&setup.dev, "/ui/promotions").await;
+    assert!(!dev_promotions.contains("prod/app"), "promotions into prod are prod's");
+    let (_, _, admin_promotions) = get(&setup.admin, "/ui/promotions").await;
+    assert!(admin_promotions.contains("build/app:v1") && admin_promotions.contains("prod/app"), "{admin_promotions}");
+    let (_, _, dev_audit) = get(&setup.dev, "/ui/audit").await;
+    assert!(!dev_audit.contains("<td>pull_denied</td>"), "audit records need admin");
+    let (_, _, admin_audit) = get(&setup.admin, "/ui/audit?kind=pull_denied").await;
+    assert!(admin_audit.contains("<td>pull_denied</td>") && admin_audit.contains("verifies"), "{admin_audit}");
+    assert!(!admin_audit.contains("<td>promotion</td>"), "filtered by kind");
+
+    // The denial line is the API's summary and a refused pull's message, character for character.
+    let (_, _, page) = get(&setup.dev, &denied_page).await;
+    let api: serde_json::Value = get(&setup.dev, &format!("/api/v1/verdict?image=staging/app@{}", setup.denied)).await.2.parse().unwrap();
+    let summary = api["summary"].as_str().unwrap();
+    assert!(summary.contains("denied") && summary.contains("rejected evidence"), "{summary}");
+    let pull = setup.dev.client.get(setup.dev.url(&format!("/v2/staging/app/manifests/{}", setup.denied))).send().await.unwrap();
+    let pull: serde_json::Value = pull.json().await.unwrap();
+    assert_eq!(pull["errors"][0]["message"].as_str(), Some(summary), "the client's reason");
+    assert!(page.contains(&format!("<p class=\"denial denied\" id=\"denial\">{}</p>", html_escape(summary))), "{page}");
+    // Its content is withheld from a viewer the gate refuses, and shown to one it does not.
+    assert!(!page.contains(&setup.denied_layer), "the denied image's layer digest must not reach dev");
+    assert!(page.contains("class=\"withheld\""));
+    let (_, _, admin_page) = get(&setup.admin, &denied_page).await;
+    assert!(admin_page.contains(&setup.denied_layer), "admin reads past gates, as on the API");
+
+    // Hostile annotations come out as text.
+    let (status, _, page) = get(&setup.admin, &format!("/ui/r/build/hostile/@{}", setup.hostile)).await;
+    assert_eq!(status, 200);
+    for (key, value) in HOSTILE {
+        assert!(page.contains(&html_escape(value)) && page.contains(&html_escape(key)), "{value} escaped");
+        for text in [key, value].into_iter().filter(|text| text.contains(['<', '>', '"'])) {
+            assert!(!page.contains(text), "{text} raw");
+        }
+    }
+    let (_, _, page) = get(&setup.admin, "/ui/r/build/hostile").await;
+    assert!(page.contains(ODD_TAG));
+
+    // Sessions: a wrong password is a 401 page; a right one sets a session cookie that is
+    // HttpOnly, SameSite=Strict, scoped to /ui, not Secure on plain HTTP (it is over TLS).
+    let res = login(registry, "dev", "wrong").await;
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("set-cookie").is_none());
+    let res = login(registry, "dev", "pw").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/ui/audit");
+    let set_cookie = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=3600"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(!set_cookie.contains("Secure"));
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let session = with_cookie(registry, &cookie);
+    let (_, _, list) = get(&session, "/ui/repositories").await;
+    assert!(list.contains("/ui/r/build/app") && !list.contains("/ui/r/prod/app") && list.contains(">dev<"), "{list}");
+    // The session is no registry token, and a form from another site signs nobody in.
+    let token = cookie.split_once('=').unwrap().1;
+    let res = anonymous.client.get(anonymous.url("/v2/build/app/tags/list")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = registry
+        .client
+        .post(registry.url("/ui/login"))
+        .header("origin", "https://elsewhere.example")
+        .form(&[("username", "dev"), ("password", "pw")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(res.headers().get("set-cookie").is_none());
+    let res = session.client.post(session.url("/ui/logout")).header("origin", registry.base_url.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+
+    browser(&setup, summary).await;
+}
+
+/// The console of a registry without `[auth]` (the embedded default) is open, like its API.
+#[tokio::test]
+async fn console_without_auth_is_open() {
+    let registry = TestRegistry::start().await;
+    registry.push_tiny_image("build/open", "v1", "open").await;
+    let (status, headers, page) = get(&registry, "/ui/repositories").await;
+    assert_eq!(status, 200);
+    assert_secure(&headers, "open");
+    assert!(page.contains("/ui/r/build/open") && page.contains("open registry"), "{page}");
+    let (status, _, page) = get(&registry, "/ui/r/build/open").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("v1") && page.contains("not gated"), "{page}");
+    let res = registry.client.post(registry.url("/ui/login")).form(&[("username", "x"), ("password", "y")]).send().await.unwrap();
+    assert_eq!(res.status(), 303, "nothing to sign in to");
+    assert!(res.headers().get("set-cookie").is_none());
+}
+
+/// HTML-escaped as askama escapes it.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;")
+}
+
+/// Runs `tests/console_browser.py` (Playwright driving Debian's Chromium) against the registry.
+/// `scripts/test` installs both; without them, this says SKIPPED loudly, and fails under CI.
+async fn browser(setup: &Populated, summary: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".test-tools/browser/bin/python");
+    let chromium = std::env::var("PORTCULLIS_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    if !python.exists() || !std::path::Path::new(&chromium).exists() {
+        assert!(std::env::var_os("CI").is_none(), "the browser test needs {} and {chromium} (scripts/test installs them)", python.display());
+        eprintln!("SKIPPED (no browser): the console's browser test needs Playwright in .test-tools/browser and Chromium at {chromium}; a full scripts/test run installs both");
+        return;
+    }
+    let out = root.join("target/console-screenshots");
+    let plan = serde_json::json!({
+        "base_url": setup.registry.base_url,
+        "chromium": chromium,
+        "out": out,
+        "admin": ["admin", "pw"],
+        "dev": ["dev", "pw"],
+        "promoted": setup.promoted,
+        "denied": setup.denied,
+        "denied_layer": setup.denied_layer,
+        "index": setup.index,
+        "hostile": setup.hostile,
+        "summary": summary,
+    });
+    let output = tokio::process::Command::new(&python)
+        .arg(root.join("tests/console_browser.py"))
+        .arg(plan.to_string())
+        .output()
+        .await
+        .expect("run the browser test");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}{stderr}");
+    assert!(output.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+}
