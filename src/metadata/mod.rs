@@ -52,6 +52,7 @@ pub mod audit;
 mod blobs;
 mod index;
 pub mod layout;
+pub mod lifecycle;
 mod promotions;
 mod proxied;
 mod signing_key;
