@@ -116,6 +116,8 @@ async fn reindex(args: &ConfigArgs) -> anyhow::Result<()> {
 /// One garbage-collection pass, over an index of its own in a temporary directory (sled locks the
 /// server's; manifests are summarised again from their bytes, which the pass reads anyway).
 async fn gc(args: &ConfigArgs, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    // Failpoints from `FAILPOINTS` (builds with the `failpoints` feature; tests kill a pass).
+    let _failpoints = fail::FailScenario::setup();
     let mut config = load(args)?;
     let index = std::env::temp_dir().join(format!("portcullis-gc-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
     config.index_dir = index.clone();

@@ -302,6 +302,8 @@ impl Registry {
         }
         let claimed = SweepRecord { pass, claimed: true, marked, digits };
         self.metadata.put_sweep(&claimed, PutCondition::IfMatch(etag)).await?;
+        // Tests stop here to kill the collector with its pass claimed.
+        fail::fail_point!("gc-claimed");
         swept.removed.extend(self.gc_finish(&claimed, started).await?);
         Ok(swept)
     }
