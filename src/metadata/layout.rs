@@ -65,8 +65,6 @@ pub enum Key<'a> {
     SigningKey,
     /// An upload session.
     Upload(&'a str),
-    /// The last recorded pull of a tag (its time is the object's).
-    Pulled(&'a RepoName, &'a Tag),
     /// A lease held by one process at a time (`gc`, `scrub`).
     Lease(&'a str),
     /// Present while a collection pass removes what its doomed buckets list.
@@ -74,10 +72,6 @@ pub enum Key<'a> {
     /// One bucket of what a collection pass is about to remove, by the first hex digits of the
     /// sha256 of each victim's key.
     Doomed(&'a str),
-    /// Why content was taken out of `blobs/`: its bytes do not hash to its digest.
-    Quarantine(&'a Digest),
-    /// The bytes taken out, kept for inspection.
-    QuarantinedBytes(&'a Digest),
     /// What a proxied repository's tag pointed to upstream when last checked.
     UpstreamTag(&'a RepoName, &'a Tag),
     /// Proxied content in a repository: from which upstream, when, and when last pulled.
@@ -105,22 +99,16 @@ pub enum Prefix<'a> {
     AuditRecords,
     /// Promotion records of a target, by digest hex.
     PromotionRecords(&'a RepoName),
-    /// Every promotion record, by `<target>/_records/<hex>`.
-    AllPromotionRecords,
     /// Blob links of a repository, by digest hex.
     BlobLinks(&'a RepoName),
     /// Tombstones of a repository, by tag.
     Tombstones(&'a RepoName),
     /// Every referrer link of a repository, by `<subject hex>/<referrer hex>`.
     AllReferrers(&'a RepoName),
-    /// Recorded pulls of a repository's tags, by tag.
-    Pulled(&'a RepoName),
     /// Blob and manifest bytes, by `<2 hex>/<64 hex>`.
     Blobs,
     /// Buckets of a collection pass, by hex prefix.
     Doomed,
-    /// Quarantine records, by digest hex.
-    Quarantine,
     /// Proxied content records of a repository, by digest hex.
     Proxied(&'a RepoName),
     /// Admission records, by cluster, namespace, kind and name.
@@ -158,12 +146,9 @@ impl Key<'_> {
             Key::AuditHead => "audit/head",
             Key::SigningKey => "keys/vsa-signing-key.pem",
             Key::Upload(_) => "uploads/<uuid>",
-            Key::Pulled(..) => "repositories/<name>/_pulled/<tag>",
             Key::Lease(_) => "leases/<name>",
             Key::Sweep => "gc/sweep",
             Key::Doomed(_) => "gc/doomed/<hex prefix>",
-            Key::Quarantine(_) => "quarantine/records/sha256/<hex>",
-            Key::QuarantinedBytes(_) => "quarantine/bytes/sha256/<hex>",
             Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
             Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
             Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
@@ -189,12 +174,9 @@ impl fmt::Display for Key<'_> {
             Key::AuditHead => f.write_str("audit/head"),
             Key::SigningKey => f.write_str("keys/vsa-signing-key.pem"),
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
-            Key::Pulled(repo, tag) => write!(f, "{}{tag}", Prefix::Pulled(repo)),
             Key::Lease(name) => write!(f, "leases/{name}"),
             Key::Sweep => f.write_str("gc/sweep"),
             Key::Doomed(bucket) => write!(f, "{}{bucket}", Prefix::Doomed),
-            Key::Quarantine(digest) => write!(f, "{}{}", Prefix::Quarantine, digest.hex()),
-            Key::QuarantinedBytes(digest) => write!(f, "quarantine/bytes/sha256/{}", digest.hex()),
             Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
             Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
             Key::Admission(workload) => {
@@ -215,14 +197,11 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Catalog => f.write_str(CATALOG),
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
-            Prefix::AllPromotionRecords => f.write_str(PROMOTIONS),
             Prefix::BlobLinks(repo) => write!(f, "{REPOSITORIES}{repo}/_blobs/sha256/"),
             Prefix::Tombstones(repo) => write!(f, "{REPOSITORIES}{repo}/_tombstones/"),
             Prefix::AllReferrers(repo) => write!(f, "{REPOSITORIES}{repo}/_referrers/sha256/"),
-            Prefix::Pulled(repo) => write!(f, "{REPOSITORIES}{repo}/_pulled/"),
             Prefix::Blobs => f.write_str("blobs/sha256/"),
             Prefix::Doomed => f.write_str("gc/doomed/"),
-            Prefix::Quarantine => f.write_str("quarantine/records/sha256/"),
             Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
             Prefix::Admissions => f.write_str(ADMISSIONS),
             Prefix::Drift => f.write_str(DRIFT),
@@ -304,8 +283,6 @@ pub enum Object {
     },
     /// `uploads/<id>`
     Upload(String),
-    /// `repositories/<name>/_pulled/<tag>`
-    Pulled(RepoName, Tag),
     /// `promotions/<target>/_records/<hex>`
     PromotionRecord {
         /// The repository promoted into.
@@ -348,7 +325,6 @@ impl Object {
             ["manifests", "sha256", hex] => Some(Object::ManifestLink(repo, digest(hex)?)),
             ["tags", tag] => Some(Object::Tag(repo, tag.parse().ok()?)),
             ["tombstones", tag] => Some(Object::Tombstone(repo, tag.parse().ok()?)),
-            ["pulled", tag] => Some(Object::Pulled(repo, tag.parse().ok()?)),
             ["referrers", "sha256", subject, referrer] => {
                 Some(Object::Referrer { repo, subject: digest(subject)?, referrer: digest(referrer)? })
             }
@@ -370,7 +346,6 @@ impl Object {
             Object::Referrer { repo, subject, referrer } => Key::Referrer { repo, subject, referrer },
             Object::Parent { repo, child, parent } => Key::Parent { repo, child, parent },
             Object::Upload(upload_id) => Key::Upload(upload_id),
-            Object::Pulled(repo, tag) => Key::Pulled(repo, tag),
             Object::PromotionRecord { target, digest } => Key::PromotionRecord { target, digest },
             Object::UpstreamTag(repo, tag) => Key::UpstreamTag(repo, tag),
             Object::Proxied(repo, digest) => Key::Proxied(repo, digest),
@@ -435,7 +410,6 @@ mod tests {
         check(&format!("repositories/a/_manifests/sha256/{hex}"), Some("ManifestLink(RepoName(\"a\"), sha256:abab"));
         check("repositories/a/_tags/v1", Some("Tag(RepoName(\"a\"), Tag(\"v1\"))"));
         check("repositories/a/_tombstones/v1", Some("Tombstone(RepoName(\"a\"), Tag(\"v1\"))"));
-        check("repositories/a/_pulled/v1", Some("Pulled(RepoName(\"a\"), Tag(\"v1\"))"));
         check(&format!("repositories/a/_referrers/sha256/{hex}/{hex}"), Some("Referrer { repo: RepoName(\"a\"), subject: sha256:abab"));
         check(&format!("repositories/a/_parents/sha256/{hex}/{hex}"), Some("Parent { repo: RepoName(\"a\"), child: sha256:abab"));
         check(&format!("uploads/{upload_id}"), Some("Upload(\"0b7d5c7e"));
@@ -515,18 +489,15 @@ mod tests {
             Key::AuditHead,
             Key::SigningKey,
             Key::Upload(upload_id.as_str()),
-            Key::Pulled(&repo, &tag),
             Key::Lease("gc"),
             Key::Sweep,
             Key::Doomed("a0f"),
-            Key::Quarantine(&digest),
-            Key::QuarantinedBytes(&digest),
             Key::UpstreamTag(&repo, &tag),
             Key::Proxied(&repo, &digest),
             Key::Admission(&workload),
             Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 24];
+        let mut seen = [false; 21];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -543,16 +514,13 @@ mod tests {
                 Key::AuditHead => 11,
                 Key::SigningKey => 12,
                 Key::Upload(_) => 13,
-                Key::Pulled(..) => 14,
-                Key::Lease(_) => 15,
-                Key::Sweep => 16,
-                Key::Doomed(_) => 17,
-                Key::Quarantine(_) => 18,
-                Key::QuarantinedBytes(_) => 19,
-                Key::UpstreamTag(..) => 20,
-                Key::Proxied(..) => 21,
-                Key::Admission(_) => 22,
-                Key::Drift(..) => 23,
+                Key::Lease(_) => 14,
+                Key::Sweep => 15,
+                Key::Doomed(_) => 16,
+                Key::UpstreamTag(..) => 17,
+                Key::Proxied(..) => 18,
+                Key::Admission(_) => 19,
+                Key::Drift(..) => 20,
             };
             seen[kind] = true;
             let built = key.to_string();

@@ -24,12 +24,9 @@
 //! audit/head                                             {"seq","hash"} of the last audit record, a hint
 //! keys/vsa-signing-key.pem                               generated verification-summary key, create-only
 //! uploads/<uuid>                                         upload session {"repo","started"}
-//! repositories/<name>/_pulled/<tag>                      (empty) a pull of the tag was recorded at the object's time
 //! leases/<name>                                          {"holder","since"} held by one process (gc, scrub), renewed with If-Match
 //! gc/sweep                                               {"pass","digits"} a collection pass is removing what gc/doomed/ lists
 //! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
-//! quarantine/records/sha256/<hex>                        {"actual","found_by","time"} content whose bytes did not hash to its digest
-//! quarantine/bytes/sha256/<hex>                          those bytes, taken out of blobs/
 //! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
 //! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
 //! ```
@@ -541,8 +538,6 @@ impl Object {
                 decode::<UpstreamTagRecord>(&key, &bytes)?;
                 Vec::new()
             }
-            // Its presence and time are what it says; the tag may be gone since.
-            Object::Pulled(..) => Vec::new(),
             Object::Proxied(_, digest) => {
                 decode::<ProxiedRecord>(&key, &bytes)?;
                 vec![Key::Blob(digest).to_string()]
