@@ -24,6 +24,20 @@ pub enum Command {
     /// Check the store's metadata, read-only: name every object that does not parse or points
     /// to nothing (exit 0 clean, 1 problems found, 2 error). Safe beside a running server.
     Fsck(ConfigArgs),
+    /// Run one garbage-collection pass and print what it removed and the bytes reclaimed. Safe
+    /// beside running servers (one pass at a time across replicas, through a lease in the store;
+    /// this one waits for a pass in progress). Uses an index of its own, so the server's stays
+    /// locked by the server.
+    Gc {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// List what a pass would remove now; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the configured policy.
     #[command(subcommand)]
     Policy(PolicyCommand),

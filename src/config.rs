@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`, `gc`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -24,6 +24,7 @@ use serde::Deserialize;
 mod admission;
 mod auth;
 mod files;
+mod gc;
 mod namespaces;
 mod promotion;
 mod registry;
@@ -72,6 +73,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Kubernetes admission; without it the webhook endpoints answer 404.
     pub admission: Option<AdmissionConfig>,
+    /// Garbage collection (`[gc]`).
+    pub gc: crate::gc::GcConfig,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -152,6 +155,7 @@ struct FileConfig {
     auth: Option<auth::FileAuth>,
     upstreams: Vec<upstreams::FileUpstream>,
     admission: Option<admission::FileAdmission>,
+    gc: gc::FileGc,
 }
 
 impl Config {
@@ -196,6 +200,7 @@ impl Config {
         let namespaces = namespaces::load(file.namespaces, &trust, &mut files).map_err(invalid)?;
         let upstreams = upstreams::load(file.upstreams, &mut files).map_err(invalid)?;
         let admission = file.admission.map(admission::FileAdmission::load).transpose().map_err(invalid)?;
+        let gc = file.gc.load().map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -209,6 +214,7 @@ impl Config {
             auth,
             upstreams,
             admission,
+            gc,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

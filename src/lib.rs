@@ -23,4 +23,5 @@ pub mod promote;
 pub mod proxy;
 pub mod admission;
 pub mod fsck;
+pub mod gc;
 pub mod signing;

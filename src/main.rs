@@ -14,6 +14,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(&args)),
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
         Command::Fsck(args) => std::process::exit(runtime.block_on(fsck(&args))),
+        Command::Gc { config, dry_run, json } => runtime.block_on(gc(&config, dry_run, json)),
         Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
         Command::Check { registry, image, target, json, access } => {
             let access = client_access(access);
@@ -109,6 +110,30 @@ async fn reindex(args: &ConfigArgs) -> anyhow::Result<()> {
     let registry = portcullis::server::open(config).await?;
     let n_manifests = registry.reindex().await?;
     writeln!(std::io::stdout(), "reindexed {n_manifests} manifests")?;
+    Ok(())
+}
+
+/// One garbage-collection pass, over an index of its own in a temporary directory (sled locks the
+/// server's; manifests are summarised again from their bytes, which the pass reads anyway).
+async fn gc(args: &ConfigArgs, dry_run: bool, json: bool) -> anyhow::Result<()> {
+    // Failpoints from `FAILPOINTS` (builds with the `failpoints` feature; tests kill a pass).
+    let _failpoints = fail::FailScenario::setup();
+    let mut config = load(args)?;
+    let index = std::env::temp_dir().join(format!("portcullis-gc-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    config.index_dir = index.clone();
+    let outcome = async {
+        let registry = portcullis::server::open(config).await?;
+        let report = portcullis::gc::run(&registry, &portcullis::gc::Options { dry_run }).await?;
+        anyhow::Ok(report)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&index);
+    let report = outcome?;
+    let mut stdout = std::io::stdout().lock();
+    match json {
+        true => writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?,
+        false => write!(stdout, "{}", portcullis::gc::render(&report))?,
+    }
     Ok(())
 }
 

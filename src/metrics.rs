@@ -54,6 +54,15 @@ pub struct Metrics {
     pub admission_drift_digests: IntGauge,
     /// Admitted digests seen turning to failing.
     pub admission_drift_detected: IntCounter,
+    /// Garbage-collection passes by outcome (`done`, `failed`).
+    pub gc_passes: IntCounterVec,
+    /// Objects removed by garbage collection, by kind (tags, links, content; upload sessions the
+    /// janitor purged as `upload_session`).
+    pub gc_removed_objects: IntCounterVec,
+    /// Content bytes reclaimed by garbage collection.
+    pub gc_removed_bytes: IntCounter,
+    /// Duration of garbage-collection passes.
+    pub gc_pass_duration: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -84,6 +93,10 @@ impl Metrics {
             admission_reviews: register(&registry, IntCounterVec::new(Opts::new("admission_reviews_total", "Admission reviews answered, by webhook and outcome"), &["webhook", "outcome"])),
             admission_drift_digests: register(&registry, IntGauge::new("admission_drift_digests", "Admitted digests whose verdict fails now")),
             admission_drift_detected: register(&registry, IntCounter::new("admission_drift_detected_total", "Admitted digests seen turning to failing")),
+            gc_passes: register(&registry, IntCounterVec::new(Opts::new("gc_passes_total", "Garbage-collection passes by outcome"), &["outcome"])),
+            gc_removed_objects: register(&registry, IntCounterVec::new(Opts::new("gc_removed_objects_total", "Objects removed by garbage collection, by kind"), &["kind"])),
+            gc_removed_bytes: register(&registry, IntCounter::new("gc_removed_bytes_total", "Content bytes reclaimed by garbage collection")),
+            gc_pass_duration: register(&registry, prometheus::Histogram::with_opts(HistogramOpts::new("gc_pass_duration_seconds", "Duration of garbage-collection passes").buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0]))),
             registry,
         }
     }

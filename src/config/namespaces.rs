@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::files::Files;
 use crate::policy::gate::{Gate, GateMode, RequiredAttestation, ScanRequirement};
 use crate::policy::namespaces::{Namespace, TagMode, TagRule};
+use crate::policy::retention::Retention;
 use crate::policy::scan::{AllowEntry, BlockRule, KnownExploited, ScanRules};
 use crate::policy::verify::TrustConfig;
 
@@ -24,6 +25,17 @@ pub(super) struct FileNamespace {
     tag_rules: Vec<FileTagRule>,
     #[serde(default)]
     gate: Option<FileGate>,
+    #[serde(default)]
+    retention: FileRetention,
+}
+
+/// `[namespaces.retention]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FileRetention {
+    keep_last: Option<usize>,
+    keep_tags: Vec<String>,
+    untagged: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,7 +112,10 @@ impl FileNamespace {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let pattern = self.pattern.clone();
-        Namespace::new(self.pattern, self.tags, tag_rules, self.promotion_only, gate)
+        let untagged = self.retention.untagged.as_deref().map(|text| parse_age(text, "namespaces.retention.untagged")).transpose()?;
+        let retention = Retention::new(self.retention.keep_last, self.retention.keep_tags, untagged.map(|secs| std::time::Duration::from_secs(secs as u64)))
+            .map_err(|err| format!("namespaces.retention.keep_tags: {err}"))?;
+        Namespace::new(self.pattern, self.tags, tag_rules, self.promotion_only, gate, retention)
             .map_err(|err| format!("namespaces.pattern {pattern:?}: {err}"))
     }
 }

@@ -65,6 +65,13 @@ pub enum Key<'a> {
     SigningKey,
     /// An upload session.
     Upload(&'a str),
+    /// A lease held by one process at a time (`gc`, `scrub`).
+    Lease(&'a str),
+    /// Present while a collection pass removes what its doomed buckets list.
+    Sweep,
+    /// One bucket of what a collection pass is about to remove, by the first hex digits of the
+    /// sha256 of each victim's key.
+    Doomed(&'a str),
     /// What a proxied repository's tag pointed to upstream when last checked.
     UpstreamTag(&'a RepoName, &'a Tag),
     /// Proxied content in a repository: from which upstream, when, and when last pulled.
@@ -92,6 +99,16 @@ pub enum Prefix<'a> {
     AuditRecords,
     /// Promotion records of a target, by digest hex.
     PromotionRecords(&'a RepoName),
+    /// Blob links of a repository, by digest hex.
+    BlobLinks(&'a RepoName),
+    /// Tombstones of a repository, by tag.
+    Tombstones(&'a RepoName),
+    /// Every referrer link of a repository, by `<subject hex>/<referrer hex>`.
+    AllReferrers(&'a RepoName),
+    /// Blob and manifest bytes, by `<2 hex>/<64 hex>`.
+    Blobs,
+    /// Buckets of a collection pass, by hex prefix.
+    Doomed,
     /// Proxied content records of a repository, by digest hex.
     Proxied(&'a RepoName),
     /// Admission records, by cluster, namespace, kind and name.
@@ -129,6 +146,9 @@ impl Key<'_> {
             Key::AuditHead => "audit/head",
             Key::SigningKey => "keys/vsa-signing-key.pem",
             Key::Upload(_) => "uploads/<uuid>",
+            Key::Lease(_) => "leases/<name>",
+            Key::Sweep => "gc/sweep",
+            Key::Doomed(_) => "gc/doomed/<hex prefix>",
             Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
             Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
             Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
@@ -140,11 +160,11 @@ impl Key<'_> {
 impl fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Key::Blob(digest) => write!(f, "blobs/sha256/{}/{}", &digest.hex()[..2], digest.hex()),
-            Key::BlobLink(repo, digest) => write!(f, "{REPOSITORIES}{repo}/_blobs/sha256/{}", digest.hex()),
+            Key::Blob(digest) => write!(f, "{}{}/{}", Prefix::Blobs, &digest.hex()[..2], digest.hex()),
+            Key::BlobLink(repo, digest) => write!(f, "{}{}", Prefix::BlobLinks(repo), digest.hex()),
             Key::ManifestLink(repo, digest) => write!(f, "{}{}", Prefix::Manifests(repo), digest.hex()),
             Key::Tag(repo, tag) => write!(f, "{}{tag}", Prefix::Tags(repo)),
-            Key::Tombstone(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_tombstones/{tag}"),
+            Key::Tombstone(repo, tag) => write!(f, "{}{tag}", Prefix::Tombstones(repo)),
             Key::Referrer { repo, subject, referrer } => write!(f, "{}{}", Prefix::Referrers(repo, subject), referrer.hex()),
             Key::Parent { repo, child, parent } => write!(f, "{}{}", Prefix::Parents(repo, child), parent.hex()),
             Key::ManifestType(digest) => write!(f, "types/sha256/{}", digest.hex()),
@@ -154,6 +174,9 @@ impl fmt::Display for Key<'_> {
             Key::AuditHead => f.write_str("audit/head"),
             Key::SigningKey => f.write_str("keys/vsa-signing-key.pem"),
             Key::Upload(upload_id) => write!(f, "{UPLOADS}{upload_id}"),
+            Key::Lease(name) => write!(f, "leases/{name}"),
+            Key::Sweep => f.write_str("gc/sweep"),
+            Key::Doomed(bucket) => write!(f, "{}{bucket}", Prefix::Doomed),
             Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
             Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
             Key::Admission(workload) => {
@@ -174,6 +197,11 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Catalog => f.write_str(CATALOG),
             Prefix::AuditRecords => f.write_str(AUDIT_RECORDS),
             Prefix::PromotionRecords(target) => write!(f, "{PROMOTIONS}{target}/_records/"),
+            Prefix::BlobLinks(repo) => write!(f, "{REPOSITORIES}{repo}/_blobs/sha256/"),
+            Prefix::Tombstones(repo) => write!(f, "{REPOSITORIES}{repo}/_tombstones/"),
+            Prefix::AllReferrers(repo) => write!(f, "{REPOSITORIES}{repo}/_referrers/sha256/"),
+            Prefix::Blobs => f.write_str("blobs/sha256/"),
+            Prefix::Doomed => f.write_str("gc/doomed/"),
             Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
             Prefix::Admissions => f.write_str(ADMISSIONS),
             Prefix::Drift => f.write_str(DRIFT),
@@ -209,6 +237,12 @@ pub fn catalog_seek(prefix: &str) -> String {
 pub fn catalog_name(entry: &str) -> Option<String> {
     let hex: String = entry.strip_suffix("/-")?.split('/').collect();
     String::from_utf8(hex::decode(hex).ok()?).ok()
+}
+
+/// The digest of an entry of [`Prefix::Blobs`] (`<2 hex>/<64 hex>`); `None` for anything else.
+pub fn blob_entry_digest(entry: &str) -> Option<Digest> {
+    let (fan, hex) = entry.split_once('/')?;
+    (hex.get(..2) == Some(fan)).then(|| digest_of_hex(hex)).flatten()
 }
 
 /// A digest from the hex a key names it by.
@@ -455,12 +489,15 @@ mod tests {
             Key::AuditHead,
             Key::SigningKey,
             Key::Upload(upload_id.as_str()),
+            Key::Lease("gc"),
+            Key::Sweep,
+            Key::Doomed("a0f"),
             Key::UpstreamTag(&repo, &tag),
             Key::Proxied(&repo, &digest),
             Key::Admission(&workload),
             Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 18];
+        let mut seen = [false; 21];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -477,10 +514,13 @@ mod tests {
                 Key::AuditHead => 11,
                 Key::SigningKey => 12,
                 Key::Upload(_) => 13,
-                Key::UpstreamTag(..) => 14,
-                Key::Proxied(..) => 15,
-                Key::Admission(_) => 16,
-                Key::Drift(..) => 17,
+                Key::Lease(_) => 14,
+                Key::Sweep => 15,
+                Key::Doomed(_) => 16,
+                Key::UpstreamTag(..) => 17,
+                Key::Proxied(..) => 18,
+                Key::Admission(_) => 19,
+                Key::Drift(..) => 20,
             };
             seen[kind] = true;
             let built = key.to_string();

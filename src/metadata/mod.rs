@@ -24,6 +24,9 @@
 //! audit/head                                             {"seq","hash"} of the last audit record, a hint
 //! keys/vsa-signing-key.pem                               generated verification-summary key, create-only
 //! uploads/<uuid>                                         upload session {"repo","started"}
+//! leases/<name>                                          {"holder","since"} held by one process (gc, scrub), renewed with If-Match
+//! gc/sweep                                               {"pass","digits"} a collection pass is removing what gc/doomed/ lists
+//! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
 //! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
 //! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
 //! ```
@@ -46,6 +49,7 @@ pub mod audit;
 mod blobs;
 mod index;
 pub mod layout;
+pub mod lifecycle;
 mod promotions;
 mod proxied;
 mod signing_key;

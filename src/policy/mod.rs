@@ -3,6 +3,7 @@
 
 pub mod gate;
 pub mod namespaces;
+pub mod retention;
 pub mod scan;
 pub mod tags;
 pub mod verify;

@@ -23,6 +23,8 @@ pub struct Namespace {
     pub promotion_only: bool,
     /// What a manifest needs to be pulled or promoted here; `None`: ungated.
     pub gate: Option<Gate>,
+    /// What garbage collection removes here beyond unreferenced content.
+    pub retention: crate::policy::retention::Retention,
 }
 
 /// An exception inside a namespace: tags matching a pattern behave differently.
@@ -63,7 +65,7 @@ pub enum PatternError {
 /// several, and `X/**` also matches `X` itself, so that a namespace covers its own root), or
 /// `regex:<expression>`, which must match the whole name.
 #[derive(Debug, Clone)]
-struct NamePattern {
+pub(crate) struct NamePattern {
     matcher: NameMatcher,
     /// The `X` of a glob `X/**`.
     root: Option<String>,
@@ -88,8 +90,9 @@ impl Namespace {
         tag_rules: Vec<TagRule>,
         promotion_only: bool,
         gate: Option<Gate>,
+        retention: crate::policy::retention::Retention,
     ) -> Result<Namespace, PatternError> {
-        Ok(Namespace { matcher: NamePattern::parse(&pattern)?, pattern, tags, tag_rules, promotion_only, gate })
+        Ok(Namespace { matcher: NamePattern::parse(&pattern)?, pattern, tags, tag_rules, promotion_only, gate, retention })
     }
 
     /// Whether the namespace's pattern matches the repository name.
@@ -121,7 +124,7 @@ impl fmt::Display for TagMode {
 }
 
 impl NamePattern {
-    fn parse(pattern: &str) -> Result<NamePattern, PatternError> {
+    pub(crate) fn parse(pattern: &str) -> Result<NamePattern, PatternError> {
         if let Some(expression) = pattern.strip_prefix("regex:") {
             let regex = regex::Regex::new(&format!("^(?:{expression})$"))?;
             return Ok(NamePattern { matcher: NameMatcher::Regex(regex), root: None });
@@ -131,7 +134,7 @@ impl NamePattern {
         Ok(NamePattern { matcher: NameMatcher::Glob(glob.compile_matcher()), root })
     }
 
-    fn is_match(&self, name: &str) -> bool {
+    pub(crate) fn is_match(&self, name: &str) -> bool {
         self.root.as_deref() == Some(name)
             || match &self.matcher {
                 NameMatcher::Glob(glob) => glob.is_match(name),

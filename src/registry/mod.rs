@@ -5,6 +5,8 @@ mod admissions;
 pub mod audit;
 pub mod body;
 pub mod evidence;
+pub mod collect;
+mod fence;
 mod promotion;
 pub mod manifest;
 pub mod proxied;
@@ -228,6 +230,39 @@ pub struct Referrers {
 
 /// The most referrers listed for one subject.
 const MAX_REFERRERS: usize = 10_000;
+/// Times a manifest push writes its objects again after a collection pass removed some.
+const PUSH_ROUNDS: usize = 3;
+
+/// The keys a manifest push relies on (its targets, each with the digest to name when it is gone)
+/// and the keys it writes.
+struct NeededKeys {
+    targets: Vec<(String, Digest)>,
+    own: Vec<String>,
+}
+
+impl NeededKeys {
+    fn all(&self) -> Vec<String> {
+        self.targets.iter().map(|(key, _)| key.clone()).chain(self.own.iter().cloned()).collect()
+    }
+}
+
+fn needed_keys(repo: &RepoName, parsed: &manifest::ParsedManifest, digest: &Digest, tags: &[&Tag]) -> NeededKeys {
+    use crate::metadata::layout::Key;
+    let mut targets = Vec::new();
+    for blob in parsed.required_blobs() {
+        targets.push((Key::BlobLink(repo, &blob.digest).to_string(), blob.digest.clone()));
+        targets.push((Key::Blob(&blob.digest).to_string(), blob.digest.clone()));
+    }
+    for child in &parsed.manifests {
+        targets.push((Key::ManifestLink(repo, &child.digest).to_string(), child.digest.clone()));
+        targets.push((Key::Blob(&child.digest).to_string(), child.digest.clone()));
+    }
+    let mut own = vec![Key::Blob(digest).to_string(), Key::ManifestLink(repo, digest).to_string()];
+    own.extend(parsed.subject.iter().map(|subject| Key::Referrer { repo, subject, referrer: digest }.to_string()));
+    own.extend(parsed.manifests.iter().map(|child| Key::Parent { repo, child: &child.digest, parent: digest }.to_string()));
+    own.extend(tags.iter().map(|tag| Key::Tag(repo, tag).to_string()));
+    NeededKeys { targets, own }
+}
 /// Blobs a manifest push checks at once (existence and size).
 const REFERENCE_CHECKS: usize = 16;
 /// The largest layer an inert manifest may have: the largest evidence `registry::evidence` reads.
@@ -410,10 +445,18 @@ impl Registry {
     /// Cross-repository mount: links the blob into `repo` when `from` has it. Returns whether it did.
     pub async fn mount_blob(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
         self.refuse_if_promotion_only(repo, "blobs")?;
-        if !self.metadata.blob_linked(from, digest).await? || self.metadata.content_size(digest).await?.is_none() {
+        let fence = self.open_fence().await?;
+        let from_link = crate::metadata::layout::Key::BlobLink(from, digest);
+        if !self.metadata.touch(&from_link, self.touch_age()).await? || self.metadata.content_size(digest).await?.is_none() {
             return Ok(false);
         }
         self.metadata.link_blob(repo, digest).await?;
+        let content = crate::metadata::layout::Key::Blob(digest).to_string();
+        if !self.close_fence(fence, std::slice::from_ref(&content)).await?.is_empty() {
+            // Collected meanwhile: the client uploads it instead.
+            self.metadata.unlink_blob(repo, digest).await?;
+            return Ok(false);
+        }
         Ok(true)
     }
 
@@ -449,9 +492,22 @@ impl Registry {
             Reference::Tag(tag) => tags.insert(0, tag),
         }
         self.refuse_upstream_tags(repo, &tags)?;
-        self.check_references(repo, &parsed).await?;
-        self.store_manifest(repo, &parsed, &digest, bytes).await?;
-        self.bind_tags(repo, &tags, &digest).await?;
+        // Garbage collection's fence (see `fence`): what was checked is still there once the
+        // manifest is, and what a pass removed meanwhile of the push's own objects is written again.
+        let needed = needed_keys(repo, &parsed, &digest, &tags);
+        for _ in 0..PUSH_ROUNDS {
+            let fence = self.open_fence().await?;
+            self.check_references(repo, &parsed).await?;
+            self.store_manifest(repo, &parsed, &digest, bytes.clone()).await?;
+            self.bind_tags(repo, &tags, &digest).await?;
+            let missing = self.close_fence(fence, &needed.all()).await?;
+            if let Some(target) = needed.targets.iter().find(|(key, _)| missing.contains(key)) {
+                return Err(RegistryError::ManifestBlobUnknown(target.1.clone()));
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
         // New evidence (a referrer, or under cosign's tag scheme) may change verdicts of digests
         // that run in clusters.
         if parsed.subject.is_some() || tags.iter().any(|tag| tag.cosign_subject().is_some()) {
@@ -485,6 +541,7 @@ impl Registry {
             futures::future::try_join_all(batch.iter().map(|blob| self.check_blob_reference(repo, blob))).await?;
         }
         for child in &parsed.manifests {
+            self.metadata.touch(&crate::metadata::layout::Key::ManifestLink(repo, &child.digest), self.touch_age()).await?;
             let link = self.metadata.manifest_link(repo, &child.digest).await?;
             let link = link.ok_or_else(|| RegistryError::ManifestBlobUnknown(child.digest.clone()))?;
             if link.size != child.size || link.media_type != child.media_type {
@@ -498,7 +555,8 @@ impl Registry {
     }
 
     async fn check_blob_reference(&self, repo: &RepoName, blob: &manifest::Descriptor) -> Result<()> {
-        let stored = match self.metadata.blob_linked(repo, &blob.digest).await? {
+        let link = crate::metadata::layout::Key::BlobLink(repo, &blob.digest);
+        let stored = match self.metadata.touch(&link, self.touch_age()).await? {
             true => self.metadata.content_size(&blob.digest).await?,
             false => None,
         };

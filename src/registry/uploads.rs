@@ -12,6 +12,7 @@ use storage::{BlobStoreError, ByteStream, Digest};
 
 use crate::names::{RepoName, UploadId};
 use super::{Registry, RegistryError, Result};
+use crate::metadata::layout::Key;
 use crate::metadata::{MetadataError, UploadRecord};
 
 /// In-process state of upload sessions, by upload id.
@@ -171,13 +172,29 @@ impl Registry {
         let mut session = session.lock().await;
         self.append_locked(repo, upload_id, &mut session, range, body).await?;
         let actual = session.hasher.as_ref().expect("append_locked always leaves a hasher").digest();
-        let committed = if actual == *digest { self.metadata.commit_upload(upload_id, digest).await.map_err(RegistryError::from) } else { Ok(()) };
-        self.end_session(upload_id).await?;
-        committed?;
         if actual != *digest {
+            self.end_session(upload_id).await?;
             return Err(RegistryError::DigestMismatch { expected: digest.clone(), actual });
         }
+        let linked = self.commit_and_link(repo, upload_id, digest).await;
+        self.end_session(upload_id).await?;
+        linked
+    }
+
+    /// Commits the staged bytes (unless that content is stored) and links the blob, inside a
+    /// collection fence (see `fence`): content stored before may be collected meanwhile, so when
+    /// the fence finds it gone, the staged bytes, still there, are committed again.
+    async fn commit_and_link(&self, repo: &RepoName, upload_id: &UploadId, digest: &Digest) -> Result<()> {
+        let fence = self.open_fence().await?;
+        self.metadata.commit_upload(upload_id, digest).await?;
         self.metadata.link_blob(repo, digest).await?;
+        let needed = [Key::Blob(digest).to_string(), Key::BlobLink(repo, digest).to_string()];
+        if !self.close_fence(fence, &needed).await?.is_empty() {
+            // The pass that removed them is over, and what is written now is younger than any
+            // pass's cut-off.
+            self.metadata.commit_upload(upload_id, digest).await?;
+            self.metadata.link_blob(repo, digest).await?;
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use sha2::Digest as _;
 
 use crate::{
-    validate_key, validate_prefix, BlobStore, BlobStoreError, ByteStream, ETag, ListPage,
+    validate_key, validate_prefix, BlobStore, BlobStoreError, ByteStream, ETag, ListPage, MetaPage,
     ObjectMeta, ObjectReader, PutCondition, Result, SmallObject,
 };
 
@@ -136,7 +136,10 @@ fn etag_of(meta: &std::fs::Metadata) -> ETag {
 }
 
 fn meta_of(meta: &std::fs::Metadata) -> ObjectMeta {
-    ObjectMeta { size: meta.size(), etag: etag_of(meta) }
+    // From the inode's own fields, so a time before the epoch or one the platform cannot
+    // represent is never an error.
+    let since_epoch = Duration::new(meta.mtime().max(0) as u64, meta.mtime_nsec().clamp(0, 999_999_999) as u32);
+    ObjectMeta { size: meta.size(), etag: etag_of(meta), modified: SystemTime::UNIX_EPOCH + since_epoch }
 }
 
 fn absent_is_none<T>(res: io::Result<T>) -> io::Result<Option<T>> {
@@ -455,6 +458,28 @@ impl BlobStore for FsBlobStore {
             let truncated = entries.len() > limit;
             entries.truncate(limit);
             Ok(ListPage { entries, truncated })
+        })
+        .await
+        .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?
+    }
+
+    async fn list_meta(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<MetaPage> {
+        validate_prefix(prefix)?;
+        let dir = self.root.join("objects").join(prefix);
+        let start_after = start_after.unwrap_or("").to_owned();
+        // The walk and every stat in one trip to the blocking pool.
+        tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk(&dir, "", &start_after, limit + 1, &mut keys)?;
+            let truncated = keys.len() > limit;
+            keys.truncate(limit);
+            let mut entries = Vec::with_capacity(keys.len());
+            for key in keys {
+                if let Some(meta) = absent_is_none(std::fs::metadata(dir.join(&key)))? {
+                    entries.push((key, meta_of(&meta)));
+                }
+            }
+            Ok(MetaPage { entries, truncated })
         })
         .await
         .map_err(|join| BlobStoreError::Io(io::Error::other(join)))?

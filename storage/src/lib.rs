@@ -40,13 +40,17 @@ pub use s3_config::{S3Config, DEFAULT_PART_SIZE, MAX_PART_SIZE, MIN_PART_SIZE};
 /// A stream of bytes read from or written to the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
-/// Size and entity tag of a stored object.
+/// Size, entity tag and time of last write of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
     /// Length in bytes.
     pub size: u64,
     /// Opaque version of the object's content, for compare-and-swap.
     pub etag: ETag,
+    /// When the object was last written, by the store's clock (the file's mtime, S3's
+    /// `Last-Modified`; whole seconds on S3). Rewriting an object, even with the same bytes,
+    /// moves it.
+    pub modified: std::time::SystemTime,
 }
 
 /// Opaque version identifier of an object, as returned by a read or a write.
@@ -78,6 +82,15 @@ pub struct SmallObject {
 pub struct ListPage {
     /// Keys, or with a delimiter the names directly below the prefix, in byte order, prefix removed.
     pub entries: Vec<String>,
+    /// Whether more entries follow the last one.
+    pub truncated: bool,
+}
+
+/// One page of a listing with metadata ([`BlobStore::list_meta`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaPage {
+    /// Keys below the prefix (prefix removed), in byte order, each with its metadata.
+    pub entries: Vec<(String, ObjectMeta)>,
     /// Whether more entries follow the last one.
     pub truncated: bool,
 }
@@ -159,6 +172,21 @@ pub trait BlobStore: Send + Sync + 'static {
         limit: usize,
         delimited: bool,
     ) -> Result<ListPage>;
+
+    /// Lists keys below `prefix` as a non-delimited [`BlobStore::list`] does, each with its
+    /// metadata, for walks that need sizes and ages (garbage collection). A key deleted between
+    /// listing and looking is left out. The default looks at each key with [`BlobStore::stat`];
+    /// backends whose listings carry metadata (S3) answer from the listing.
+    async fn list_meta(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<MetaPage> {
+        let page = self.list(prefix, start_after, limit, false).await?;
+        let mut entries = Vec::with_capacity(page.entries.len());
+        for key in page.entries {
+            if let Some(meta) = self.stat(&format!("{prefix}{key}")).await? {
+                entries.push((key, meta));
+            }
+        }
+        Ok(MetaPage { entries, truncated: page.truncated })
+    }
 
     /// Starts an empty staged upload named `id` (a single key segment).
     async fn stage_create(&self, id: &str) -> Result<()>;

@@ -52,7 +52,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{
-    validate_key, validate_prefix, BlobStore, BlobStoreError, ByteStream, ETag, ListPage,
+    validate_key, validate_prefix, BlobStore, BlobStoreError, ByteStream, ETag, ListPage, MetaPage,
     ObjectMeta, ObjectReader, PutCondition, Result, SmallObject,
 };
 
@@ -507,6 +507,12 @@ fn length_of(operation: &str, key: &str, length: Option<i64>) -> Result<u64> {
     }
 }
 
+/// An object's `Last-Modified`; a response without one (no server seen omits it) counts as
+/// written now, so that it looks as young as possible to whoever judges its age.
+fn modified_of(last_modified: Option<&aws_sdk_s3::primitives::DateTime>) -> SystemTime {
+    last_modified.and_then(|time| SystemTime::try_from(*time).ok()).unwrap_or_else(SystemTime::now)
+}
+
 /// The total size in a `Content-Range: bytes <a>-<b>/<total>` header.
 fn total_of_content_range(content_range: &str) -> Option<u64> {
     content_range.rsplit_once('/')?.1.parse().ok()
@@ -557,6 +563,7 @@ impl S3BlobStore {
             Ok(head) => Ok(Some(ObjectMeta {
                 size: length_of("HeadObject", full_key, head.content_length())?,
                 etag: etag_of("HeadObject", full_key, head.e_tag())?,
+                modified: modified_of(head.last_modified()),
             })),
             Err(err) => match fault("HeadObject", full_key, err) {
                 Fault::NotFound => Ok(None),
@@ -893,8 +900,15 @@ impl S3BlobStore {
     }
 
     /// The keys below `s3_prefix` (relative to it) that sort after `start_after`, up to `want`,
-    /// for the non-delimited [`BlobStore::list`].
-    async fn list_keys(&self, s3_prefix: &str, start_after: Option<&str>, want: usize) -> Result<Vec<String>> {
+    /// for the non-delimited [`BlobStore::list`] and [`BlobStore::list_meta`]: each listed object
+    /// as `entry` makes it of its relative key and what the listing says of it.
+    async fn list_keys<T>(
+        &self,
+        s3_prefix: &str,
+        start_after: Option<&str>,
+        want: usize,
+        entry: impl Fn(&str, &aws_sdk_s3::types::Object) -> Result<T>,
+    ) -> Result<Vec<T>> {
         let mut keys = Vec::new();
         let mut continuation: Option<String> = None;
         loop {
@@ -910,14 +924,15 @@ impl S3BlobStore {
                 (None, None) => request,
             };
             let page = request.send().await.map_err(|err| fault("ListObjectsV2", s3_prefix, err).into_error())?;
-            for key in page.contents().iter().filter_map(|object| object.key()) {
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
                 let relative = &key[s3_prefix.len().min(key.len())..];
                 // At the root, `~` entries are the store's own and sort last (see the module doc).
                 if self.is_internal(key) {
                     return Ok(keys);
                 }
                 if !relative.is_empty() {
-                    keys.push(relative.to_owned());
+                    keys.push(entry(relative, object)?);
                 }
                 if keys.len() >= want {
                     return Ok(keys);
@@ -1214,7 +1229,8 @@ impl BlobStore for S3BlobStore {
                 total
             }
         };
-        Ok(Some(ObjectReader { meta: ObjectMeta { size, etag }, body: body_stream(object.body) }))
+        let modified = modified_of(object.last_modified());
+        Ok(Some(ObjectReader { meta: ObjectMeta { size, etag, modified }, body: body_stream(object.body) }))
     }
 
     async fn get_small(&self, key: &str, limit: usize) -> Result<Option<SmallObject>> {
@@ -1245,11 +1261,30 @@ impl BlobStore for S3BlobStore {
         let want = limit.saturating_add(1);
         let mut entries = match delimited {
             true => self.list_names(&s3_prefix, start_after, want).await?,
-            false => self.list_keys(&s3_prefix, start_after, want).await?,
+            false => self.list_keys(&s3_prefix, start_after, want, |key, _| Ok(key.to_owned())).await?,
         };
         let truncated = entries.len() > limit;
         entries.truncate(limit);
         Ok(ListPage { entries, truncated })
+    }
+
+    async fn list_meta(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<MetaPage> {
+        validate_prefix(prefix)?;
+        let s3_prefix = format!("{}{prefix}", self.prefix);
+        // The listing carries size, ETag and Last-Modified: no request per key.
+        let entry = |key: &str, object: &aws_sdk_s3::types::Object| {
+            let full_key = format!("{s3_prefix}{key}");
+            let meta = ObjectMeta {
+                size: length_of("ListObjectsV2", &full_key, object.size())?,
+                etag: etag_of("ListObjectsV2", &full_key, object.e_tag())?,
+                modified: modified_of(object.last_modified()),
+            };
+            Ok((key.to_owned(), meta))
+        };
+        let mut entries = self.list_keys(&s3_prefix, start_after, limit.saturating_add(1), entry).await?;
+        let truncated = entries.len() > limit;
+        entries.truncate(limit);
+        Ok(MetaPage { entries, truncated })
     }
 
     async fn stage_create(&self, id: &str) -> Result<()> {

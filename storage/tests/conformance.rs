@@ -44,6 +44,7 @@ macro_rules! conformance {
             list_pagination,
             list_delimited,
             list_missing_prefix,
+            list_meta,
             get_range,
             get_large_object,
             staged_upload,
@@ -420,6 +421,44 @@ async fn list_missing_prefix(store: Arc<dyn BlobStore>) {
         "an empty store lists nothing"
     );
     assert_eq!(store.list("", None, 10, true).await.unwrap(), ListPage::default());
+}
+
+async fn list_meta(store: Arc<dyn BlobStore>) {
+    // S3 heads times in whole seconds.
+    let before = std::time::SystemTime::now() - Duration::from_secs(1);
+    put_list_fixture(&store).await;
+    let expected = sorted(&NESTED_KEYS);
+    // Pages as the plain listing's, each key with what stat says of it.
+    for limit in [1, 3, expected.len(), expected.len() + 1] {
+        let mut listed = Vec::new();
+        let mut start_after: Option<String> = None;
+        loop {
+            let page = store.list_meta("nested/", start_after.as_deref(), limit).await.unwrap();
+            assert!(page.entries.len() <= limit);
+            start_after = page.entries.last().map(|(key, _)| key.clone());
+            listed.extend(page.entries);
+            if !page.truncated {
+                break;
+            }
+        }
+        let keys: Vec<String> = listed.iter().map(|(key, _)| key.clone()).collect();
+        assert_eq!(keys, expected, "list_meta by {limit}");
+        for (key, meta) in &listed {
+            let stat = store.stat(&format!("nested/{key}")).await.unwrap().expect("listed");
+            assert_eq!((meta.size, &meta.etag), (key.len() as u64, &stat.etag), "{key}: size and version as stored");
+            // S3 lists times in milliseconds and heads them in seconds: they agree to the second.
+            let apart = meta.modified.duration_since(stat.modified).unwrap_or_else(|err| err.duration());
+            assert!(apart < Duration::from_secs(1), "{key}: listed {:?}, stat {:?}", meta.modified, stat.modified);
+            assert!(meta.modified >= before, "{key} was written just now, not at {:?}", meta.modified);
+        }
+    }
+    // Rewriting an object moves its time (garbage collection reads ages from it).
+    let old = store.stat("nested/c").await.unwrap().expect("written").modified;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    put(&store, "nested/c", b"c").await;
+    let new = store.stat("nested/c").await.unwrap().expect("rewritten").modified;
+    assert!(new > old, "rewritten at {new:?}, first written at {old:?}");
+    assert_eq!(store.list_meta("missing/", None, 10).await.unwrap(), storage::MetaPage::default());
 }
 
 /// Lists `prefix` page by page, passing the last entry of each page as the next `start_after`.

@@ -1,0 +1,161 @@
+//! Garbage collection, one pass at a time across every replica: [`run`] takes the `gc` lease
+//! (waiting while another process holds it), renews it while the pass runs (a pass whose lease is
+//! lost stops; the protocol leaves nothing half-removed that matters, and the next holder finishes
+//! a claimed pass), and reports what was removed. [`schedule`] runs passes in the server every
+//! `[gc] every`; `portcullis gc` runs one from the command line. The walks and the sweep are
+//! `registry::collect`, the push side `registry::fence`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::registry::collect::{Victim, VictimKind};
+use crate::registry::{Registry, RegistryError};
+
+/// The lease's name.
+const LEASE: &str = "gc";
+
+/// `[gc]` validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    /// How often the server runs a pass; `None`: only `portcullis gc` does.
+    pub every: Option<Duration>,
+    /// Nothing written more recently is removed.
+    pub grace: Duration,
+    /// How long a collector's lease lasts without renewal (it renews at a third of it).
+    pub lease: Duration,
+}
+
+/// How to run a pass.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// List what a pass would remove now, and remove nothing (no lease taken, nothing written).
+    pub dry_run: bool,
+}
+
+/// What a pass did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Whether nothing was removed because it was a dry run.
+    pub dry_run: bool,
+    /// Whether another collector held the lease and this one waited for it.
+    pub waited_for_lease: bool,
+    /// Whether a pass a collector left unfinished was finished first.
+    pub resumed: bool,
+    /// What was removed, in deletion order.
+    pub removed: Vec<Victim>,
+    /// Objects removed.
+    pub objects: usize,
+    /// Content bytes reclaimed.
+    pub bytes: u64,
+    /// Wall-clock seconds, lease wait included.
+    pub seconds: f64,
+}
+
+/// Runs one pass (see the module doc).
+pub async fn run(registry: &Registry, options: &Options) -> Result<Report, RegistryError> {
+    let started = Instant::now();
+    if options.dry_run {
+        let removed = registry.gc_dry_run().await?;
+        return Ok(report(true, false, false, removed, started));
+    }
+    let ttl = registry.config().gc.lease;
+    let holder = uuid::Uuid::new_v4().to_string();
+    let mut waited = false;
+    let etag = loop {
+        if let Some(etag) = registry.take_lease(LEASE, &holder, ttl).await? {
+            break etag;
+        }
+        if !waited {
+            tracing::info!("another collector holds the gc lease; waiting for it");
+        }
+        waited = true;
+        tokio::time::sleep((ttl / 4).min(Duration::from_secs(1))).await;
+    };
+    let held = std::sync::Mutex::new(etag);
+    let renew = async {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            let current = held.lock().expect("lease lock is never poisoned").clone();
+            match registry.renew_lease(LEASE, &holder, &current, ttl).await {
+                Ok(Some(etag)) => *held.lock().expect("lease lock is never poisoned") = etag,
+                Ok(None) => return RegistryError::Unavailable("the gc lease was taken over; the pass stopped".to_owned()),
+                // A store that fails now may answer at the next renewal, before the lease ends.
+                Err(err) => tracing::warn!(error = %err, "cannot renew the gc lease"),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        swept = registry.gc_pass() => swept,
+        lost = renew => Err(lost),
+    };
+    let current = held.lock().expect("lease lock is never poisoned").clone();
+    if let Err(err) = registry.release_lease(LEASE, &current).await {
+        tracing::warn!(error = %err, "cannot release the gc lease; it expires on its own");
+    }
+    let metrics = &registry.metrics;
+    metrics.gc_pass_duration.observe(started.elapsed().as_secs_f64());
+    let swept = match outcome {
+        Ok(swept) => swept,
+        Err(err) => {
+            metrics.gc_passes.with_label_values(&["failed"]).inc();
+            return Err(err);
+        }
+    };
+    metrics.gc_passes.with_label_values(&["done"]).inc();
+    for victim in &swept.removed {
+        metrics.gc_removed_objects.with_label_values(&[kind_label(victim.kind)]).inc();
+        metrics.gc_removed_bytes.inc_by(victim.bytes);
+    }
+    Ok(report(false, waited, swept.resumed, swept.removed, started))
+}
+
+fn report(dry_run: bool, waited_for_lease: bool, resumed: bool, removed: Vec<Victim>, started: Instant) -> Report {
+    let bytes = removed.iter().map(|victim| victim.bytes).sum();
+    Report { dry_run, waited_for_lease, resumed, objects: removed.len(), bytes, removed, seconds: started.elapsed().as_secs_f64() }
+}
+
+fn kind_label(kind: VictimKind) -> &'static str {
+    match kind {
+        VictimKind::Tag => "tag",
+        VictimKind::ReferrerLink => "referrer_link",
+        VictimKind::ParentLink => "parent_link",
+        VictimKind::Manifest => "manifest",
+        VictimKind::BlobLink => "blob_link",
+        VictimKind::Content => "content",
+    }
+}
+
+/// Runs a pass every `[gc] every` (read at each turn, so a reload changes it), first one period
+/// after start.
+pub async fn schedule(registry: Arc<Registry>) {
+    loop {
+        let Some(every) = registry.config().gc.every else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
+        tokio::time::sleep(every).await;
+        match run(&registry, &Options::default()).await {
+            Ok(report) => tracing::info!(objects = report.objects, bytes = report.bytes, seconds = report.seconds, "garbage collection pass done"),
+            Err(err) => tracing::warn!(error = %err, "garbage collection pass failed; the next one finishes it"),
+        }
+    }
+}
+
+/// The report as `portcullis gc` prints it without `--json`: one line per object, then a total.
+pub fn render(report: &Report) -> String {
+    let verb = if report.dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
+    if report.waited_for_lease {
+        out.push_str("waited for another collector's pass to end\n");
+    }
+    if report.resumed {
+        out.push_str("finished a pass a collector left unfinished\n");
+    }
+    for victim in &report.removed {
+        out.push_str(&format!("{verb} {} {}\n", kind_label(victim.kind), victim.key));
+    }
+    out.push_str(&format!("gc: {verb} {} objects, {} bytes reclaimed, in {:.1}s\n", report.objects, report.bytes, report.seconds));
+    out
+}

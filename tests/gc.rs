@@ -1,0 +1,335 @@
+//! Garbage collection (#18): what a pass removes and keeps, that a dry run lists exactly what the
+//! pass then removes, that pushes racing passes on two replicas never lose an accepted manifest's
+//! blobs (filesystem and S3), that a collector killed with its pass claimed is finished by the
+//! next, and that two collectors started at once take turns.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{sha256, tiny_manifest, RegistryClient, TestRegistry, OCI_MANIFEST};
+use portcullis::config::Config;
+
+/// `build/**` drops untagged manifests at once; no pass runs by itself; a 2 s grace.
+const CONFIG: &str = r#"
+[gc]
+every = "never"
+grace = "2s"
+lease = "3s"
+[[namespaces]]
+pattern = "build/**"
+[namespaces.retention]
+untagged = "0s"
+[[namespaces]]
+pattern = "keep/**"
+tags = "immutable"
+[[namespaces]]
+pattern = "**"
+"#;
+
+fn config(dir: &std::path::Path, text: &str) -> Config {
+    let overrides = portcullis::config::Overrides { data_dir: Some(dir.to_owned()), ..Default::default() };
+    Config::parse(text, "gc test", &overrides).expect("valid config")
+}
+
+/// Pushes an image of a config unique to `seed` and the layers `layers`; returns the manifest
+/// digest, or the error code the push got.
+async fn push_image(api: &RegistryClient, repo: &str, tag: &str, seed: &str, layer: &str) -> Result<String, String> {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+    let config_digest = api.push_blob(repo, config.as_bytes()).await;
+    let layer_digest = api.push_blob(repo, layer.as_bytes()).await;
+    let manifest = tiny_manifest(&config_digest, config.len(), &layer_digest, layer.len(), None);
+    let res = api.put_manifest(repo, tag, OCI_MANIFEST, manifest.as_bytes()).await;
+    match res.status().as_u16() {
+        201 => Ok(sha256(manifest.as_bytes())),
+        _ => Err(common::error_code(res).await),
+    }
+}
+
+/// Pulls `repo:tag` and every blob it names, checking each digest; returns the manifest digest.
+async fn pull_whole(api: &RegistryClient, repo: &str, reference: &str) -> String {
+    let res = api.client.get(api.url(&format!("/v2/{repo}/manifests/{reference}"))).header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(res.status(), 200, "{repo}:{reference}");
+    let bytes = res.bytes().await.unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
+    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].as_str().unwrap().to_owned()));
+    for blob in blobs {
+        let res = api.client.get(api.url(&format!("/v2/{repo}/blobs/{blob}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{repo}:{reference} blob {blob}");
+        assert_eq!(sha256(&res.bytes().await.unwrap()), blob, "{repo}:{reference} blob {blob} verifies");
+    }
+    sha256(&bytes)
+}
+
+async fn tags(api: &RegistryClient, repo: &str) -> Vec<String> {
+    let res = api.client.get(api.url(&format!("/v2/{repo}/tags/list?n=10000"))).send().await.unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    body["tags"].as_array().map(|tags| tags.iter().map(|t| t.as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+}
+
+async fn pass(registry: &TestRegistry, dry_run: bool) -> portcullis::gc::Report {
+    portcullis::gc::run(registry.registry(), &portcullis::gc::Options { dry_run }).await.expect("gc pass")
+}
+
+fn keys(report: &portcullis::gc::Report) -> Vec<String> {
+    let mut keys: Vec<String> = report.removed.iter().map(|victim| victim.key.clone()).collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn a_pass_removes_what_nothing_keeps_and_the_dry_run_said_so() {
+    let registry = TestRegistry::with_config_text(CONFIG).await;
+    let old = push_image(&registry, "build/app", "v1", "old", "old layer").await.unwrap();
+    let new = push_image(&registry, "build/app", "v1", "new", "new layer").await.unwrap();
+    let orphan = registry.push_blob("build/app", b"never referenced").await;
+    // Never touched: an immutable namespace, even untagged content there.
+    let kept = push_image(&registry, "keep/app", "v1", "kept", "kept layer").await.unwrap();
+    registry.push_blob("keep/app", b"unreferenced in a protected namespace").await;
+    // Young content is never removed.
+    assert!(pass(&registry, false).await.removed.is_empty(), "everything is younger than the grace");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+
+    let dry = pass(&registry, true).await;
+    let old_config = sha256(br#"{"architecture":"amd64","os":"linux","seed":"old"}"#);
+    let old_layer = sha256(b"old layer");
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+    let mut expected = vec![
+        format!("repositories/build/app/_manifests/sha256/{}", hex(&old)),
+        format!("repositories/build/app/_blobs/sha256/{}", hex(&old_config)),
+        format!("repositories/build/app/_blobs/sha256/{}", hex(&old_layer)),
+        format!("repositories/build/app/_blobs/sha256/{}", hex(&orphan)),
+        common::blob_key(&old),
+        common::blob_key(&old_config),
+        common::blob_key(&old_layer),
+        common::blob_key(&orphan),
+    ];
+    expected.sort();
+    assert_eq!(keys(&dry), expected, "the dry run lists the old image and the orphan");
+    assert!(registry.has_object(&common::blob_key(&old)).await, "a dry run removes nothing");
+    let bytes = (br#"{"architecture":"amd64","os":"linux","seed":"old"}"#.len() + b"old layer".len() + b"never referenced".len()) as u64;
+    let real = pass(&registry, false).await;
+    assert_eq!(keys(&real), expected, "the pass removes exactly what the dry run listed");
+    assert!(real.bytes > bytes, "bytes reclaimed count the manifest too: {}", real.bytes);
+    for key in &expected {
+        assert!(!registry.has_object(key).await, "{key} removed");
+    }
+    assert_eq!(pull_whole(&registry, "build/app", "v1").await, new);
+    assert_eq!(pull_whole(&registry, "keep/app", "v1").await, kept);
+    let res = registry.client.get(registry.url(&format!("/v2/build/app/blobs/{old_layer}"))).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert!(!registry.has_object("gc/sweep").await && registry.stored_keys("gc/doomed/").await.is_empty(), "a finished pass leaves no state");
+    let metrics = registry.client.get(registry.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_gc_passes_total{outcome=\"done\"} 2"), "{metrics}");
+    assert!(metrics.contains(&format!("portcullis_gc_removed_bytes_total {}", real.bytes)), "{metrics}");
+    assert!(metrics.contains("portcullis_gc_removed_objects_total{kind=\"content\"} 4"), "{metrics}");
+    assert!(pass(&registry, true).await.removed.is_empty(), "nothing left to remove");
+}
+
+#[tokio::test]
+async fn retention_keeps_the_last_tags_and_never_touches_the_rest() {
+    let text = CONFIG.replace("untagged = \"0s\"", "untagged = \"0s\"\nkeep_last = 2\nkeep_tags = [\"release-*\"]");
+    let registry = TestRegistry::with_config_text(&text).await;
+    let mut pushed = Vec::new();
+    for (i, tag) in ["release-1", "v1", "v2", "v3"].iter().enumerate() {
+        pushed.push(push_image(&registry, "build/app", tag, tag, &format!("layer {i}")).await.unwrap());
+        // Push times are seconds on S3: one second apart orders them.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let report = pass(&registry, false).await;
+    assert!(report.removed.iter().any(|v| v.key == "repositories/build/app/_tags/v1"), "{:?}", keys(&report));
+    let mut left = tags(&registry, "build/app").await;
+    left.sort();
+    assert_eq!(left, ["release-1", "v2", "v3"], "the newest two and the pattern's");
+    for tag in &left {
+        pull_whole(&registry, "build/app", tag).await;
+    }
+    let res = registry.client.get(registry.url(&format!("/v2/build/app/manifests/{}", pushed[1]))).send().await.unwrap();
+    assert_eq!(res.status(), 404, "v1's manifest went with its tag (untagged = 0s)");
+}
+
+/// Pushes images sharing a layer on `replicas` in a loop (tags moving, so manifests fall
+/// untagged), while passes run back to back on the first; then every tag pulls whole.
+async fn race(replicas: &[TestRegistry]) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pushers = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        for worker in 0..2 {
+            let api = replica.api.clone();
+            let stop = stop.clone();
+            pushers.push(tokio::spawn(async move {
+                let (mut accepted, mut refused) = (0, 0);
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let tag = format!("t{}", i % 3);
+                    match push_image(&api, "build/race", &tag, &format!("{r}-{worker}-{i}"), "the shared layer").await {
+                        Ok(_) => accepted += 1,
+                        // A blob pushed longer than the grace ago may be collected before its
+                        // manifest arrives: the push is refused, never accepted half.
+                        Err(code) => {
+                            assert_eq!(code, "MANIFEST_BLOB_UNKNOWN");
+                            refused += 1;
+                        }
+                    }
+                    i += 1;
+                }
+                (accepted, refused)
+            }));
+        }
+    }
+    let mut removed = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        removed += pass(&replicas[0], false).await.objects;
+        // Every tagged manifest is whole at any moment.
+        for tag in tags(&replicas[0], "build/race").await {
+            let res = replicas[0].client.get(replicas[0].url(&format!("/v2/build/race/manifests/{tag}"))).header("accept", OCI_MANIFEST).send().await.unwrap();
+            if res.status() == 200 {
+                let manifest: serde_json::Value = res.json().await.unwrap();
+                for blob in [&manifest["config"], &manifest["layers"][0]] {
+                    let digest = blob["digest"].as_str().unwrap();
+                    let res = replicas[0].client.head(replicas[0].url(&format!("/v2/build/race/blobs/{digest}"))).send().await.unwrap();
+                    assert_eq!(res.status(), 200, "{tag} names {digest}, which must be there");
+                }
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut accepted, mut refused) = (0, 0);
+    for pusher in pushers {
+        let (a, r) = pusher.await.unwrap();
+        accepted += a;
+        refused += r;
+    }
+    removed += pass(&replicas[0], false).await.objects;
+    eprintln!("race: {accepted} pushes accepted, {refused} refused, {removed} objects removed");
+    assert!(accepted > 10 && removed > 0, "the race raced: {accepted} accepted, {removed} removed");
+    for tag in tags(&replicas[1 % replicas.len()], "build/race").await {
+        pull_whole(&replicas[1 % replicas.len()], "build/race", &tag).await;
+        // And a real client copies it whole.
+        let clients = common::clients::Clients::new();
+        let remote = format!("docker://{}/build/race:{tag}", replicas[0].host);
+        let local = format!("oci:{}:{tag}", clients.path("copy").display());
+        clients.skopeo("copy", &["--src-tls-verify=false", &remote, &local]).await.ok();
+    }
+}
+
+#[tokio::test]
+async fn pushes_racing_passes_on_one_filesystem_store_lose_nothing() {
+    let first = TestRegistry::with_config_text(&CONFIG.replace("[gc]", "[storage]\nbackend = \"fs\"\n[gc]")).await;
+    let shared = first.config.storage.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let mut second_config = config(dir.path(), CONFIG);
+    second_config.storage = shared;
+    let second = TestRegistry::with_config(|config| *config = second_config).await;
+    race(&[first, second]).await;
+}
+
+#[tokio::test]
+async fn pushes_racing_passes_on_two_replicas_over_one_bucket_lose_nothing() {
+    let Some(s3) = common::s3::TestS3::from_env() else { return };
+    let storage = portcullis::config::StorageConfig::S3(common::s3::fresh_storage(&s3).await);
+    let replicas = [storage.clone(), storage].map(|storage| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), CONFIG);
+        config.storage = storage;
+        (config, dir)
+    });
+    let mut running = Vec::new();
+    for (config, _dir) in &replicas {
+        let config = config.clone();
+        running.push(TestRegistry::with_config(|c| *c = config).await);
+    }
+    race(&running).await;
+}
+
+/// A config file for `portcullis gc` child processes on `data_dir`'s filesystem store.
+fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("gc.toml");
+    std::fs::write(&path, format!("[storage]\nbackend = \"fs\"\ndata_dir = {:?}\n{CONFIG}", dir.join("data").display().to_string())).unwrap();
+    path
+}
+
+fn gc_command(config: &std::path::Path, failpoints: Option<&str>) -> std::process::Command {
+    let mut command = common::portcullis_command();
+    command.args(["gc", "--json", "--config"]).arg(config);
+    if let Some(failpoints) = failpoints {
+        command.env("FAILPOINTS", failpoints);
+    }
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+}
+
+/// A registry on `dir/data` with an old image untagged by a newer one: something to collect.
+async fn with_garbage(dir: &std::path::Path) -> (TestRegistry, String) {
+    let mut config = config(&dir.join("data"), &format!("[storage]\nbackend = \"fs\"\n{CONFIG}"));
+    config.index_dir = dir.join("index");
+    let registry = TestRegistry::with_config(|c| *c = config).await;
+    for i in 0..5 {
+        push_image(&registry, "build/app", "v1", &format!("old {i}"), &format!("old layer {i}")).await.unwrap();
+    }
+    let new = push_image(&registry, "build/app", "v1", "new", "new layer").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    (registry, new)
+}
+
+fn report_of(output: &std::process::Output) -> serde_json::Value {
+    assert!(output.status.success(), "gc failed: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
+
+#[tokio::test]
+async fn a_collector_killed_mid_pass_is_finished_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, new) = with_garbage(dir.path()).await;
+    let expected = keys(&pass(&registry, true).await);
+    assert!(expected.len() >= 20, "{expected:?}");
+    let path = config_file(dir.path());
+    let mut child = gc_command(&path, Some("gc-claimed=sleep(60000)")).spawn().unwrap();
+    // Wait for the claim, then kill -9.
+    let started = std::time::Instant::now();
+    loop {
+        let sweep = registry.store().await.get_small("gc/sweep", 65536).await.unwrap();
+        if sweep.is_some_and(|object| String::from_utf8_lossy(&object.bytes).contains("\"claimed\":true")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the pass never claimed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing tagged misses anything, and pushes go on.
+    assert_eq!(pull_whole(&registry, "build/app", "v1").await, new);
+    push_image(&registry, "build/app", "v2", "during", "during layer").await.unwrap();
+    // The next collector waits out the dead one's lease, finishes its pass, then runs its own.
+    let report = report_of(&gc_command(&path, None).output().unwrap());
+    assert_eq!(report["resumed"], true, "{report}");
+    let mut removed: Vec<String> = report["removed"].as_array().unwrap().iter().map(|v| v["key"].as_str().unwrap().to_owned()).collect();
+    removed.sort();
+    assert_eq!(removed, expected, "the finished pass removed what the killed one had claimed");
+    assert_eq!(pull_whole(&registry, "build/app", "v1").await, new);
+    pull_whole(&registry, "build/app", "v2").await;
+    assert!(!registry.has_object("gc/sweep").await && registry.stored_keys("gc/doomed/").await.is_empty());
+}
+
+#[tokio::test]
+async fn two_collectors_started_at_once_take_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, new) = with_garbage(dir.path()).await;
+    let expected = keys(&pass(&registry, true).await);
+    let path = config_file(dir.path());
+    // Each pass holds the lease at least 2 s after claiming, so the two overlap.
+    let children = [gc_command(&path, Some("gc-claimed=sleep(2000)")).spawn().unwrap(), gc_command(&path, Some("gc-claimed=sleep(2000)")).spawn().unwrap()];
+    let reports: Vec<serde_json::Value> = children.into_iter().map(|child| report_of(&child.wait_with_output().unwrap())).collect();
+    let waited: Vec<bool> = reports.iter().map(|report| report["waited_for_lease"] == true).collect();
+    assert_eq!(waited.iter().filter(|w| **w).count(), 1, "one works, the other waits: {reports:?}");
+    let worker = reports.iter().find(|report| report["waited_for_lease"] == false).unwrap();
+    let waiter = reports.iter().find(|report| report["waited_for_lease"] == true).unwrap();
+    let mut removed: Vec<String> = worker["removed"].as_array().unwrap().iter().map(|v| v["key"].as_str().unwrap().to_owned()).collect();
+    removed.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(waiter["objects"], 0, "nothing left for the second: {waiter}");
+    assert_eq!(pull_whole(&registry, "build/app", "v1").await, new);
+}
