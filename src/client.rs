@@ -202,7 +202,7 @@ pub async fn upstreams(registry: &str, access: &Access, json: bool) -> i32 {
         say("no upstreams configured");
     }
     for upstream in upstreams.iter().filter(|_| !json) {
-        let cap = upstream["max_bytes"].as_u64().map(|max| format!(" of {}", size(max))).unwrap_or_default();
+        let cap = upstream["max_bytes"].as_u64().map(|max| format!(" of {}", crate::human::size(max))).unwrap_or_default();
         let counted = if upstream["cache_counted"].as_bool() == Some(true) { "" } else { " (counting)" };
         let error = match upstream["last_error"].as_array().map(Vec::as_slice) {
             Some([time, message]) => format!("last error {}: {}", time.as_str().unwrap_or("?"), message.as_str().unwrap_or("?")),
@@ -214,7 +214,7 @@ pub async fn upstreams(registry: &str, access: &Access, json: bool) -> i32 {
             upstream["health"].as_str().unwrap_or("?"),
             upstream["url"].as_str().unwrap_or("?"),
             upstream["namespace"].as_str().unwrap_or("?"),
-            size(upstream["cache_bytes"].as_u64().unwrap_or(0)),
+            crate::human::size(upstream["cache_bytes"].as_u64().unwrap_or(0)),
             upstream["cache_objects"].as_u64().unwrap_or(0),
         ));
     }
@@ -225,18 +225,3 @@ pub async fn upstreams(registry: &str, access: &Access, json: bool) -> i32 {
     }
 }
 
-/// Bytes for people: `512 B`, `976.6 KiB`, `1.5 GiB`.
-fn size(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", units[unit])
-    }
-}

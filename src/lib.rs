@@ -17,6 +17,7 @@ pub mod auth;
 pub mod registry;
 pub mod metadata;
 pub mod names;
+pub mod human;
 pub mod policy;
 pub mod metrics;
 pub mod promote;

@@ -1,25 +1,11 @@
-//! How values read from the registry are written on pages: sizes, times, short digests, links,
+//! How values read from the registry are written on pages: sizes (`human::size`), times, short digests, links,
 //! a namespace's rules and gate in words. Pure functions; escaping is the templates' job.
 
 use crate::names::RepoName;
 use crate::policy::gate::{Gate, GateMode};
 use crate::policy::namespaces::Namespace;
 
-/// `1.5 MiB`, `512 B`.
-pub(super) fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub(super) use crate::human::size;
 
 /// A time in seconds since the Unix epoch, as RFC 3339 in UTC; a negative one as `-`.
 pub(super) fn time(secs: i64) -> String {
@@ -120,10 +106,6 @@ mod tests {
     #[test]
     fn values_in_words() {
         let check = |got: String, expected: &str| assert_eq!(got, expected);
-        check(size(0), "0 B");
-        check(size(1023), "1023 B");
-        check(size(1536), "1.5 KiB");
-        check(size(5 << 20), "5.0 MiB");
         check(time(0), "1970-01-01T00:00:00Z");
         check(time(-1), "-");
         check(short_digest(&format!("sha256:{}", "ab".repeat(32))), "abababababab");
