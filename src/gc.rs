@@ -121,6 +121,7 @@ fn kind_label(kind: VictimKind) -> &'static str {
         VictimKind::Tag => "tag",
         VictimKind::ReferrerLink => "referrer_link",
         VictimKind::ParentLink => "parent_link",
+        VictimKind::PullRecord => "pull_record",
         VictimKind::Manifest => "manifest",
         VictimKind::BlobLink => "blob_link",
         VictimKind::Content => "content",

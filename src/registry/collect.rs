@@ -50,6 +50,8 @@ pub enum VictimKind {
     ReferrerLink,
     /// A parent link of a removed index.
     ParentLink,
+    /// The pull record of a removed (or deleted) manifest.
+    PullRecord,
     /// A manifest revision in a repository.
     Manifest,
     /// A blob link no kept manifest names.
@@ -146,7 +148,9 @@ impl Registry {
             linked.extend(manifests.keys().cloned());
             linked.extend(blob_links.iter().map(|(digest, _)| digest.clone()));
         };
-        if self.protection(repo).is_some() {
+        // A protected namespace keeps its content; a proxied repository is the proxy's, whose
+        // cap evicts from it (its tags mirror the upstream's, not pushes).
+        if self.protection(repo).is_some() || self.proxy.mapped(repo).is_some() {
             keep_all(linked);
             return Ok(());
         }
@@ -160,15 +164,19 @@ impl Registry {
             let Ok(digest) = stored.record.digest.parse::<Digest>() else { continue };
             tags.push((tag, digest, meta.modified));
         }
+        let pulls: HashMap<Digest, SystemTime> = self.metadata.pulls(repo).await?.into_iter().collect();
+        let promoted: HashSet<Digest> = self.metadata.promoted_digests(repo).await?.into_iter().take(MAX_PROMOTIONS).collect();
         let facts: Vec<TagFacts> = tags
             .iter()
-            .map(|(tag, _, modified)| TagFacts {
+            .map(|(tag, digest, modified)| TagFacts {
                 name: tag.to_string(),
                 pushed: epoch_secs(*modified),
-                fixed: self.tag_rule(repo, tag).mode != TagMode::Mutable,
+                pulled: pulls.get(digest).map(|pulled| epoch_secs(*pulled)),
+                // Immutable and write-once tags, and tags of promoted content, are never removed.
+                fixed: self.tag_rule(repo, tag).mode != TagMode::Mutable || promoted.contains(digest),
             })
             .collect();
-        let expired: HashSet<String> = retention.expired(&facts).into_iter().collect();
+        let expired: HashSet<String> = retention.expired(&facts, cutoff).into_iter().collect();
         let mut roots: Vec<Digest> = Vec::new();
         for (tag, digest, modified) in &tags {
             if expired.contains(tag.as_str()) && older(*modified, cutoff) {
@@ -180,7 +188,7 @@ impl Registry {
         roots.extend(self.metadata.tombstones(repo).await?.into_iter().map(|(_, digest)| digest));
         let proxied: HashSet<Digest> = self.metadata.proxied_digests(repo).await?.into_iter().collect();
         roots.extend(proxied.iter().cloned());
-        roots.extend(self.metadata.promoted_digests(repo).await?.into_iter().take(MAX_PROMOTIONS));
+        roots.extend(promoted.iter().cloned());
         roots.extend(admitted.iter().filter(|(name, _)| name == repo.as_str()).map(|(_, digest)| digest.clone()));
         for (digest, modified) in &manifests {
             if retention.untagged.is_none() || !older(*modified, cutoff - retention.untagged.unwrap_or_default().as_secs() as i64) {
@@ -244,6 +252,12 @@ impl Registry {
                 for child in summary.manifests.iter().filter_map(|c| c.parse::<Digest>().ok()) {
                     victims.push(Victim { key: Key::Parent { repo, child: &child, parent: digest }.to_string(), kind: VictimKind::ParentLink, bytes: 0 });
                 }
+            }
+        }
+        // Pull records of what is no longer (or soon no longer) in the repository.
+        for (digest, pulled) in &pulls {
+            if !kept.contains(digest) && !manifests.get(digest).is_some_and(|modified| !older(*modified, cutoff)) && older(*pulled, cutoff) {
+                victims.push(Victim { key: Key::Pulled(repo, digest).to_string(), kind: VictimKind::PullRecord, bytes: 0 });
             }
         }
         linked.extend(kept.iter().cloned());
