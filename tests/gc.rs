@@ -544,6 +544,124 @@ pattern = "**"
     clients.skopeo("copy", &["--all", "--preserve-digests", "--src-tls-verify=false", &src, &copy]).await.ok();
 }
 
+/// Promotes images of `build/race` that fell untagged more than the grace ago (so collection is
+/// about to remove them) into `prod/race` on every replica, while passes run back to back on the
+/// first; then every promotion that was accepted pulls whole from the other replica. A promotion
+/// links content without copying it: unfenced, a pass that marked before the links were written
+/// deletes the content under them.
+async fn promotion_race(replicas: &[TestRegistry]) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushed: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>> = Default::default();
+    let pusher = {
+        let (api, stop, pushed) = (replicas[0].api.clone(), stop.clone(), pushed.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each push moves the tag: the image before falls untagged.
+                let digest = push_image(&api, "build/race", "latest", &format!("image {i}"), &format!("layer {i}")).await.unwrap();
+                pushed.lock().unwrap().push((digest, std::time::Instant::now()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Promotions accepted and refused so far, so that the race runs until it raced.
+    let counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> = Default::default();
+    let mut promoters = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        let (api, stop, pushed, counts) = (replica.api.clone(), stop.clone(), pushed.clone(), counts.clone());
+        promoters.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // The newest image untagged for longer than the grace and the cut-off's rounding
+                // (3 s), that nobody took yet: a pass marks it, claims it and deletes it within
+                // the next seconds.
+                let next = {
+                    let mut pushed = pushed.lock().unwrap();
+                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
+                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
+                    found.map(|at| pushed.remove(at).0)
+                };
+                let Some(digest) = next else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let tag = format!("r{r}-{}", &digest[7..19]);
+                let body = serde_json::json!({"source": format!("build/race@{digest}"), "target": "prod/race", "tags": [tag]});
+                let res = api.client.post(api.url("/api/v1/promotions")).json(&body).send().await.unwrap();
+                let outcome = match res.status().as_u16() {
+                    201 => {
+                        accepted.push((tag, digest));
+                        0
+                    }
+                    // Collected before or while it was linked: refused, never accepted half.
+                    400 | 404 | 503 => {
+                        refused += 1;
+                        1
+                    }
+                    status => panic!("promotion of {digest}: {status} {}", res.text().await.unwrap_or_default()),
+                };
+                counts[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (accepted, refused)
+        }));
+    }
+    let mut removed = 0;
+    let started = std::time::Instant::now();
+    // At least 20 s, and on until promotions were both accepted and refused (a slow store), for
+    // at most 2 minutes.
+    let raced = || counts[0].load(std::sync::atomic::Ordering::Relaxed) > 10 && counts[1].load(std::sync::atomic::Ordering::Relaxed) > 0;
+    while started.elapsed() < Duration::from_secs(20) || (!raced() && started.elapsed() < Duration::from_secs(120)) {
+        removed += pass(&replicas[0], false).await.objects;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pusher.await.unwrap();
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for promoter in promoters {
+        let (a, r) = promoter.await.unwrap();
+        accepted.extend(a);
+        refused += r;
+    }
+    removed += pass(&replicas[0], false).await.objects;
+    eprintln!("promotion race: {} promotions accepted, {refused} refused, {removed} objects removed", accepted.len());
+    assert!(accepted.len() > 10 && refused > 0 && removed > 0, "the race raced: {} accepted, {refused} refused, {removed} removed", accepted.len());
+    let other = &replicas[1 % replicas.len()];
+    for (tag, digest) in &accepted {
+        assert_eq!(pull_whole(other, "prod/race", tag).await, *digest, "prod/race:{tag}");
+    }
+    let clients = common::clients::Clients::new();
+    let (tag, _) = &accepted[0];
+    let remote = format!("docker://{}/prod/race:{tag}", other.host);
+    let local = format!("oci:{}:{tag}", clients.path("copy").display());
+    clients.skopeo("copy", &["--src-tls-verify=false", &remote, &local]).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_racing_passes_on_one_filesystem_store_lose_nothing() {
+    let first = TestRegistry::with_config_text(&CONFIG.replace("[gc]", "[storage]\nbackend = \"fs\"\n[gc]")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut second_config = config(dir.path(), CONFIG);
+    second_config.storage = first.config.storage.clone();
+    let second = TestRegistry::with_config(|config| *config = second_config).await;
+    promotion_race(&[first, second]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_racing_passes_on_two_replicas_over_one_bucket_lose_nothing() {
+    let Some(s3) = common::s3::TestS3::from_env() else { return };
+    let storage = portcullis::config::StorageConfig::S3(common::s3::fresh_storage(&s3).await);
+    let mut running = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), CONFIG);
+        config.storage = storage.clone();
+        running.push(TestRegistry::with_config(|c| *c = config).await);
+        dirs.push(dir);
+    }
+    promotion_race(&running).await;
+}
+
 #[tokio::test]
 async fn proxied_content_is_left_to_the_proxy() {
     let mut upstream = TestRegistry::start().await;

@@ -48,6 +48,7 @@
 pub mod admissions;
 pub mod audit;
 mod blobs;
+pub mod fence;
 mod index;
 pub mod layout;
 pub mod lifecycle;

@@ -356,7 +356,7 @@ impl Registry {
             }
         }
         self.gc_clear_buckets().await?;
-        let window = super::fence::window(grace);
+        let window = crate::metadata::fence::window(grace);
         if let Some(rest) = window.checked_sub(started.elapsed()) {
             tokio::time::sleep(rest).await;
         }
