@@ -142,6 +142,29 @@ async fn a_pass_removes_what_nothing_keeps_and_the_dry_run_said_so() {
     assert!(metrics.contains(&format!("portcullis_gc_removed_bytes_total {}", real.bytes)), "{metrics}");
     assert!(metrics.contains("portcullis_gc_removed_objects_total{kind=\"content\"} 4"), "{metrics}");
     assert!(pass(&registry, true).await.removed.is_empty(), "nothing left to remove");
+    // One audit record per pass (not for dry runs): its id, and what it removed.
+    let audit: serde_json::Value = registry.client.get(registry.url("/api/v1/audit?kind=gc_pass")).send().await.unwrap().json().await.unwrap();
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{audit}");
+    let last = &records[1]["detail"];
+    assert_eq!(last["pass"].as_str(), real.pass.as_deref(), "{last}");
+    assert_eq!((last["objects"].as_u64(), last["bytes"].as_u64()), (Some(8), Some(real.bytes)), "{last}");
+    assert_eq!(last["removed"], serde_json::json!({ "manifest": 1, "blob_link": 3, "content": 4 }), "{last}");
+    assert_eq!(records[0]["detail"]["objects"], 0);
+    assert_eq!(records[1]["actor"], "gc");
+}
+
+#[tokio::test]
+async fn abandoned_uploads_are_purged_and_counted_with_collection() {
+    let registry = TestRegistry::with_config_text(&CONFIG.replace("[gc]", "[registry]\nupload_timeout_secs = 1\n[gc]")).await;
+    registry.start_upload("build/app").await;
+    let location = registry.start_upload("build/app").await;
+    registry.patch_chunk(&location, 0, b"some bytes".to_vec()).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(registry.registry().expire_uploads().await.unwrap(), 2);
+    assert!(registry.stored_keys("uploads/").await.is_empty());
+    let metrics = registry.client.get(registry.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_gc_removed_objects_total{kind=\"upload_session\"} 2"), "{metrics}");
 }
 
 #[tokio::test]

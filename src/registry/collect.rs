@@ -78,6 +78,8 @@ pub struct Swept {
     pub removed: Vec<Victim>,
     /// Whether a pass left unfinished by a collector that died was finished first.
     pub resumed: bool,
+    /// The pass's id (its sweep record's and its buckets').
+    pub pass: String,
 }
 
 /// Whether `time` is before `cutoff` (old enough to remove), to the second: S3 keeps whole
@@ -294,6 +296,7 @@ impl Registry {
             }
         }
         let pass = uuid::Uuid::new_v4().to_string();
+        swept.pass = pass.clone();
         let opening = SweepRecord { pass: pass.clone(), claimed: false, marked: 0, digits: 0 };
         let started = Instant::now();
         let (etag, marked) = match self.metadata.put_sweep(&opening, PutCondition::IfAbsent).await {
