@@ -33,7 +33,8 @@ pub struct TagFacts {
     /// When the manifest it points to was last pulled in its repository, as recorded (seconds
     /// since the Unix epoch); `None`: never, as far as the records go.
     pub pulled: Option<i64>,
-    /// Whether its tag mode is immutable or write-once: such tags are never removed.
+    /// Whether it is never removed: its tag mode is immutable or write-once, or it names promoted
+    /// content.
     pub fixed: bool,
 }
 

@@ -1,13 +1,14 @@
 //! Garbage collection's walks and its sweep (the protocol is in ARCHITECTURE.md, Lifecycles:
 //! Collection, and the push side in `fence`).
 //!
-//! A mark walks every repository: tags (less those retention removes), tombstones, promotion
-//! records, proxied content, the digests admitted workloads run, and every manifest younger than
-//! the cut-off are roots; kept manifests keep their children and their referrers; kept manifests
-//! keep the blob links of the blobs they name. What is left and older than the cut-off is a
-//! victim: tags, manifest links (with their referrer and parent links), blob links, then content
-//! that no kept link and no kept manifest names. A protected namespace (promotion-only,
-//! immutable or write-once tags) loses nothing.
+//! A mark walks every repository: tags (less those retention removes, judged by push times and
+//! recorded pull times), tombstones, promotion records, proxied content, the digests admitted
+//! workloads run, and every manifest younger than the cut-off are roots; kept manifests keep
+//! their children and their referrers; kept manifests keep the blob links of the blobs they name.
+//! What is left and older than the cut-off is a victim: tags, manifest links (with their
+//! referrer and parent links and pull records), blob links, then content that no kept link and
+//! no kept manifest names. A protected namespace (promotion-only, immutable or write-once tags)
+//! and a repository that maps to an upstream (the proxy's cap evicts from it) lose nothing.
 //!
 //! A pass marks once, writes the victims into buckets, claims them (from then on a push that
 //! needs a listed key waits for the pass), marks again and deletes what both marks found, tags
