@@ -631,10 +631,10 @@ async fn promotion_race(replicas: &[TestRegistry]) {
     }
     let mut removed = 0;
     let started = std::time::Instant::now();
-    // At least 20 s, and on until promotions were both accepted and refused (a slow store), for
-    // at most 2 minutes.
-    let raced = || counts[0].load(std::sync::atomic::Ordering::Relaxed) > 10 && counts[1].load(std::sync::atomic::Ordering::Relaxed) > 0;
-    while started.elapsed() < Duration::from_secs(20) || (!raced() && started.elapsed() < Duration::from_secs(120)) {
+    // At least 20 s, and on until promotions were both accepted and refused (a slow or busy
+    // store), for at most 3 minutes.
+    let raced = || counts[0].load(std::sync::atomic::Ordering::Relaxed) >= 5 && counts[1].load(std::sync::atomic::Ordering::Relaxed) > 0;
+    while started.elapsed() < Duration::from_secs(20) || (!raced() && started.elapsed() < Duration::from_secs(180)) {
         removed += pass(&replicas[0], false).await.objects;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -647,7 +647,7 @@ async fn promotion_race(replicas: &[TestRegistry]) {
     }
     removed += pass(&replicas[0], false).await.objects;
     eprintln!("promotion race: {} promotions accepted, {refused} refused, {removed} objects removed", accepted.len());
-    assert!(accepted.len() > 10 && refused > 0 && removed > 0, "the race raced: {} accepted, {refused} refused, {removed} removed", accepted.len());
+    assert!(accepted.len() >= 5 && refused > 0 && removed > 0, "the race raced: {} accepted, {refused} refused, {removed} removed", accepted.len());
     let other = &replicas[1 % replicas.len()];
     for (tag, digest) in &accepted {
         assert_eq!(pull_whole(other, "prod/race", tag).await, *digest, "prod/race:{tag}");
