@@ -705,3 +705,76 @@ async fn proxied_content_is_left_to_the_proxy() {
     assert_eq!(pull_whole(&proxy, "proxy/up/team/app", &tagged).await, tagged);
     assert_eq!(pull_whole(&proxy, "proxy/up/team/app", &untagged).await, untagged);
 }
+
+/// The proxy links content stored already (for another repository) once the upstream confirms
+/// its repository has it; that content may be about to be collected. Blobs pushed to
+/// `build/junk` and never referenced fall old while an upstream serves images with the same bytes
+/// as layers; two clients pull those layers through the proxy while passes run back to back.
+/// Then, the upstream gone, every layer pulled through is served whole from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_links_racing_passes_lose_nothing() {
+    let mut upstream = TestRegistry::start().await;
+    let text = CONFIG.replace("[[namespaces]]\npattern = \"**\"", &format!("[[upstreams]]\nname = \"up\"\nurl = \"{}\"\n[[namespaces]]\npattern = \"**\"", upstream.base_url));
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushed: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>> = Default::default();
+    let pusher = {
+        let (local, remote, stop, pushed) = (proxy.api.clone(), upstream.api.clone(), stop.clone(), pushed.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let layer = format!("junk {i}");
+                let digest = local.push_blob("build/junk", layer.as_bytes()).await;
+                assert_eq!(remote.push_blob("team/app", layer.as_bytes()).await, digest);
+                pushed.lock().unwrap().push((digest, std::time::Instant::now()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let mut pullers = Vec::new();
+    for _ in 0..2 {
+        let (api, stop, pushed) = (proxy.api.clone(), stop.clone(), pushed.clone());
+        pullers.push(tokio::spawn(async move {
+            let mut pulled = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // As the promotion race: the newest blob old enough for a pass to collect.
+                let next = {
+                    let mut pushed = pushed.lock().unwrap();
+                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
+                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
+                    found.map(|at| pushed.remove(at).0)
+                };
+                let Some(digest) = next else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let res = api.client.get(api.url(&format!("/v2/proxy/up/team/app/blobs/{digest}"))).send().await.unwrap();
+                assert_eq!(res.status(), 200, "{digest}");
+                assert_eq!(sha256(&res.bytes().await.unwrap()), digest);
+                pulled.push(digest);
+            }
+            pulled
+        }));
+    }
+    let mut removed = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        removed += pass(&proxy, false).await.objects;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pusher.await.unwrap();
+    let mut pulled = Vec::new();
+    for puller in pullers {
+        pulled.extend(puller.await.unwrap());
+    }
+    removed += pass(&proxy, false).await.objects;
+    eprintln!("proxy race: {} layers pulled through, {removed} objects removed", pulled.len());
+    assert!(pulled.len() >= 5 && removed > 0, "the race raced: {} pulled, {removed} removed", pulled.len());
+    upstream.stop().await;
+    for digest in &pulled {
+        let res = proxy.client.get(proxy.url(&format!("/v2/proxy/up/team/app/blobs/{digest}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{digest} is stored");
+        assert_eq!(sha256(&res.bytes().await.unwrap()), *digest);
+    }
+}
