@@ -1,7 +1,11 @@
 //! Garbage collection (#18): what a pass removes and keeps, that a dry run lists exactly what the
-//! pass then removes, that pushes racing passes on two replicas never lose an accepted manifest's
-//! blobs (filesystem and S3), that a collector killed with its pass claimed is finished by the
-//! next, and that two collectors started at once take turns.
+//! pass then removes (and each pass is an audit record), retention by count, pattern and pull
+//! time, what retention never touches (immutable and write-once tags, referrers of kept
+//! manifests, promoted content, proxied repositories) and evidence going with its subject, that
+//! pushes and promotions racing passes on two replicas never lose what they were accepted with
+//! (filesystem and S3), nor the proxy's links, that a collector killed with its pass claimed is
+//! finished by the next, that two collectors started at once take turns, and that abandoned
+//! uploads are purged and counted.
 
 mod common;
 
