@@ -5,6 +5,7 @@
 //! `[gc] every`; `portcullis gc` runs one from the command line. The walks and the sweep are
 //! `registry::collect`, the push side `registry::fence`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,10 +44,14 @@ pub struct Report {
     pub waited_for_lease: bool,
     /// Whether a pass a collector left unfinished was finished first.
     pub resumed: bool,
+    /// The pass's id; `None` in a dry run.
+    pub pass: Option<String>,
     /// What was removed, in deletion order.
     pub removed: Vec<Victim>,
     /// Objects removed.
     pub objects: usize,
+    /// Objects removed of each kind.
+    pub by_kind: BTreeMap<&'static str, usize>,
     /// Content bytes reclaimed.
     pub bytes: u64,
     /// Wall-clock seconds, lease wait included.
@@ -58,7 +63,7 @@ pub async fn run(registry: &Registry, options: &Options) -> Result<Report, Regis
     let started = Instant::now();
     if options.dry_run {
         let removed = registry.gc_dry_run().await?;
-        return Ok(report(true, false, false, removed, started));
+        return Ok(report(None, false, false, removed, started));
     }
     let ttl = registry.config().gc.lease;
     let holder = uuid::Uuid::new_v4().to_string();
@@ -108,12 +113,28 @@ pub async fn run(registry: &Registry, options: &Options) -> Result<Report, Regis
         metrics.gc_removed_objects.with_label_values(&[kind_label(victim.kind)]).inc();
         metrics.gc_removed_bytes.inc_by(victim.bytes);
     }
-    Ok(report(false, waited, swept.resumed, swept.removed, started))
+    let report = report(Some(swept.pass), waited, swept.resumed, swept.removed, started);
+    // One audit record per pass: what it removed, not each object (the report lists those).
+    let detail = serde_json::json!({
+        "pass": report.pass,
+        "resumed": report.resumed,
+        "objects": report.objects,
+        "bytes": report.bytes,
+        "removed": report.by_kind,
+        "seconds": report.seconds,
+    });
+    registry.record_audit_event("gc_pass", "gc", detail).await;
+    Ok(report)
 }
 
-fn report(dry_run: bool, waited_for_lease: bool, resumed: bool, removed: Vec<Victim>, started: Instant) -> Report {
+fn report(pass: Option<String>, waited_for_lease: bool, resumed: bool, removed: Vec<Victim>, started: Instant) -> Report {
     let bytes = removed.iter().map(|victim| victim.bytes).sum();
-    Report { dry_run, waited_for_lease, resumed, objects: removed.len(), bytes, removed, seconds: started.elapsed().as_secs_f64() }
+    let mut by_kind = BTreeMap::new();
+    for victim in &removed {
+        *by_kind.entry(kind_label(victim.kind)).or_insert(0) += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Report { dry_run: pass.is_none(), pass, waited_for_lease, resumed, objects: removed.len(), by_kind, bytes, removed, seconds }
 }
 
 fn kind_label(kind: VictimKind) -> &'static str {
@@ -121,6 +142,7 @@ fn kind_label(kind: VictimKind) -> &'static str {
         VictimKind::Tag => "tag",
         VictimKind::ReferrerLink => "referrer_link",
         VictimKind::ParentLink => "parent_link",
+        VictimKind::PullRecord => "pull_record",
         VictimKind::Manifest => "manifest",
         VictimKind::BlobLink => "blob_link",
         VictimKind::Content => "content",
@@ -156,6 +178,7 @@ pub fn render(report: &Report) -> String {
     for victim in &report.removed {
         out.push_str(&format!("{verb} {} {}\n", kind_label(victim.kind), victim.key));
     }
-    out.push_str(&format!("gc: {verb} {} objects, {} bytes reclaimed, in {:.1}s\n", report.objects, report.bytes, report.seconds));
+    let pass = report.pass.as_deref().map(|pass| format!(" (pass {pass})")).unwrap_or_default();
+    out.push_str(&format!("gc: {verb} {} objects, {} bytes reclaimed, in {:.1}s{pass}\n", report.objects, report.bytes, report.seconds));
     out
 }

@@ -113,12 +113,11 @@ pub async fn run(registry: &Registry, request: Request) -> Result<Outcome, Promo
         }
     }
 
-    (record.linked, record.left_behind) = registry.link_closure(source_repo, &request.target, &digest).await?;
-    match &verdict {
-        Some(verdict) => record.vsa = Some(registry.attach_vsa(&request.target, &digest, verdict).await?.to_string()),
-        None => {
-            record.vsa_skipped = Some(format!("{} is not gated: no policy was evaluated, so no verification summary was signed", request.target));
-        }
+    let links = registry.link_promotion(source_repo, &request.target, &digest, verdict.as_ref()).await?;
+    (record.linked, record.left_behind) = (links.linked, links.left_behind);
+    record.vsa = links.vsa.map(|vsa| vsa.to_string());
+    if verdict.is_none() {
+        record.vsa_skipped = Some(format!("{} is not gated: no policy was evaluated, so no verification summary was signed", request.target));
     }
     fail::fail_point!("promotion-before-tags", |_| Err(PromotionError::Registry(RegistryError::Unavailable("injected failure before tags".to_owned()))));
     registry.bind_promoted_tags(&request.target, &tags, &digest).await.map_err(tag_conflict)?;

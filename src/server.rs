@@ -303,10 +303,7 @@ fn spawn_janitor(registry: Arc<Registry>) -> JoinHandle<()> {
             ticks.tick().await;
             match registry.expire_uploads().await {
                 Ok(0) => {}
-                Ok(n_expired) => {
-                    registry.metrics.gc_removed_objects.with_label_values(&["upload_session"]).inc_by(n_expired as u64);
-                    tracing::info!(n_expired, "removed abandoned upload sessions");
-                }
+                Ok(n_expired) => tracing::info!(n_expired, "removed abandoned upload sessions"),
                 Err(err) => tracing::warn!(error = %err, "upload janitor failed"),
             }
         }

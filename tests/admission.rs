@@ -435,3 +435,37 @@ fn the_printed_manifests_are_valid_kubernetes_objects() {
     assert!(checked.status.success(), "{report}");
     assert_eq!(report.trim(), "4 objects are valid Kubernetes objects");
 }
+
+/// Garbage collection never takes an image from under a cluster: with retention that removes
+/// every tag and every untagged manifest of `prod/`, the digest the admitted Deployment runs
+/// stays whole (with its signature and scan), while an image no workload runs goes.
+#[tokio::test]
+async fn collection_keeps_what_admitted_workloads_run() {
+    let setup = Setup::new().await;
+    admit(&setup).await;
+    let gc = "\n[gc]\nevery = \"never\"\ngrace = \"2s\"\nlease = \"3s\"\n";
+    let text = config_text(setup.dir.path(), &setup.pki, gc).replace("pattern = \"prod/**\"\n", "pattern = \"prod/**\"\n[namespaces.retention]\nuntagged = \"0s\"\nkeep_last = 0\n");
+    let overrides = portcullis::config::Overrides { data_dir: Some(setup.registry.data_dir.clone()), ..Default::default() };
+    let mut config = portcullis::config::Config::parse(&text, "with retention", &overrides).unwrap();
+    config.storage = setup.registry.config.storage.clone();
+    setup.registry.reload(config).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+
+    let report = portcullis::gc::run(setup.registry.registry(), &portcullis::gc::Options::default()).await.unwrap();
+    let removed: Vec<&str> = report.removed.iter().map(|victim| victim.key.as_str()).collect();
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+    assert!(removed.contains(&"repositories/prod/app/_tags/v1"), "retention removed the tag: {removed:?}");
+    assert!(removed.contains(&format!("repositories/prod/bad/_manifests/sha256/{}", hex(BAD)).as_str()), "what nothing runs goes: {removed:?}");
+    assert!(!removed.iter().any(|key| key.contains(&hex(APP))), "nothing of the admitted digest goes: {removed:?}");
+    // The admitted digest pulls whole, gate and all, every digest verifying.
+    let res = setup.api.client.get(setup.api.url(&format!("/v2/prod/app/manifests/{APP}"))).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let manifest: serde_json::Value = res.json().await.unwrap();
+    for blob in [&manifest["config"], &manifest["layers"][0]] {
+        let digest = blob["digest"].as_str().unwrap();
+        let bytes = setup.api.client.get(setup.api.url(&format!("/v2/prod/app/blobs/{digest}"))).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(common::sha256(&bytes), digest);
+    }
+    let res = setup.api.client.get(setup.api.url(&format!("/v2/prod/bad/manifests/{BAD}"))).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}

@@ -495,7 +495,7 @@ async fn console_pages_access_escaping_sessions_and_a_real_browser() {
 #[tokio::test]
 async fn console_without_auth_is_open() {
     let registry = TestRegistry::start().await;
-    registry.push_tiny_image("build/open", "v1", "open").await;
+    let (digest, _) = registry.push_tiny_image("build/open", "v1", "open").await;
     let (status, headers, page) = get(&registry, "/ui/repositories").await;
     assert_eq!(status, 200);
     assert_secure(&headers, "open");
@@ -503,6 +503,22 @@ async fn console_without_auth_is_open() {
     let (status, _, page) = get(&registry, "/ui/r/build/open").await;
     assert_eq!(status, 200);
     assert!(page.contains("v1") && page.contains("not gated"), "{page}");
+    // Looking is not pulling: the image page records no pull for retention's `not_pulled`; a
+    // manifest GET does (it is written in the background: once a GET made after the look has
+    // its record, a record of the look would be there too).
+    let (status, _, _) = get(&registry, &format!("/ui/r/build/open/@{digest}")).await;
+    assert_eq!(status, 200);
+    let pulled = |digest: &str| format!("repositories/build/open/_pulled/sha256/{}", digest.trim_start_matches("sha256:"));
+    let (other, _) = registry.push_tiny_image("build/open", "v2", "other").await;
+    let (status, _, _) = get(&registry, "/v2/build/open/manifests/v2").await;
+    assert_eq!(status, 200);
+    let mut waited = 0;
+    while !registry.has_object(&pulled(&other)).await {
+        assert!(waited < 100, "a GET records its pull");
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!registry.has_object(&pulled(&digest)).await, "the console counted as a pull");
     let res = registry.client.post(registry.url("/ui/login")).form(&[("username", "x"), ("password", "y")]).send().await.unwrap();
     assert_eq!(res.status(), 303, "nothing to sign in to");
     assert!(res.headers().get("set-cookie").is_none());

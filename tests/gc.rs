@@ -1,7 +1,11 @@
 //! Garbage collection (#18): what a pass removes and keeps, that a dry run lists exactly what the
-//! pass then removes, that pushes racing passes on two replicas never lose an accepted manifest's
-//! blobs (filesystem and S3), that a collector killed with its pass claimed is finished by the
-//! next, and that two collectors started at once take turns.
+//! pass then removes (and each pass is an audit record), retention by count, pattern and pull
+//! time, what retention never touches (immutable and write-once tags, referrers of kept
+//! manifests, promoted content, proxied repositories) and evidence going with its subject, that
+//! pushes and promotions racing passes on two replicas never lose what they were accepted with
+//! (filesystem and S3), nor the proxy's links, that a collector killed with its pass claimed is
+//! finished by the next, that two collectors started at once take turns, and that abandoned
+//! uploads are purged and counted.
 
 mod common;
 
@@ -10,7 +14,8 @@ use std::time::Duration;
 use common::{sha256, tiny_manifest, RegistryClient, TestRegistry, OCI_MANIFEST};
 use portcullis::config::Config;
 
-/// `build/**` drops untagged manifests at once; no pass runs by itself; a 2 s grace.
+/// `build/**` drops untagged manifests at once, `prod/**` is promotion-only; no pass runs by
+/// itself; a 2 s grace.
 const CONFIG: &str = r#"
 [gc]
 every = "never"
@@ -23,6 +28,9 @@ untagged = "0s"
 [[namespaces]]
 pattern = "keep/**"
 tags = "immutable"
+[[namespaces]]
+pattern = "prod/**"
+promotion_only = true
 [[namespaces]]
 pattern = "**"
 "#;
@@ -46,20 +54,33 @@ async fn push_image(api: &RegistryClient, repo: &str, tag: &str, seed: &str, lay
     }
 }
 
-/// Pulls `repo:tag` and every blob it names, checking each digest; returns the manifest digest.
+/// Every manifest type the registry stores, for `Accept`.
+const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// Pulls `repo:reference` and everything it names (the children of an index, config and layers),
+/// checking every digest; returns the manifest digest.
 async fn pull_whole(api: &RegistryClient, repo: &str, reference: &str) -> String {
-    let res = api.client.get(api.url(&format!("/v2/{repo}/manifests/{reference}"))).header("accept", OCI_MANIFEST).send().await.unwrap();
-    assert_eq!(res.status(), 200, "{repo}:{reference}");
-    let bytes = res.bytes().await.unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
-    blobs.extend(manifest["layers"].as_array().unwrap().iter().map(|layer| layer["digest"].as_str().unwrap().to_owned()));
-    for blob in blobs {
-        let res = api.client.get(api.url(&format!("/v2/{repo}/blobs/{blob}"))).send().await.unwrap();
-        assert_eq!(res.status(), 200, "{repo}:{reference} blob {blob}");
-        assert_eq!(sha256(&res.bytes().await.unwrap()), blob, "{repo}:{reference} blob {blob} verifies");
+    let mut queue = vec![reference.to_owned()];
+    let mut top = None;
+    while let Some(reference) = queue.pop() {
+        let res = api.client.get(api.url(&format!("/v2/{repo}/manifests/{reference}"))).header("accept", ACCEPT_ALL).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{repo}:{reference}");
+        let bytes = res.bytes().await.unwrap();
+        if reference.starts_with("sha256:") {
+            assert_eq!(sha256(&bytes), reference, "{repo}@{reference} verifies");
+        }
+        top.get_or_insert_with(|| sha256(&bytes));
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        queue.extend(manifest["manifests"].as_array().into_iter().flatten().map(|child| child["digest"].as_str().unwrap().to_owned()));
+        let blobs = manifest["config"].as_object().into_iter().chain(manifest["layers"].as_array().into_iter().flatten().filter_map(|layer| layer.as_object()));
+        for blob in blobs {
+            let blob = blob["digest"].as_str().unwrap();
+            let res = api.client.get(api.url(&format!("/v2/{repo}/blobs/{blob}"))).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{repo}:{reference} blob {blob}");
+            assert_eq!(sha256(&res.bytes().await.unwrap()), blob, "{repo}:{reference} blob {blob} verifies");
+        }
     }
-    sha256(&bytes)
+    top.expect("one manifest pulled")
 }
 
 async fn tags(api: &RegistryClient, repo: &str) -> Vec<String> {
@@ -125,6 +146,29 @@ async fn a_pass_removes_what_nothing_keeps_and_the_dry_run_said_so() {
     assert!(metrics.contains(&format!("portcullis_gc_removed_bytes_total {}", real.bytes)), "{metrics}");
     assert!(metrics.contains("portcullis_gc_removed_objects_total{kind=\"content\"} 4"), "{metrics}");
     assert!(pass(&registry, true).await.removed.is_empty(), "nothing left to remove");
+    // One audit record per pass (not for dry runs): its id, and what it removed.
+    let audit: serde_json::Value = registry.client.get(registry.url("/api/v1/audit?kind=gc_pass")).send().await.unwrap().json().await.unwrap();
+    let records = audit["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2, "{audit}");
+    let last = &records[1]["detail"];
+    assert_eq!(last["pass"].as_str(), real.pass.as_deref(), "{last}");
+    assert_eq!((last["objects"].as_u64(), last["bytes"].as_u64()), (Some(8), Some(real.bytes)), "{last}");
+    assert_eq!(last["removed"], serde_json::json!({ "manifest": 1, "blob_link": 3, "content": 4 }), "{last}");
+    assert_eq!(records[0]["detail"]["objects"], 0);
+    assert_eq!(records[1]["actor"], "gc");
+}
+
+#[tokio::test]
+async fn abandoned_uploads_are_purged_and_counted_with_collection() {
+    let registry = TestRegistry::with_config_text(&CONFIG.replace("[gc]", "[registry]\nupload_timeout_secs = 1\n[gc]")).await;
+    registry.start_upload("build/app").await;
+    let location = registry.start_upload("build/app").await;
+    registry.patch_chunk(&location, 0, b"some bytes".to_vec()).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(registry.registry().expire_uploads().await.unwrap(), 2);
+    assert!(registry.stored_keys("uploads/").await.is_empty());
+    let metrics = registry.client.get(registry.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_gc_removed_objects_total{kind=\"upload_session\"} 2"), "{metrics}");
 }
 
 #[tokio::test]
@@ -332,4 +376,409 @@ async fn two_collectors_started_at_once_take_turns() {
     assert_eq!(removed, expected);
     assert_eq!(waiter["objects"], 0, "nothing left for the second: {waiter}");
     assert_eq!(pull_whole(&registry, "build/app", "v1").await, new);
+}
+
+/// Waits until `key` is stored (a pull record is written in the background after the response).
+async fn stored_soon(registry: &TestRegistry, key: &str) {
+    for _ in 0..100 {
+        if registry.has_object(key).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} was never written");
+}
+
+fn pulled_key(repo: &str, digest: &str) -> String {
+    format!("repositories/{repo}/_pulled/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+#[tokio::test]
+async fn tags_not_pulled_for_an_age_go_and_pulled_ones_stay() {
+    let text = CONFIG.replace("untagged = \"0s\"", "untagged = \"0s\"\nnot_pulled = \"1s\"");
+    let registry = TestRegistry::with_config_text(&text).await;
+    let by_tag = push_image(&registry, "build/app", "by-tag", "by-tag", "layer by tag").await.unwrap();
+    let by_digest = push_image(&registry, "build/app", "by-digest", "by-digest", "layer by digest").await.unwrap();
+    let looked_at = push_image(&registry, "build/app", "looked-at", "looked-at", "layer looked at").await.unwrap();
+    let never = push_image(&registry, "build/app", "never", "never", "layer never").await.unwrap();
+    // Older than the grace and the age (push times are whole seconds on S3).
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    // A GET by tag counts, and so does a GET by digest (a client that resolved the tag with HEAD).
+    // A HEAD alone does not: looking is not pulling.
+    pull_whole(&registry, "build/app", "by-tag").await;
+    pull_whole(&registry, "build/app", &by_digest).await;
+    let res = registry.client.head(registry.url("/v2/build/app/manifests/looked-at")).header("accept", OCI_MANIFEST).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    stored_soon(&registry, &pulled_key("build/app", &by_tag)).await;
+    stored_soon(&registry, &pulled_key("build/app", &by_digest)).await;
+    assert!(!registry.has_object(&pulled_key("build/app", &looked_at)).await, "a HEAD records no pull");
+
+    let report = pass(&registry, false).await;
+    let removed = keys(&report);
+    for (tag, digest) in [("looked-at", &looked_at), ("never", &never)] {
+        assert!(removed.contains(&format!("repositories/build/app/_tags/{tag}")), "{tag} goes: {removed:?}");
+        assert!(removed.contains(&common::blob_key(digest)), "and its manifest with it (untagged = 0s): {removed:?}");
+    }
+    let mut left = tags(&registry, "build/app").await;
+    left.sort();
+    assert_eq!(left, ["by-digest", "by-tag"], "the tags pulled within the age stay");
+    assert_eq!(pull_whole(&registry, "build/app", "by-tag").await, by_tag);
+    assert_eq!(pull_whole(&registry, "build/app", "by-digest").await, by_digest);
+    let res = registry.client.get(registry.url(&format!("/v2/build/app/manifests/{never}"))).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+
+    // Unpulled for the age again, they go too, with their pull records.
+    tokio::time::sleep(Duration::from_millis(4100)).await;
+    let removed = keys(&pass(&registry, false).await);
+    assert!(removed.contains(&pulled_key("build/app", &by_tag)), "{removed:?}");
+    assert!(tags(&registry, "build/app").await.is_empty());
+    assert!(registry.stored_keys("repositories/build/app/_pulled/").await.is_empty(), "no pull record outlives its manifest");
+}
+
+/// Retention that would remove every mutable tag and every untagged manifest, and what it must
+/// never touch: immutable and write-once tags with what they reference (an index's children,
+/// blobs), the referrers of kept manifests (signatures, attestations, SBOMs), and anything
+/// promoted (tags, evidence, the verification summary), even into a namespace with the same
+/// rules; while evidence whose subject goes goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_never_touches_what_it_must_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let ci = common::cosign::Key::generate();
+    std::fs::write(dir.path().join("ci.pub"), ci.public_pem()).unwrap();
+    let rules = "[namespaces.retention]\nuntagged = \"0s\"\nkeep_last = 0\nnot_pulled = \"0s\"\n";
+    let text = format!(
+        r#"
+[gc]
+every = "never"
+grace = "2s"
+lease = "3s"
+[[trust.keys]]
+name = "ci"
+public_key = {key:?}
+[[namespaces]]
+pattern = "build/**"
+[[namespaces.tag_rules]]
+pattern = "release-*"
+tags = "immutable"
+[[namespaces.tag_rules]]
+pattern = "once-*"
+tags = "write-once"
+{rules}
+[[namespaces]]
+pattern = "stage/**"
+[namespaces.gate]
+signed_by = ["ci"]
+{rules}
+[[namespaces]]
+pattern = "**"
+"#,
+        key = dir.path().join("ci.pub").display().to_string()
+    );
+    let registry = TestRegistry::with_config_text(&text).await;
+    let clients = common::clients::Clients::new();
+    // An index under an immutable tag, pushed with skopeo.
+    let index = common::images::multi_platform_index(&dir.path().join("index"), "v1", 31);
+    let source = format!("oci:{}:v1", index.path.display());
+    let dest = format!("docker://{}/build/app:release-1", registry.host);
+    clients.skopeo("copy", &["--all", "--preserve-digests", "--dest-tls-verify=false", &source, &dest]).await.ok();
+    // An image under a write-once tag.
+    let once = push_image(&registry, "build/app", "once-1", "once", "once layer").await.unwrap();
+    // An image under an immutable tag with a signature (cosign's tag scheme), an attestation and
+    // an SBOM (referrers).
+    let signed = push_image(&registry, "build/app", "release-2", "signed", "signed layer").await.unwrap();
+    common::cosign::sign(&registry, "build/app", &signed, &ci).await;
+    let scan = common::cosign::trivy_predicate(&common::cosign::time_ago(60), &[]);
+    common::cosign::attest_with(&registry, "build/app", &signed, &ci, &[(common::cosign::VULN, scan)], common::cosign::Scheme::Referrer).await;
+    let sbom = ("https://spdx.dev/Document", serde_json::json!({ "spdxVersion": "SPDX-2.3" }));
+    common::cosign::attest_with(&registry, "build/app", &signed, &ci, &[sbom], common::cosign::Scheme::Referrer).await;
+    // An image under a mutable tag, signed both ways, promoted into stage/ (gated: a
+    // verification summary is signed) under a mutable tag.
+    let promoted = push_image(&registry, "build/app", "v1", "promoted", "promoted layer").await.unwrap();
+    common::cosign::sign(&registry, "build/app", &promoted, &ci).await;
+    common::cosign::sign_with(&registry, "build/app", &promoted, &ci, common::cosign::Scheme::Referrer).await;
+    let res = registry.client.post(registry.url("/api/v1/promotions")).json(&serde_json::json!({"source": "build/app:v1", "target": "stage/app", "tags": ["v1"]})).send().await.unwrap();
+    assert_eq!(res.status(), 201);
+    let promotion: serde_json::Value = res.json().await.unwrap();
+    let vsa = promotion["promotion"]["vsa"].as_str().expect("a verification summary").to_owned();
+    let referrers = |repo: &str, subject: &str| {
+        let url = registry.url(&format!("/v2/{repo}/referrers/{subject}"));
+        let client = registry.client.clone();
+        async move {
+            let body: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+            let mut digests: Vec<String> = body["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap().to_owned()).collect();
+            digests.sort();
+            digests
+        }
+    };
+    let signed_referrers = referrers("build/app", &signed).await;
+    let build_referrers = referrers("build/app", &promoted).await;
+    let stage_referrers = referrers("stage/app", &promoted).await;
+    assert_eq!((signed_referrers.len(), build_referrers.len(), stage_referrers.len()), (2, 1, 2), "the signature and the summary in stage/");
+    let sig_tag = |digest: &str| format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+    let sig_of_promoted = registry.client.head(registry.url(&format!("/v2/build/app/manifests/{}", sig_tag(&promoted)))).send().await.unwrap();
+    let sig_of_promoted = sig_of_promoted.headers()["docker-content-digest"].to_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+
+    let report = pass(&registry, false).await;
+    let removed = keys(&report);
+    let hex = |digest: &str| digest.trim_start_matches("sha256:").to_owned();
+    // The mutable tag in build/ went, and its image with it, and its evidence with its subject:
+    // the referrer with its link, cosign's tag and its manifest.
+    for key in [
+        "repositories/build/app/_tags/v1".to_owned(),
+        format!("repositories/build/app/_manifests/sha256/{}", hex(&promoted)),
+        format!("repositories/build/app/_tags/{}", sig_tag(&promoted)),
+        format!("repositories/build/app/_manifests/sha256/{}", hex(&sig_of_promoted)),
+        format!("repositories/build/app/_referrers/sha256/{}/{}", hex(&promoted), hex(&build_referrers[0])),
+        format!("repositories/build/app/_manifests/sha256/{}", hex(&build_referrers[0])),
+    ] {
+        assert!(removed.contains(&key), "{key} goes: {removed:?}");
+    }
+    for digest in [&promoted, &sig_of_promoted, &build_referrers[0]] {
+        let res = registry.client.get(registry.url(&format!("/v2/build/app/manifests/{digest}"))).send().await.unwrap();
+        assert_eq!(res.status(), 404, "{digest} left build/app");
+    }
+    // Nothing else of build/ and nothing of stage/ went.
+    for key in &removed {
+        assert!(!key.contains("stage/app"), "{key} of the promoted image");
+        for kept in [&index.manifest_digest, &once, &signed, &signed_referrers[0], &signed_referrers[1], &vsa] {
+            assert!(!key.contains(&hex(kept)), "{key} is {kept}'s");
+        }
+    }
+    assert!(report.removed.iter().all(|victim| victim.kind != portcullis::registry::collect::VictimKind::Content || !victim.key.contains(&hex(&promoted))), "the promoted content stays");
+    // Everything kept pulls whole, every digest verifying.
+    assert_eq!(pull_whole(&registry, "build/app", "release-1").await, index.manifest_digest);
+    assert_eq!(pull_whole(&registry, "build/app", "once-1").await, once);
+    assert_eq!(pull_whole(&registry, "build/app", "release-2").await, signed);
+    pull_whole(&registry, "build/app", &sig_tag(&signed)).await;
+    assert_eq!(referrers("build/app", &signed).await, signed_referrers);
+    for referrer in &signed_referrers {
+        pull_whole(&registry, "build/app", referrer).await;
+    }
+    let mut tags_left = tags(&registry, "stage/app").await;
+    tags_left.sort();
+    assert_eq!(tags_left, ["sha256-".to_owned() + &hex(&promoted) + ".att", sig_tag(&promoted), "v1".to_owned()], "promoted tags stay");
+    assert_eq!(pull_whole(&registry, "stage/app", "v1").await, promoted);
+    assert_eq!(referrers("stage/app", &promoted).await, stage_referrers);
+    for referrer in &stage_referrers {
+        pull_whole(&registry, "stage/app", referrer).await;
+    }
+    pull_whole(&registry, "stage/app", &sig_tag(&promoted)).await;
+    assert!(stage_referrers.contains(&vsa));
+    // And skopeo copies the index whole.
+    let copy = format!("oci:{}:copy", clients.path("copy").display());
+    let src = format!("docker://{}/build/app:release-1", registry.host);
+    clients.skopeo("copy", &["--all", "--preserve-digests", "--src-tls-verify=false", &src, &copy]).await.ok();
+}
+
+/// Promotes images of `build/race` that fell untagged more than the grace ago (so collection is
+/// about to remove them) into `prod/race` on every replica, while passes run back to back on the
+/// first; then every promotion that was accepted pulls whole from the other replica. A promotion
+/// links content without copying it: unfenced, a pass that marked before the links were written
+/// deletes the content under them.
+async fn promotion_race(replicas: &[TestRegistry]) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushed: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>> = Default::default();
+    let pusher = {
+        let (api, stop, pushed) = (replicas[0].api.clone(), stop.clone(), pushed.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each push moves the tag: the image before falls untagged.
+                let digest = push_image(&api, "build/race", "latest", &format!("image {i}"), &format!("layer {i}")).await.unwrap();
+                pushed.lock().unwrap().push((digest, std::time::Instant::now()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Promotions accepted and refused so far, so that the race runs until it raced.
+    let counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> = Default::default();
+    let mut promoters = Vec::new();
+    for (r, replica) in replicas.iter().enumerate() {
+        let (api, stop, pushed, counts) = (replica.api.clone(), stop.clone(), pushed.clone(), counts.clone());
+        promoters.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (Vec::new(), 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // The newest image untagged for longer than the grace and the cut-off's rounding
+                // (3 s), that nobody took yet: a pass marks it, claims it and deletes it within
+                // the next seconds.
+                let next = {
+                    let mut pushed = pushed.lock().unwrap();
+                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
+                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
+                    found.map(|at| pushed.remove(at).0)
+                };
+                let Some(digest) = next else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let tag = format!("r{r}-{}", &digest[7..19]);
+                let body = serde_json::json!({"source": format!("build/race@{digest}"), "target": "prod/race", "tags": [tag]});
+                let res = api.client.post(api.url("/api/v1/promotions")).json(&body).send().await.unwrap();
+                let outcome = match res.status().as_u16() {
+                    201 => {
+                        accepted.push((tag, digest));
+                        0
+                    }
+                    // Collected before or while it was linked: refused, never accepted half.
+                    400 | 404 | 503 => {
+                        refused += 1;
+                        1
+                    }
+                    status => panic!("promotion of {digest}: {status} {}", res.text().await.unwrap_or_default()),
+                };
+                counts[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            (accepted, refused)
+        }));
+    }
+    let mut removed = 0;
+    let started = std::time::Instant::now();
+    // At least 20 s, and on until promotions were both accepted and refused (a slow or busy
+    // store), for at most 3 minutes.
+    let raced = || counts[0].load(std::sync::atomic::Ordering::Relaxed) >= 5 && counts[1].load(std::sync::atomic::Ordering::Relaxed) > 0;
+    while started.elapsed() < Duration::from_secs(20) || (!raced() && started.elapsed() < Duration::from_secs(180)) {
+        removed += pass(&replicas[0], false).await.objects;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pusher.await.unwrap();
+    let (mut accepted, mut refused) = (Vec::new(), 0);
+    for promoter in promoters {
+        let (a, r) = promoter.await.unwrap();
+        accepted.extend(a);
+        refused += r;
+    }
+    removed += pass(&replicas[0], false).await.objects;
+    eprintln!("promotion race: {} promotions accepted, {refused} refused, {removed} objects removed", accepted.len());
+    assert!(accepted.len() >= 5 && refused > 0 && removed > 0, "the race raced: {} accepted, {refused} refused, {removed} removed", accepted.len());
+    let other = &replicas[1 % replicas.len()];
+    for (tag, digest) in &accepted {
+        assert_eq!(pull_whole(other, "prod/race", tag).await, *digest, "prod/race:{tag}");
+    }
+    let clients = common::clients::Clients::new();
+    let (tag, _) = &accepted[0];
+    let remote = format!("docker://{}/prod/race:{tag}", other.host);
+    let local = format!("oci:{}:{tag}", clients.path("copy").display());
+    clients.skopeo("copy", &["--src-tls-verify=false", &remote, &local]).await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_racing_passes_on_one_filesystem_store_lose_nothing() {
+    let first = TestRegistry::with_config_text(&CONFIG.replace("[gc]", "[storage]\nbackend = \"fs\"\n[gc]")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut second_config = config(dir.path(), CONFIG);
+    second_config.storage = first.config.storage.clone();
+    let second = TestRegistry::with_config(|config| *config = second_config).await;
+    promotion_race(&[first, second]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_racing_passes_on_two_replicas_over_one_bucket_lose_nothing() {
+    let Some(s3) = common::s3::TestS3::from_env() else { return };
+    let storage = portcullis::config::StorageConfig::S3(common::s3::fresh_storage(&s3).await);
+    let mut running = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), CONFIG);
+        config.storage = storage.clone();
+        running.push(TestRegistry::with_config(|c| *c = config).await);
+        dirs.push(dir);
+    }
+    promotion_race(&running).await;
+}
+
+#[tokio::test]
+async fn proxied_content_is_left_to_the_proxy() {
+    let mut upstream = TestRegistry::start().await;
+    let (tagged, _) = upstream.push_tiny_image("team/app", "v1", "proxied tagged").await;
+    let (untagged, _) = upstream.push_tiny_image("team/app", "v2", "proxied by digest").await;
+    let text = format!(
+        "[gc]\nevery = \"never\"\ngrace = \"2s\"\nlease = \"3s\"\n[[upstreams]]\nname = \"up\"\nurl = \"{}\"\n[[namespaces]]\npattern = \"**\"\n[namespaces.retention]\nuntagged = \"0s\"\nkeep_last = 0\nnot_pulled = \"0s\"\n",
+        upstream.base_url
+    );
+    let proxy = TestRegistry::with_config_text(&text).await;
+    assert_eq!(pull_whole(&proxy, "proxy/up/team/app", "v1").await, tagged);
+    assert_eq!(pull_whole(&proxy, "proxy/up/team/app", &untagged).await, untagged);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let report = pass(&proxy, false).await;
+    assert!(report.removed.is_empty(), "retention does not apply to proxied content: {:?}", keys(&report));
+    // Served from the store, the upstream gone.
+    upstream.stop().await;
+    assert_eq!(pull_whole(&proxy, "proxy/up/team/app", &tagged).await, tagged);
+    assert_eq!(pull_whole(&proxy, "proxy/up/team/app", &untagged).await, untagged);
+}
+
+/// The proxy links content stored already (for another repository) once the upstream confirms
+/// its repository has it; that content may be about to be collected. Blobs pushed to
+/// `build/junk` and never referenced fall old while an upstream serves images with the same bytes
+/// as layers; two clients pull those layers through the proxy while passes run back to back.
+/// Then, the upstream gone, every layer pulled through is served whole from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_links_racing_passes_lose_nothing() {
+    let mut upstream = TestRegistry::start().await;
+    let text = CONFIG.replace("[[namespaces]]\npattern = \"**\"", &format!("[[upstreams]]\nname = \"up\"\nurl = \"{}\"\n[[namespaces]]\npattern = \"**\"", upstream.base_url));
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pushed: std::sync::Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>> = Default::default();
+    let pusher = {
+        let (local, remote, stop, pushed) = (proxy.api.clone(), upstream.api.clone(), stop.clone(), pushed.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let layer = format!("junk {i}");
+                let digest = local.push_blob("build/junk", layer.as_bytes()).await;
+                assert_eq!(remote.push_blob("team/app", layer.as_bytes()).await, digest);
+                pushed.lock().unwrap().push((digest, std::time::Instant::now()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let mut pullers = Vec::new();
+    for _ in 0..2 {
+        let (api, stop, pushed) = (proxy.api.clone(), stop.clone(), pushed.clone());
+        pullers.push(tokio::spawn(async move {
+            let mut pulled = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // As the promotion race: the newest blob old enough for a pass to collect.
+                let next = {
+                    let mut pushed = pushed.lock().unwrap();
+                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
+                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
+                    found.map(|at| pushed.remove(at).0)
+                };
+                let Some(digest) = next else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let res = api.client.get(api.url(&format!("/v2/proxy/up/team/app/blobs/{digest}"))).send().await.unwrap();
+                assert_eq!(res.status(), 200, "{digest}");
+                assert_eq!(sha256(&res.bytes().await.unwrap()), digest);
+                pulled.push(digest);
+            }
+            pulled
+        }));
+    }
+    let mut removed = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        removed += pass(&proxy, false).await.objects;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pusher.await.unwrap();
+    let mut pulled = Vec::new();
+    for puller in pullers {
+        pulled.extend(puller.await.unwrap());
+    }
+    removed += pass(&proxy, false).await.objects;
+    eprintln!("proxy race: {} layers pulled through, {removed} objects removed", pulled.len());
+    assert!(pulled.len() >= 5 && removed > 0, "the race raced: {} pulled, {removed} removed", pulled.len());
+    upstream.stop().await;
+    for digest in &pulled {
+        let res = proxy.client.get(proxy.url(&format!("/v2/proxy/up/team/app/blobs/{digest}"))).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{digest} is stored");
+        assert_eq!(sha256(&res.bytes().await.unwrap()), *digest);
+    }
 }

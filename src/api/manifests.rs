@@ -43,6 +43,13 @@ pub(super) async fn get(
         let text: String = warning.chars().map(|c| if c == '"' || c == '\\' || !(' '..='~').contains(&c) { '\'' } else { c }).collect();
         reply.push((header::WARNING, format!("110 portcullis \"{text}\"")));
     }
+    // A GET hands out the manifest, so it counts for retention's `not_pulled` whether it named a
+    // tag or the digest (clients resolve a tag with HEAD and then GET by digest, and Kubernetes
+    // pulls pinned digests). A HEAD does not: nothing can be run from it, and update checkers and
+    // pushes HEAD tags all day.
+    if !head {
+        registry.note_pull(name, &manifest.digest);
+    }
     let mut response = if head {
         empty_response(StatusCode::OK, &[])?
     } else {

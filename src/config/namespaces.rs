@@ -36,6 +36,7 @@ struct FileRetention {
     keep_last: Option<usize>,
     keep_tags: Vec<String>,
     untagged: Option<String>,
+    not_pulled: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,8 +113,12 @@ impl FileNamespace {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let pattern = self.pattern.clone();
-        let untagged = self.retention.untagged.as_deref().map(|text| parse_age(text, "namespaces.retention.untagged")).transpose()?;
-        let retention = Retention::new(self.retention.keep_last, self.retention.keep_tags, untagged.map(|secs| std::time::Duration::from_secs(secs as u64)))
+        let age = |text: Option<&str>, what: &str| -> Result<Option<std::time::Duration>, String> {
+            Ok(text.map(|text| parse_age(text, what)).transpose()?.map(|secs| std::time::Duration::from_secs(secs as u64)))
+        };
+        let untagged = age(self.retention.untagged.as_deref(), "namespaces.retention.untagged")?;
+        let not_pulled = age(self.retention.not_pulled.as_deref(), "namespaces.retention.not_pulled")?;
+        let retention = Retention::new(self.retention.keep_last, self.retention.keep_tags, untagged, not_pulled)
             .map_err(|err| format!("namespaces.retention.keep_tags: {err}"))?;
         Namespace::new(self.pattern, self.tags, tag_rules, self.promotion_only, gate, retention)
             .map_err(|err| format!("namespaces.pattern {pattern:?}: {err}"))

@@ -27,7 +27,8 @@ pub struct Record {
     pub seq: u64,
     /// Seconds since the Unix epoch.
     pub time: i64,
-    /// `promotion`, `promotion_denied`, `promotion_dry_run`, `pull_denied`, `pull_audit`.
+    /// `promotion`, `promotion_denied`, `promotion_dry_run`, `pull_denied`, `pull_audit`,
+    /// `gc_pass` (with an empty repository and digest), and others.
     pub kind: String,
     /// Who acted (`anonymous` without authentication).
     pub actor: String,

@@ -76,6 +76,8 @@ pub enum Key<'a> {
     UpstreamTag(&'a RepoName, &'a Tag),
     /// Proxied content in a repository: from which upstream, when, and when last pulled.
     Proxied(&'a RepoName, &'a Digest),
+    /// The manifest was pulled in the repository (the object's time of writing says when).
+    Pulled(&'a RepoName, &'a Digest),
     /// A workload admitted with images of this registry (Kubernetes admission).
     Admission(&'a Workload),
     /// An admitted digest whose verdict turned to failing.
@@ -111,6 +113,8 @@ pub enum Prefix<'a> {
     Doomed,
     /// Proxied content records of a repository, by digest hex.
     Proxied(&'a RepoName),
+    /// Pull records of a repository, by digest hex.
+    Pulled(&'a RepoName),
     /// Admission records, by cluster, namespace, kind and name.
     Admissions,
     /// Drift rows, by repository and digest.
@@ -151,6 +155,7 @@ impl Key<'_> {
             Key::Doomed(_) => "gc/doomed/<hex prefix>",
             Key::UpstreamTag(..) => "repositories/<name>/_upstream_tags/<tag>",
             Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
+            Key::Pulled(..) => "repositories/<name>/_pulled/sha256/<hex>",
             Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
             Key::Drift(..) => "drift/<name>/_digests/<hex>",
         }
@@ -179,6 +184,7 @@ impl fmt::Display for Key<'_> {
             Key::Doomed(bucket) => write!(f, "{}{bucket}", Prefix::Doomed),
             Key::UpstreamTag(repo, tag) => write!(f, "{REPOSITORIES}{repo}/_upstream_tags/{tag}"),
             Key::Proxied(repo, digest) => write!(f, "{}{}", Prefix::Proxied(repo), digest.hex()),
+            Key::Pulled(repo, digest) => write!(f, "{}{}", Prefix::Pulled(repo), digest.hex()),
             Key::Admission(workload) => {
                 write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
             }
@@ -203,6 +209,7 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Blobs => f.write_str("blobs/sha256/"),
             Prefix::Doomed => f.write_str("gc/doomed/"),
             Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
+            Prefix::Pulled(repo) => write!(f, "{REPOSITORIES}{repo}/_pulled/sha256/"),
             Prefix::Admissions => f.write_str(ADMISSIONS),
             Prefix::Drift => f.write_str(DRIFT),
         }
@@ -294,6 +301,8 @@ pub enum Object {
     UpstreamTag(RepoName, Tag),
     /// `repositories/<name>/_proxied/sha256/<hex>`
     Proxied(RepoName, Digest),
+    /// `repositories/<name>/_pulled/sha256/<hex>`
+    Pulled(RepoName, Digest),
 }
 
 impl Object {
@@ -331,6 +340,7 @@ impl Object {
             ["parents", "sha256", child, parent] => Some(Object::Parent { repo, child: digest(child)?, parent: digest(parent)? }),
             ["upstream_tags", tag] => Some(Object::UpstreamTag(repo, tag.parse().ok()?)),
             ["proxied", "sha256", hex] => Some(Object::Proxied(repo, digest(hex)?)),
+            ["pulled", "sha256", hex] => Some(Object::Pulled(repo, digest(hex)?)),
             _ => None,
         }
     }
@@ -349,6 +359,7 @@ impl Object {
             Object::PromotionRecord { target, digest } => Key::PromotionRecord { target, digest },
             Object::UpstreamTag(repo, tag) => Key::UpstreamTag(repo, tag),
             Object::Proxied(repo, digest) => Key::Proxied(repo, digest),
+            Object::Pulled(repo, digest) => Key::Pulled(repo, digest),
         }
     }
 
@@ -416,6 +427,7 @@ mod tests {
         check(&format!("promotions/prod/app/_records/{hex}"), Some("PromotionRecord { target: RepoName(\"prod/app\"), digest: sha256:abab"));
         check("repositories/proxy/docker.io/library/alpine/_upstream_tags/3.20", Some("UpstreamTag(RepoName(\"proxy/docker.io/library/alpine\"), Tag(\"3.20\"))"));
         check(&format!("repositories/proxy/x/_proxied/sha256/{hex}"), Some("Proxied(RepoName(\"proxy/x\"), sha256:abab"));
+        check(&format!("repositories/a/_pulled/sha256/{hex}"), Some("Pulled(RepoName(\"a\"), sha256:abab"));
         // Keys where the registry keeps no metadata object.
         for key in [
             "repositories/a/_manifests/sha256/zz".to_owned(),
@@ -494,10 +506,11 @@ mod tests {
             Key::Doomed("a0f"),
             Key::UpstreamTag(&repo, &tag),
             Key::Proxied(&repo, &digest),
+            Key::Pulled(&repo, &digest),
             Key::Admission(&workload),
             Key::Drift(&repo, &digest),
         ];
-        let mut seen = [false; 21];
+        let mut seen = [false; 22];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -521,6 +534,7 @@ mod tests {
                 Key::Proxied(..) => 18,
                 Key::Admission(_) => 19,
                 Key::Drift(..) => 20,
+                Key::Pulled(..) => 21,
             };
             seen[kind] = true;
             let built = key.to_string();

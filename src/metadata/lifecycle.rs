@@ -248,7 +248,7 @@ impl Metadata {
         Ok(entries)
     }
 
-    async fn walk_meta(&self, prefix: &str, mut each: impl FnMut(&str, &ObjectMeta)) -> Result<()> {
+    pub(super) async fn walk_meta(&self, prefix: &str, mut each: impl FnMut(&str, &ObjectMeta)) -> Result<()> {
         let mut last: Option<String> = None;
         loop {
             let page = self.store.list_meta(prefix, last.as_deref(), PAGE).await?;

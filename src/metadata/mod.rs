@@ -1,6 +1,6 @@
 //! Everything the registry keeps in the object store, and the one place its layout is spelled:
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
-//! the catalog), manifest types, upload sessions, promotion records, the audit log, the
+//! the catalog, when manifests were last pulled), manifest types, upload sessions, promotion records, the audit log, the
 //! generated signing key, the proxy's records of upstream tags and proxied content, and what
 //! Kubernetes admission remembers (admitted workloads, drift rows), each behind a typed accessor;
 //! plus a node-local sled index that can be
@@ -17,6 +17,7 @@
 //! repositories/<name>/_parents/sha256/<child>/<parent>   an index in the repository lists the child (empty)
 //! repositories/<name>/_upstream_tags/<tag>               {"digest","checked","confirmed","failing","pending"} the upstream's tag as last checked
 //! repositories/<name>/_proxied/sha256/<hex>              {"upstream","size","fetched","pulled"} proxied content: from where, when
+//! repositories/<name>/_pulled/sha256/<hex>               a manifest pulled here (empty; its time of writing is the last pull, to within an hour)
 //! types/sha256/<hex>                                     {"mediaType"} a manifest digest is stored as, create-only
 //! catalog/<hex name in 200-char segments>/-              the repository exists (empty; hex keeps name order)
 //! promotions/<target>/_records/<hex>                     the promotion record of a digest
@@ -47,11 +48,13 @@
 pub mod admissions;
 pub mod audit;
 mod blobs;
+pub mod fence;
 mod index;
 pub mod layout;
 pub mod lifecycle;
 mod promotions;
 mod proxied;
+pub mod pulls;
 mod signing_key;
 mod uploads;
 
@@ -542,6 +545,8 @@ impl Object {
                 decode::<ProxiedRecord>(&key, &bytes)?;
                 vec![Key::Blob(digest).to_string()]
             }
+            // A pull record outlives a manifest deleted after it (the next collection removes it).
+            Object::Pulled(..) => Vec::new(),
         };
         Ok(Some(pointers))
     }

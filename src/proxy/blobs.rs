@@ -27,6 +27,8 @@ use storage::{ByteStream, Digest};
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::{client, ProxyError, Upstream};
+use crate::metadata::fence::Fence;
+use crate::metadata::layout::Key;
 use crate::metadata::{Metadata, ProxiedRecord, UploadRecord};
 use crate::names::{RepoName, UploadId};
 
@@ -56,6 +58,8 @@ pub struct Target {
     pub digest: Digest,
     /// The largest blob accepted.
     pub max_bytes: u64,
+    /// Garbage collection's grace, for its fence (`metadata::fence`).
+    pub grace: Duration,
 }
 
 /// How a caller wants the blob.
@@ -250,18 +254,35 @@ async fn fetch_into_store(
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let record = UploadRecord { repo: target.repo.to_string(), started };
     target.metadata.start_upload(&upload_id, &record).await.map_err(|err| BlobError::Store(err.to_string()))?;
-    let stored = store(flight, upstream, remote, target, res, size, &upload_id, live, held).await;
+    // Collection's fence: the commit keeps content that is stored already, which may be old and
+    // about to be collected; then the staged bytes, still there, are committed again.
+    let fence = Fence::open(&target.metadata).await.map_err(|err| BlobError::Store(err.to_string()))?;
+    let stored = match store(flight, upstream, remote, target, res, size, &upload_id, live, held).await {
+        Ok(n_bytes) => link_fenced(target, fence, &upload_id).await.map(|()| n_bytes).map_err(|err| BlobError::Store(err.to_string())),
+        Err(err) => Err(err),
+    };
     // Committed or not, the session ends: its stage is gone either way.
     if let Err(err) = target.metadata.end_upload(&upload_id).await {
         tracing::warn!(upload = %upload_id, error = %err, "cannot end the staged upload of a blob fetch; the janitor will");
     }
     let n_bytes = stored?;
     upstream.client.count_bytes(n_bytes);
-    target.metadata.link_blob(&target.repo, digest).await.map_err(|err| BlobError::Store(err.to_string()))?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let record = ProxiedRecord { upstream: upstream.config.name.to_string(), size: n_bytes, manifest: false, fetched: now, pulled: now };
     target.metadata.put_proxied(&target.repo, digest, &record).await.map_err(|err| BlobError::Store(err.to_string()))?;
     upstream.cached(digest, n_bytes);
+    Ok(())
+}
+
+/// Links the committed blob and closes the fence; what a pass removed meanwhile is committed
+/// and linked again (that pass is over, and what is written now is younger than any cut-off).
+async fn link_fenced(target: &Target, fence: Fence, upload_id: &UploadId) -> Result<(), crate::metadata::MetadataError> {
+    target.metadata.link_blob(&target.repo, &target.digest).await?;
+    let needed = [Key::Blob(&target.digest).to_string(), Key::BlobLink(&target.repo, &target.digest).to_string()];
+    if !fence.close(&target.metadata, target.grace, &needed).await?.is_empty() {
+        target.metadata.commit_upload(upload_id, &target.digest).await?;
+        target.metadata.link_blob(&target.repo, &target.digest).await?;
+    }
     Ok(())
 }
 

@@ -103,25 +103,19 @@ pub struct Status {
     /// The proxied content cached, as this process counts it.
     pub cache: Mutex<CacheTally>,
     recent: Mutex<Recent>,
+    /// When content was last pulled, and when that was last written to its record.
+    pulls: crate::metadata::pulls::RecentPulls,
 }
 
-/// What this process remembers of recent pulls and evidence checks, by repository and digest.
+/// What this process remembers of recent evidence checks, by repository and digest.
 #[derive(Default)]
 struct Recent {
-    /// When content was last pulled, and when that was last written to its record
-    /// (milliseconds since the epoch).
-    pulls: HashMap<(RepoName, Digest), (u64, u64)>,
     /// When evidence about a subject was last fetched from the upstream.
     evidence: HashMap<(RepoName, Digest), Instant>,
 }
 
-fn epoch_millis() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
-
-/// Entries [`Recent`] holds of each kind; beyond, it starts again (the records in the store
-/// still say when content was pulled, to the hour).
-const MAX_RECENT: usize = 100_000;
+/// Evidence checks [`Recent`] holds; beyond, it starts again.
+const MAX_RECENT: usize = crate::metadata::pulls::MAX_RECENT_PULLS;
 
 /// Bytes and objects of an upstream's cache, by digest (content shared by several repositories
 /// counts once).
@@ -161,24 +155,12 @@ impl Status {
     /// Notes a pull of `digest` in `repo` now; whether it is time to write it to the content's
     /// record (at most once per `interval`).
     pub fn touch(&self, repo: &RepoName, digest: &Digest, interval: Duration) -> bool {
-        let now = epoch_millis();
-        let mut recent = self.recent.lock().expect("recent lock is never poisoned");
-        if recent.pulls.len() >= MAX_RECENT {
-            recent.pulls.clear();
-        }
-        let (pulled, written) = recent.pulls.entry((repo.clone(), digest.clone())).or_insert((now, 0));
-        *pulled = now;
-        let due = now.saturating_sub(*written) >= interval.as_millis() as u64;
-        if due {
-            *written = now;
-        }
-        due
+        self.pulls.note(repo, digest, crate::metadata::pulls::epoch_millis(), interval)
     }
 
     /// When this process last saw `digest` of `repo` pulled (milliseconds since the epoch).
     pub fn last_pulled(&self, repo: &RepoName, digest: &Digest) -> Option<u64> {
-        let recent = self.recent.lock().expect("recent lock is never poisoned");
-        recent.pulls.get(&(repo.clone(), digest.clone())).map(|(pulled, _)| *pulled)
+        self.pulls.last(repo, digest)
     }
 
     /// Whether evidence about `subject` in `repo` is due to be fetched again (not within `ttl`);

@@ -1,13 +1,14 @@
 //! Garbage collection's walks and its sweep (the protocol is in ARCHITECTURE.md, Lifecycles:
 //! Collection, and the push side in `fence`).
 //!
-//! A mark walks every repository: tags (less those retention removes), tombstones, promotion
-//! records, proxied content, the digests admitted workloads run, and every manifest younger than
-//! the cut-off are roots; kept manifests keep their children and their referrers; kept manifests
-//! keep the blob links of the blobs they name. What is left and older than the cut-off is a
-//! victim: tags, manifest links (with their referrer and parent links), blob links, then content
-//! that no kept link and no kept manifest names. A protected namespace (promotion-only,
-//! immutable or write-once tags) loses nothing.
+//! A mark walks every repository: tags (less those retention removes, judged by push times and
+//! recorded pull times), tombstones, promotion records, proxied content, the digests admitted
+//! workloads run, and every manifest younger than the cut-off are roots; kept manifests keep
+//! their children and their referrers; kept manifests keep the blob links of the blobs they name.
+//! What is left and older than the cut-off is a victim: tags, manifest links (with their
+//! referrer and parent links and pull records), blob links, then content that no kept link and
+//! no kept manifest names. A protected namespace (promotion-only, immutable or write-once tags)
+//! and a repository that maps to an upstream (the proxy's cap evicts from it) lose nothing.
 //!
 //! A pass marks once, writes the victims into buckets, claims them (from then on a push that
 //! needs a listed key waits for the pass), marks again and deletes what both marks found, tags
@@ -50,6 +51,8 @@ pub enum VictimKind {
     ReferrerLink,
     /// A parent link of a removed index.
     ParentLink,
+    /// The pull record of a removed (or deleted) manifest.
+    PullRecord,
     /// A manifest revision in a repository.
     Manifest,
     /// A blob link no kept manifest names.
@@ -76,6 +79,8 @@ pub struct Swept {
     pub removed: Vec<Victim>,
     /// Whether a pass left unfinished by a collector that died was finished first.
     pub resumed: bool,
+    /// The pass's id (its sweep record's and its buckets').
+    pub pass: String,
 }
 
 /// Whether `time` is before `cutoff` (old enough to remove), to the second: S3 keeps whole
@@ -146,7 +151,9 @@ impl Registry {
             linked.extend(manifests.keys().cloned());
             linked.extend(blob_links.iter().map(|(digest, _)| digest.clone()));
         };
-        if self.protection(repo).is_some() {
+        // A protected namespace keeps its content; a proxied repository is the proxy's, whose
+        // cap evicts from it (its tags mirror the upstream's, not pushes).
+        if self.protection(repo).is_some() || self.proxy.mapped(repo).is_some() {
             keep_all(linked);
             return Ok(());
         }
@@ -160,15 +167,19 @@ impl Registry {
             let Ok(digest) = stored.record.digest.parse::<Digest>() else { continue };
             tags.push((tag, digest, meta.modified));
         }
+        let pulls: HashMap<Digest, SystemTime> = self.metadata.pulls(repo).await?.into_iter().collect();
+        let promoted: HashSet<Digest> = self.metadata.promoted_digests(repo).await?.into_iter().take(MAX_PROMOTIONS).collect();
         let facts: Vec<TagFacts> = tags
             .iter()
-            .map(|(tag, _, modified)| TagFacts {
+            .map(|(tag, digest, modified)| TagFacts {
                 name: tag.to_string(),
                 pushed: epoch_secs(*modified),
-                fixed: self.tag_rule(repo, tag).mode != TagMode::Mutable,
+                pulled: pulls.get(digest).map(|pulled| epoch_secs(*pulled)),
+                // Immutable and write-once tags, and tags of promoted content, are never removed.
+                fixed: self.tag_rule(repo, tag).mode != TagMode::Mutable || promoted.contains(digest),
             })
             .collect();
-        let expired: HashSet<String> = retention.expired(&facts).into_iter().collect();
+        let expired: HashSet<String> = retention.expired(&facts, cutoff).into_iter().collect();
         let mut roots: Vec<Digest> = Vec::new();
         for (tag, digest, modified) in &tags {
             if expired.contains(tag.as_str()) && older(*modified, cutoff) {
@@ -180,7 +191,7 @@ impl Registry {
         roots.extend(self.metadata.tombstones(repo).await?.into_iter().map(|(_, digest)| digest));
         let proxied: HashSet<Digest> = self.metadata.proxied_digests(repo).await?.into_iter().collect();
         roots.extend(proxied.iter().cloned());
-        roots.extend(self.metadata.promoted_digests(repo).await?.into_iter().take(MAX_PROMOTIONS));
+        roots.extend(promoted.iter().cloned());
         roots.extend(admitted.iter().filter(|(name, _)| name == repo.as_str()).map(|(_, digest)| digest.clone()));
         for (digest, modified) in &manifests {
             if retention.untagged.is_none() || !older(*modified, cutoff - retention.untagged.unwrap_or_default().as_secs() as i64) {
@@ -246,6 +257,12 @@ impl Registry {
                 }
             }
         }
+        // Pull records of what is no longer (or soon no longer) in the repository.
+        for (digest, pulled) in &pulls {
+            if !kept.contains(digest) && !manifests.get(digest).is_some_and(|modified| !older(*modified, cutoff)) && older(*pulled, cutoff) {
+                victims.push(Victim { key: Key::Pulled(repo, digest).to_string(), kind: VictimKind::PullRecord, bytes: 0 });
+            }
+        }
         linked.extend(kept.iter().cloned());
 
         // Blob links that no kept manifest names.
@@ -280,6 +297,7 @@ impl Registry {
             }
         }
         let pass = uuid::Uuid::new_v4().to_string();
+        swept.pass = pass.clone();
         let opening = SweepRecord { pass: pass.clone(), claimed: false, marked: 0, digits: 0 };
         let started = Instant::now();
         let (etag, marked) = match self.metadata.put_sweep(&opening, PutCondition::IfAbsent).await {
@@ -342,7 +360,7 @@ impl Registry {
             }
         }
         self.gc_clear_buckets().await?;
-        let window = super::fence::window(grace);
+        let window = crate::metadata::fence::window(grace);
         if let Some(rest) = window.checked_sub(started.elapsed()) {
             tokio::time::sleep(rest).await;
         }

@@ -51,6 +51,8 @@ pub struct Registry {
     remembered: admissions::Remembered,
     /// The last verification of the whole audit chain (see `audit.rs`).
     audit_checked: audit::LastCheck,
+    /// Pulls seen, whose records are written at most hourly (`metadata::pulls`).
+    pulls: crate::metadata::pulls::RecentPulls,
 }
 
 /// Registry behaviour and limits (`[registry]`).
@@ -293,6 +295,7 @@ impl Registry {
             changes: tokio::sync::Notify::new(),
             remembered: admissions::Remembered::default(),
             audit_checked: audit::LastCheck::default(),
+            pulls: crate::metadata::pulls::RecentPulls::default(),
         })
     }
 
@@ -330,15 +333,19 @@ impl Registry {
 
     /// Appends to the audit log; a failure is logged, not returned (the decision stands).
     pub async fn record_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) {
-        let entry = Entry {
-            kind: kind.to_owned(),
-            actor: actor.to_owned(),
-            repository: repo.to_string(),
-            digest: digest.to_string(),
-            detail,
-        };
-        if let Err(err) = self.audit.append(entry).await {
-            tracing::error!(kind, repo = %repo, digest = %digest, error = %err, "cannot append to the audit log");
+        self.append_audit(kind, actor, repo.to_string(), digest.to_string(), detail).await;
+    }
+
+    /// Appends a record about no one repository or digest (a collection pass) to the audit log;
+    /// a failure is logged, not returned.
+    pub async fn record_audit_event(&self, kind: &str, actor: &str, detail: serde_json::Value) {
+        self.append_audit(kind, actor, String::new(), String::new(), detail).await;
+    }
+
+    async fn append_audit(&self, kind: &str, actor: &str, repository: String, digest: String, detail: serde_json::Value) {
+        let entry = Entry { kind: kind.to_owned(), actor: actor.to_owned(), repository, digest, detail };
+        if let Err(err) = self.audit.append(entry.clone()).await {
+            tracing::error!(kind, repo = %entry.repository, digest = %entry.digest, error = %err, "cannot append to the audit log");
         }
     }
 
@@ -670,6 +677,23 @@ impl Registry {
         let stored = self.stored_manifest(repo, &digest).await?;
         let stored = stored.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}@{digest}")))?;
         Ok(StoredManifest { warning, ..stored })
+    }
+
+    /// Notes that a client pulled the manifest `digest` from `repo` (a `GET` that was answered, by
+    /// tag or by digest), for retention's `not_pulled`: written to the store in the background at
+    /// most once an hour per digest (see `metadata::pulls`). A failed write is logged, never the
+    /// pull's failure.
+    pub fn note_pull(&self, repo: &RepoName, digest: &Digest) {
+        let interval = crate::metadata::pulls::WRITE_INTERVAL;
+        if !self.pulls.note(repo, digest, crate::metadata::pulls::epoch_millis(), interval) {
+            return;
+        }
+        let (metadata, repo, digest) = (self.metadata.clone(), repo.clone(), digest.clone());
+        tokio::spawn(async move {
+            if let Err(err) = metadata.record_pull(&repo, &digest).await {
+                tracing::warn!(repo = %repo, digest = %digest, error = %err, "cannot record a pull");
+            }
+        });
     }
 
     /// The manifest `digest` as `repo` holds it now, `None` when it does not: never fetched from

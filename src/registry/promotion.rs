@@ -9,6 +9,7 @@ use storage::Digest;
 
 use super::manifest::{self, DSSE_ENVELOPE, EMPTY_MEDIA_TYPE};
 use super::{Registry, RegistryError, Result};
+use crate::metadata::layout::Key;
 use crate::metadata::{LeftBehind, Linked, PromotionRecord};
 use crate::names::{Reference, RepoName, Tag};
 use crate::policy::gate::Verdict;
@@ -20,6 +21,34 @@ const EMPTY_JSON: &[u8] = b"{}";
 const VSA_PREDICATE: &str = "https://slsa.dev/verification_summary/v1";
 /// The most promotion records of one target listed.
 const MAX_PROMOTION_RECORDS: usize = 10_000;
+
+/// What a promotion linked into its target.
+#[derive(Debug, Clone)]
+pub struct PromotionLinks {
+    /// How many blobs, manifests and evidence manifests.
+    pub linked: Linked,
+    /// Runnable referrers not promoted.
+    pub left_behind: Vec<LeftBehind>,
+    /// The verification summary attached, if one was signed.
+    pub vsa: Option<Digest>,
+}
+
+/// The links a promotion wrote in its target, each with the content it names: what its fence
+/// looks at again.
+#[derive(Default)]
+struct Needed {
+    pairs: Vec<(String, String)>,
+}
+
+impl Needed {
+    fn blob(&mut self, repo: &RepoName, digest: &Digest) {
+        self.pairs.push((Key::BlobLink(repo, digest).to_string(), Key::Blob(digest).to_string()));
+    }
+
+    fn manifest(&mut self, repo: &RepoName, digest: &Digest) {
+        self.pairs.push((Key::ManifestLink(repo, digest).to_string(), Key::Blob(digest).to_string()));
+    }
+}
 
 impl Registry {
     /// Refuses (with `Denied`) when a tag in `repo` cannot be bound to `digest` under its rule.
@@ -46,17 +75,64 @@ impl Registry {
         self.bind_tags(repo, tags, digest).await
     }
 
+    /// Links `digest` from `from` into `to` with its children and evidence ([`Self::link_closure`])
+    /// and, for a `verdict`, attaches the signed verification summary ([`Self::attach_vsa`]),
+    /// inside a collection fence (see `fence`): a pass that removed any of the content linked (or
+    /// the summary's own objects) meanwhile is waited for, and the work is done again; content
+    /// of the source that is gone fails the promotion, and the links made to it are undone, so
+    /// the target never lists what it cannot serve.
+    pub async fn link_promotion(&self, from: &RepoName, to: &RepoName, digest: &Digest, verdict: Option<&Verdict>) -> Result<PromotionLinks> {
+        for _ in 0..super::PUSH_ROUNDS {
+            let fence = self.open_fence().await?;
+            let mut needed = Needed::default();
+            let linked = self.link_promotion_once(from, to, digest, verdict, &mut needed).await;
+            let links = match linked {
+                Ok(links) => links,
+                Err(err) => {
+                    self.unlink_dangling(&needed).await?;
+                    return Err(err);
+                }
+            };
+            let keys: Vec<String> = needed.pairs.iter().flat_map(|(link, content)| [link.clone(), content.clone()]).collect();
+            if self.close_fence(fence, &keys).await?.is_empty() {
+                return Ok(links);
+            }
+            // A pass removed some of it and is over: link again (what is written now is younger
+            // than any pass's cut-off, and what is gone of the source fails the next round).
+        }
+        Err(RegistryError::Unavailable("garbage collection removed what this promotion linked, round after round; retry".to_owned()))
+    }
+
+    async fn link_promotion_once(&self, from: &RepoName, to: &RepoName, digest: &Digest, verdict: Option<&Verdict>, needed: &mut Needed) -> Result<PromotionLinks> {
+        let (linked, left_behind) = self.link_closure(from, to, digest, needed).await?;
+        let vsa = match verdict {
+            Some(verdict) => Some(self.attach_vsa(to, digest, verdict, needed).await?),
+            None => None,
+        };
+        Ok(PromotionLinks { linked, left_behind, vsa })
+    }
+
+    /// Removes the links of `needed` whose content is not stored.
+    async fn unlink_dangling(&self, needed: &Needed) -> Result<()> {
+        for (link, content) in &needed.pairs {
+            if !self.metadata.present(content).await? && self.metadata.present(link).await? {
+                self.metadata.delete_key(link).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Links `digest` from `from` into `to`: its blobs, its child manifests and every evidence
     /// manifest about it or its children (with their blobs, referrer links and cosign tags).
     /// Only what no runtime could run travels as evidence: a runnable referrer (an image with a
     /// `subject`, an index) is left behind and listed, since it would reach the target without
     /// passing the target's gate.
-    pub async fn link_closure(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<(Linked, Vec<LeftBehind>)> {
+    async fn link_closure(&self, from: &RepoName, to: &RepoName, digest: &Digest, needed: &mut Needed) -> Result<(Linked, Vec<LeftBehind>)> {
         let mut linked = Linked::default();
         let mut left_behind = Vec::new();
         let mut seen = HashSet::new();
         let mut subjects = Vec::new();
-        let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, digest, &mut seen, &mut subjects).await?;
+        let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, digest, &mut seen, &mut subjects, needed).await?;
         linked.blobs += n_blobs;
         linked.manifests += n_manifests;
         // Evidence about the artifact and each child; evidence about evidence too (a signed SBOM).
@@ -67,7 +143,7 @@ impl Registry {
                     continue;
                 }
                 if !seen.contains(&evidence) {
-                    let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, &evidence, &mut seen, &mut subjects).await?;
+                    let (n_blobs, n_manifests) = self.link_manifest_tree(from, to, &evidence, &mut seen, &mut subjects, needed).await?;
                     linked.blobs += n_blobs;
                     linked.evidence += n_manifests;
                 }
@@ -88,6 +164,7 @@ impl Registry {
         digest: &Digest,
         seen: &mut HashSet<Digest>,
         subjects: &mut Vec<Digest>,
+        needed: &mut Needed,
     ) -> Result<(usize, usize)> {
         let (mut n_blobs, mut n_manifests) = (0, 0);
         let mut stack = vec![(digest.clone(), false)];
@@ -114,14 +191,26 @@ impl Registry {
                 if !blob.external && !self.metadata.blob_linked(from, &blob.digest).await? {
                     self.ensure_upstream_blob(from, &blob.digest).await?;
                 }
-                // Non-distributable layers may be absent; everything required is linked in `from`.
+                // Non-distributable layers may be absent; everything required is linked in `from`
+                // (unless collected meanwhile: then there is nothing to promote).
                 if !self.metadata.blob_linked(from, &blob.digest).await? {
-                    return Ok::<usize, RegistryError>(0);
+                    return match blob.external {
+                        true => Ok::<usize, RegistryError>(0),
+                        false => Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
+                    };
                 }
                 self.metadata.link_blob(to, &blob.digest).await?;
                 Ok(1)
             });
-            n_blobs += futures::future::try_join_all(links).await?.into_iter().sum::<usize>();
+            let counts = futures::future::join_all(links).await;
+            // Every link written is listed, whatever failed beside it, so that a failure undoes them.
+            for (blob, count) in parsed.blobs.iter().zip(&counts) {
+                if matches!(count, Ok(1)) {
+                    needed.blob(to, &blob.digest);
+                }
+            }
+            n_blobs += counts.into_iter().sum::<Result<usize>>()?;
+            needed.manifest(to, &current);
             self.store_manifest(to, &parsed, &current, stored.bytes).await?;
             n_manifests += 1;
             subjects.push(current);
@@ -133,7 +222,7 @@ impl Registry {
     /// it as an OCI 1.1 referrer, and as a layer of cosign's `.att` tag so that
     /// `cosign verify-attestation --key` finds it either way. Returns the referrer's digest.
     /// Only a verdict the registry evaluated is summarised: it vouches for nothing it did not check.
-    pub async fn attach_vsa(&self, repo: &RepoName, digest: &Digest, verdict: &Verdict) -> Result<Digest> {
+    async fn attach_vsa(&self, repo: &RepoName, digest: &Digest, verdict: &Verdict, needed: &mut Needed) -> Result<Digest> {
         let inputs: Vec<serde_json::Value> = verdict
             .requirements
             .iter()
@@ -160,8 +249,8 @@ impl Registry {
         let statement = serde_json::to_vec(&statement).expect("statements always serialize");
         let envelope = self.signing_key().dsse_envelope(IN_TOTO_PAYLOAD_TYPE, &statement);
         let envelope = Bytes::from(serde_json::to_vec(&envelope).expect("envelopes always serialize"));
-        let envelope_digest = self.put_small_blob(repo, envelope.clone()).await?;
-        let empty_digest = self.put_small_blob(repo, Bytes::from_static(EMPTY_JSON)).await?;
+        let envelope_digest = self.put_small_blob(repo, envelope.clone(), needed).await?;
+        let empty_digest = self.put_small_blob(repo, Bytes::from_static(EMPTY_JSON), needed).await?;
         let layer = serde_json::json!({
             "mediaType": DSSE_ENVELOPE,
             "digest": envelope_digest.to_string(),
@@ -177,7 +266,7 @@ impl Registry {
             "subject": { "mediaType": subject.media_type, "digest": digest.to_string(), "size": subject.bytes.len() },
             "annotations": { "dev.portcullis.verification-summary": "true" },
         });
-        let referrer_digest = self.put_internal_manifest(repo, &referrer).await?;
+        let referrer_digest = self.put_internal_manifest(repo, &referrer, needed).await?;
 
         // cosign's tag scheme: the `.att` manifest gains the VSA layer next to what it held.
         let att_tag = Tag::cosign(digest, "att");
@@ -192,14 +281,15 @@ impl Registry {
         }
         layers.push(layer);
         let att = serde_json::json!({ "schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST, "config": config, "layers": layers });
-        let att_digest = self.put_internal_manifest(repo, &att).await?;
+        let att_digest = self.put_internal_manifest(repo, &att, needed).await?;
         self.bind_tags(repo, &[&att_tag], &att_digest).await?;
         Ok(referrer_digest)
     }
 
     /// Writes bytes as a blob and links it into `repo`.
-    async fn put_small_blob(&self, repo: &RepoName, bytes: Bytes) -> Result<Digest> {
+    async fn put_small_blob(&self, repo: &RepoName, bytes: Bytes, needed: &mut Needed) -> Result<Digest> {
         let digest = Digest::of(&bytes);
+        needed.blob(repo, &digest);
         self.metadata.store_content(&digest, bytes).await?;
         self.metadata.link_blob(repo, &digest).await?;
         Ok(digest)
@@ -207,10 +297,11 @@ impl Registry {
 
     /// Stores a manifest the registry wrote itself (bypassing `promotion_only`, which guards
     /// client pushes).
-    async fn put_internal_manifest(&self, repo: &RepoName, doc: &serde_json::Value) -> Result<Digest> {
+    async fn put_internal_manifest(&self, repo: &RepoName, doc: &serde_json::Value, needed: &mut Needed) -> Result<Digest> {
         let bytes = Bytes::from(serde_json::to_vec(doc).expect("manifests always serialize"));
         let parsed = manifest::parse(Some(manifest::OCI_MANIFEST), &bytes).map_err(RegistryError::Internal)?;
         let digest = Digest::of(&bytes);
+        needed.manifest(repo, &digest);
         self.store_manifest(repo, &parsed, &digest, bytes).await?;
         Ok(digest)
     }

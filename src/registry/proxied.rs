@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use storage::Digest;
 
 use super::{manifest, Registry, RegistryError, Result};
+use crate::metadata::layout::Key;
 use crate::metadata::{ProxiedRecord, UpstreamTagRecord};
 use crate::names::{RepoName, Tag};
 use crate::proxy::blobs::{BlobError, Fetched, Mode, Target};
@@ -45,7 +46,7 @@ const MAX_REFERRERS_INDEX: usize = 1 << 20;
 /// Largest evidence manifest fetched (as `registry::evidence` reads them).
 const MAX_EVIDENCE_MANIFEST: usize = 1 << 20;
 /// How often the time a piece of proxied content was last pulled is written to its record.
-const PULL_WRITE_INTERVAL: Duration = Duration::from_secs(3600);
+const PULL_WRITE_INTERVAL: Duration = crate::metadata::pulls::WRITE_INTERVAL;
 
 /// A blob of a proxied repository that the upstream serves (the registry had none to serve).
 pub struct UpstreamBlob {
@@ -269,7 +270,14 @@ impl Registry {
             }
         }
         let size = fetched.bytes.len() as u64;
-        self.store_manifest(repo, &parsed, &fetched.digest, fetched.bytes).await?;
+        // Collection's fence (see `metadata::fence`): the same bytes may be stored already, old,
+        // and about to be collected; then they are stored again once that pass is over.
+        let fence = self.open_fence().await?;
+        self.store_manifest(repo, &parsed, &fetched.digest, fetched.bytes.clone()).await?;
+        let needed = [Key::Blob(&fetched.digest).to_string(), Key::ManifestLink(repo, &fetched.digest).to_string()];
+        if !self.close_fence(fence, &needed).await?.is_empty() {
+            self.store_manifest(repo, &parsed, &fetched.digest, fetched.bytes).await?;
+        }
         let now = now_secs();
         let record = ProxiedRecord { upstream: upstream.config.name.to_string(), size, manifest: true, fetched: now, pulled: now };
         self.metadata.put_proxied(repo, &fetched.digest, &record).await?;
@@ -304,12 +312,7 @@ impl Registry {
         }
         self.proxy.miss(upstream, "blob");
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        if let Some(size) = stored {
-            let remote_size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, unknown))?;
-            if remote_size.is_some_and(|remote_size| remote_size != size) {
-                return Err(RegistryError::Upstream(format!("upstream {} gives {}@{digest} another size than its content has", upstream.config.name, mapped.remote)));
-            }
-            self.metadata.link_blob(repo, digest).await?;
+        if stored.is_some() && self.link_stored_blob(&mapped, repo, digest).await? {
             return Ok(None);
         }
         if head {
@@ -323,9 +326,30 @@ impl Registry {
         }
     }
 
+    /// Links content stored for another repository into `repo` once the upstream confirms that
+    /// its repository has it, inside collection's fence; `false` when the content was collected
+    /// meanwhile (the caller fetches it).
+    async fn link_stored_blob(&self, mapped: &Mapped, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let upstream = &mapped.upstream;
+        let fence = self.open_fence().await?;
+        let Some(size) = self.metadata.content_size(digest).await? else { return Ok(false) };
+        let remote_size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, || RegistryError::BlobUnknown(digest.clone())))?;
+        if remote_size.is_some_and(|remote_size| remote_size != size) {
+            return Err(RegistryError::Upstream(format!("upstream {} gives {}@{digest} another size than its content has", upstream.config.name, mapped.remote)));
+        }
+        self.metadata.link_blob(repo, digest).await?;
+        let needed = [Key::Blob(digest).to_string()];
+        if self.close_fence(fence, &needed).await?.is_empty() {
+            return Ok(true);
+        }
+        self.metadata.unlink_blob(repo, digest).await?;
+        Ok(false)
+    }
+
     /// Fetches a blob of a proxied repository (or joins its fetch).
     async fn fetch_upstream_blob(&self, mapped: &Mapped, repo: &RepoName, digest: &Digest, mode: Mode) -> Result<Fetched> {
-        let target = Target { metadata: self.metadata.clone(), repo: repo.clone(), digest: digest.clone(), max_bytes: self.config().registry.max_blob_bytes };
+        let config = self.config();
+        let target = Target { metadata: self.metadata.clone(), repo: repo.clone(), digest: digest.clone(), max_bytes: config.registry.max_blob_bytes, grace: config.gc.grace };
         self.proxy.blobs.fetch(mapped.upstream.clone(), mapped.remote.clone(), target, mode).await.map_err(|err| blob_error(err, digest))
     }
 

@@ -235,6 +235,9 @@ impl Registry {
                 Err(_) => self.metadata.abort_stray_stage(stage).await?,
             }
         }
-        Ok(stale.len() + self.metadata.abort_stale_commits(timeout).await?)
+        let n_expired = stale.len() + self.metadata.abort_stale_commits(timeout).await?;
+        // Counted with what collection removes.
+        self.metrics.gc_removed_objects.with_label_values(&["upload_session"]).inc_by(n_expired as u64);
+        Ok(n_expired)
     }
 }
