@@ -80,6 +80,8 @@ pub enum Key<'a> {
     Admission(&'a Workload),
     /// An admitted digest whose verdict turned to failing.
     Drift(&'a RepoName, &'a Digest),
+    /// Content whose bytes did not hash to its digest, moved aside by scrub.
+    Quarantine(&'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -115,6 +117,8 @@ pub enum Prefix<'a> {
     Admissions,
     /// Drift rows, by repository and digest.
     Drift,
+    /// Quarantined content, by digest hex.
+    Quarantine,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -153,6 +157,7 @@ impl Key<'_> {
             Key::Proxied(..) => "repositories/<name>/_proxied/sha256/<hex>",
             Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
             Key::Drift(..) => "drift/<name>/_digests/<hex>",
+            Key::Quarantine(_) => "quarantine/sha256/<hex>",
         }
     }
 }
@@ -183,6 +188,7 @@ impl fmt::Display for Key<'_> {
                 write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
             }
             Key::Drift(repo, digest) => write!(f, "{DRIFT}{repo}/_digests/{}", digest.hex()),
+            Key::Quarantine(digest) => write!(f, "{}{}", Prefix::Quarantine, digest.hex()),
         }
     }
 }
@@ -205,6 +211,7 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Proxied(repo) => write!(f, "{REPOSITORIES}{repo}/_proxied/sha256/"),
             Prefix::Admissions => f.write_str(ADMISSIONS),
             Prefix::Drift => f.write_str(DRIFT),
+            Prefix::Quarantine => f.write_str("quarantine/sha256/"),
         }
     }
 }
@@ -496,8 +503,9 @@ mod tests {
             Key::Proxied(&repo, &digest),
             Key::Admission(&workload),
             Key::Drift(&repo, &digest),
+            Key::Quarantine(&digest),
         ];
-        let mut seen = [false; 21];
+        let mut seen = [false; 22];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -521,6 +529,7 @@ mod tests {
                 Key::Proxied(..) => 18,
                 Key::Admission(_) => 19,
                 Key::Drift(..) => 20,
+                Key::Quarantine(_) => 21,
             };
             seen[kind] = true;
             let built = key.to_string();

@@ -29,6 +29,7 @@
 //! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
 //! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
 //! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
+//! quarantine/sha256/<hex>                                content whose bytes did not hash to its digest, moved aside by scrub (the bytes)
 //! ```
 //! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
 //! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
@@ -52,6 +53,7 @@ pub mod layout;
 pub mod lifecycle;
 mod promotions;
 mod proxied;
+mod quarantine;
 mod signing_key;
 mod uploads;
 
