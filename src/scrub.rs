@@ -39,6 +39,8 @@ pub struct Report {
     pub corrupt: Vec<Corrupt>,
     /// Quarantined digests whose right bytes were pushed again, now served again.
     pub healed: Vec<String>,
+    /// Quarantined digests nothing links any more, whose copies were dropped.
+    pub forgotten: Vec<String>,
     /// Everything in the quarantine after the pass: content no read serves until it is pushed
     /// again.
     pub quarantined: Vec<Quarantined>,
@@ -80,6 +82,7 @@ pub async fn run(registry: &Registry) -> Result<Report, RegistryError> {
         bytes: scrubbed.bytes,
         corrupt: scrubbed.corrupt,
         healed: scrubbed.healed,
+        forgotten: scrubbed.forgotten,
         quarantined: scrubbed.quarantined,
         bytes_per_tick: throttle.per_tick(),
         ticks: throttle.ticks(),
@@ -149,6 +152,9 @@ fn objects(report: &Report) -> String {
     }
     for digest in &report.healed {
         out.push_str(&format!("healed {digest}: its right bytes were pushed again\n"));
+    }
+    for digest in &report.forgotten {
+        out.push_str(&format!("forgot {digest}: nothing links it any more\n"));
     }
     for quarantined in &report.quarantined {
         out.push_str(&format!("quarantined {} {} ({} bytes): not served until pushed again\n", quarantined.kind.as_str(), quarantined.digest, quarantined.size));

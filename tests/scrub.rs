@@ -255,6 +255,23 @@ async fn a_corrupt_manifest_is_quarantined_by_a_pass_or_a_read_and_refused() {
     let report = pass(&registry).await;
     assert_eq!(report.healed, vec![digest.clone()]);
     assert_eq!(report.quarantined.len(), 1, "the other waits for its push: {report:?}");
+    assert!(report.forgotten.is_empty(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_quarantined_copy_nothing_links_any_more_is_forgotten() {
+    let registry = registry().await;
+    let orphan = registry.push_blob(REPO, b"a blob no manifest names").await;
+    damage(&registry, &orphan).await;
+    let report = pass(&registry).await;
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(report.quarantined.len(), 1, "still linked in {REPO}: {report:?}");
+    let res = registry.client.delete(registry.url(&format!("/v2/{REPO}/blobs/{orphan}"))).send().await.unwrap();
+    assert_eq!(res.status(), 202);
+    let report = pass(&registry).await;
+    assert_eq!(report.forgotten, vec![orphan.clone()], "{report:?}");
+    assert!(!report.anything_corrupt(), "{report:?}");
+    assert!(registry.stored_keys("quarantine/").await.is_empty());
 }
 
 #[tokio::test]

@@ -128,6 +128,9 @@ pub struct Scrubbed {
     pub corrupt: Vec<Corrupt>,
     /// Quarantined digests whose right bytes were pushed again: their copies were dropped.
     pub healed: Vec<String>,
+    /// Quarantined digests that no repository links any more (deleted or collected since): their
+    /// copies were dropped, there is nothing left to heal.
+    pub forgotten: Vec<String>,
     /// Everything in the quarantine after the pass (earlier passes' finds included).
     pub quarantined: Vec<Quarantined>,
 }
@@ -167,6 +170,13 @@ impl Registry {
             }
         }
         for (digest, meta) in self.metadata.quarantine_list().await? {
+            if let (linked, true) = self.linking_repositories(&digest).await? {
+                if linked.is_empty() && self.metadata.content_size(&digest).await?.is_none() {
+                    self.metadata.release_quarantined(&digest).await?;
+                    scrubbed.forgotten.push(digest.to_string());
+                    continue;
+                }
+            }
             let kind = self.content_kind(&digest).await?;
             scrubbed.quarantined.push(Quarantined { digest: digest.to_string(), kind, size: meta.size });
         }
@@ -177,7 +187,7 @@ impl Registry {
     /// link it, and records it in the audit log and the metrics.
     pub(super) async fn corrupt_found(&self, digest: &Digest, meta: &ObjectMeta, actual: Digest, found_by: &str) -> Result<Corrupt> {
         let kind = self.content_kind(digest).await?;
-        let repositories = self.linking_repositories(digest).await?;
+        let (repositories, _) = self.linking_repositories(digest).await?;
         let quarantined = self.metadata.quarantine_content(digest, meta).await?;
         tracing::error!(digest = %digest, actual = %actual, kind = kind.as_str(), quarantined, found_by, "stored content does not match its digest");
         self.metrics.scrub_corrupt.with_label_values(&[kind.as_str()]).inc();
@@ -231,8 +241,8 @@ impl Registry {
     }
 
     /// Repositories (among the first [`LINK_SCAN_LIMIT`]) that link `digest` as a blob or a
-    /// manifest.
-    async fn linking_repositories(&self, digest: &Digest) -> Result<Vec<String>> {
+    /// manifest, and whether every repository was looked at.
+    async fn linking_repositories(&self, digest: &Digest) -> Result<(Vec<String>, bool)> {
         let mut found = Vec::new();
         let mut last: Option<RepoName> = None;
         let mut looked = 0;
@@ -246,8 +256,11 @@ impl Registry {
                 looked += 1;
                 last = Some(repo);
             }
-            if !page.truncated || looked >= LINK_SCAN_LIMIT || last.is_none() {
-                return Ok(found);
+            if !page.truncated || last.is_none() {
+                return Ok((found, true));
+            }
+            if looked >= LINK_SCAN_LIMIT {
+                return Ok((found, false));
             }
         }
     }
