@@ -21,8 +21,8 @@ use crate::names::RepoName;
 const LINK_SCAN_LIMIT: usize = 10_000;
 
 /// A pass's pace: at most `per_tick` bytes are read in each tick (a tenth of a second in the
-/// server), so `bytes_per_second` bounds the pass however fast the store answers. A read is one
-/// chunk of the store's stream (up to about 1 MiB); it is paid for before the next is read.
+/// server), so `bytes_per_second` bounds the pass however fast the store answers. Bytes are paid
+/// for a batch (about 1 MiB) at a time, before the batch after next is read.
 #[derive(Debug)]
 pub struct Throttle {
     per_tick: u64,
@@ -162,7 +162,7 @@ impl Registry {
                 if self.hash_content(digest, throttle).await?.as_ref() != Some(&actual) {
                     continue;
                 }
-                scrubbed.corrupt.push(self.corrupt_found(digest, meta, actual, "scrub").await?);
+                scrubbed.corrupt.extend(self.corrupt_found(digest, meta, actual, "scrub").await?);
             }
             match page.next {
                 Some(next) => after = Some(next),
@@ -170,12 +170,10 @@ impl Registry {
             }
         }
         for (digest, meta) in self.metadata.quarantine_list().await? {
-            if let (linked, true) = self.linking_repositories(&digest).await? {
-                if linked.is_empty() && self.metadata.content_size(&digest).await?.is_none() {
-                    self.metadata.release_quarantined(&digest).await?;
-                    scrubbed.forgotten.push(digest.to_string());
-                    continue;
-                }
+            if self.metadata.content_size(&digest).await?.is_none() && self.linking_repositories(&digest).await? == (Vec::new(), true) {
+                self.metadata.release_quarantined(&digest).await?;
+                scrubbed.forgotten.push(digest.to_string());
+                continue;
             }
             let kind = self.content_kind(&digest).await?;
             scrubbed.quarantined.push(Quarantined { digest: digest.to_string(), kind, size: meta.size });
@@ -184,11 +182,15 @@ impl Registry {
     }
 
     /// Quarantines content found corrupt (by a scrub pass or a read), names the repositories that
-    /// link it, and records it in the audit log and the metrics.
-    pub(super) async fn corrupt_found(&self, digest: &Digest, meta: &ObjectMeta, actual: Digest, found_by: &str) -> Result<Corrupt> {
+    /// link it, and records it in the audit log and the metrics; `None` when another reader or
+    /// pass quarantined it first (and recorded it).
+    pub(super) async fn corrupt_found(&self, digest: &Digest, meta: &ObjectMeta, actual: Digest, found_by: &str) -> Result<Option<Corrupt>> {
+        let quarantined = self.metadata.quarantine_content(digest, meta).await?;
+        if !quarantined && self.metadata.content_size(digest).await?.is_none() {
+            return Ok(None);
+        }
         let kind = self.content_kind(digest).await?;
         let (repositories, _) = self.linking_repositories(digest).await?;
-        let quarantined = self.metadata.quarantine_content(digest, meta).await?;
         tracing::error!(digest = %digest, actual = %actual, kind = kind.as_str(), quarantined, found_by, "stored content does not match its digest");
         self.metrics.scrub_corrupt.with_label_values(&[kind.as_str()]).inc();
         let detail = serde_json::json!({
@@ -201,7 +203,7 @@ impl Registry {
         });
         let repository = repositories.first().map(String::as_str).unwrap_or_default();
         self.append_audit("scrub_corrupt", "portcullis", repository, digest, detail).await;
-        Ok(Corrupt { digest: digest.to_string(), kind, size: meta.size, actual: actual.to_string(), repositories, quarantined })
+        Ok(Some(Corrupt { digest: digest.to_string(), kind, size: meta.size, actual: actual.to_string(), repositories, quarantined }))
     }
 
     /// The error a read of `digest` gets when its content is not stored: quarantined, or unknown.
@@ -219,16 +221,12 @@ impl Registry {
     /// What `digest`'s bytes hash to, read whole at `throttle`'s pace; `None` when it is gone.
     async fn hash_content(&self, digest: &Digest, throttle: &mut Throttle) -> Result<Option<Digest>> {
         let Some(reader) = self.metadata.open_content(digest, None).await? else { return Ok(None) };
-        let mut body = reader.body;
         let hasher = storage::digest::Hasher::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|err| MetadataError::Store(BlobStoreError::Io(err)))?;
-            throttle.spend(chunk.len() as u64).await;
-            // Hashing a chunk takes about a millisecond: off the async workers.
-            let feed = hasher.clone();
-            tokio::task::spawn_blocking(move || feed.update(&chunk))
-                .await
-                .map_err(|err| RegistryError::Internal(format!("hashing task: {err}")))?;
+        // The tap hashes batches of about 1 MiB on the blocking pool while the next is read.
+        let mut body = hasher.tap(reader.body);
+        while let Some(batch) = body.next().await {
+            let batch = batch.map_err(|err| MetadataError::Store(BlobStoreError::Io(err)))?;
+            throttle.spend(batch.len() as u64).await;
         }
         Ok(Some(hasher.digest()))
     }
