@@ -96,17 +96,13 @@ fn kind_label(kind: VictimKind) -> &'static str {
 /// Runs a pass every `[gc] every` (read at each turn, so a reload changes it), first one period
 /// after start.
 pub async fn schedule(registry: Arc<Registry>) {
-    loop {
-        let Some(every) = registry.config().gc.every else {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            continue;
-        };
-        tokio::time::sleep(every).await;
+    crate::lease::every(&registry, |config| config.gc.every, || async {
         match run(&registry, &Options::default()).await {
             Ok(report) => tracing::info!(objects = report.objects, bytes = report.bytes, seconds = report.seconds, "garbage collection pass done"),
             Err(err) => tracing::warn!(error = %err, "garbage collection pass failed; the next one finishes it"),
         }
-    }
+    })
+    .await
 }
 
 /// The report as `portcullis gc` prints it without `--json`: one line per object, then a total.

@@ -1,12 +1,14 @@
 //! Work that one process does at a time across every replica and CLI run (a collection pass, a
 //! scrub pass): [`hold`] takes the lease `leases/<name>` (waiting while another process holds
 //! it), renews it at a third of its time to live while the work runs, stops the work when the
-//! lease is lost (taken over after it expired), and gives it up at the end. The reads and
-//! conditional writes are `Registry::take_lease` and friends (`registry::collect`).
+//! lease is lost (taken over after it expired), and gives it up at the end; [`every`] runs such a
+//! pass in the server at the period the configuration in force says. The reads and conditional
+//! writes are `Registry::take_lease` and friends (`registry::collect`).
 
 use std::future::Future;
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::registry::{Registry, RegistryError};
 
 /// What [`hold`]'s work returned, and whether it first waited for another holder.
@@ -59,4 +61,18 @@ pub async fn hold<T>(
         tracing::warn!(lease = name, error = %err, "cannot release the lease; it expires on its own");
     }
     outcome.map(|value| Held { value, waited })
+}
+
+/// Runs `pass` every `period` of the configuration in force (read at each turn, so a reload
+/// changes it), the first one period after start; while `period` is `None`, looks again each
+/// minute.
+pub async fn every<F: Future<Output = ()>>(registry: &Registry, period: impl Fn(&Config) -> Option<Duration>, mut pass: impl FnMut() -> F) {
+    loop {
+        let Some(every) = period(&registry.config()) else {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
+        tokio::time::sleep(every).await;
+        pass().await;
+    }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::registry::scrub::{Corrupt, Quarantined, Throttle, TICK};
+use crate::registry::scrub::{Scrubbed, Throttle, TICK};
 use crate::registry::{Registry, RegistryError};
 
 /// The lease's name.
@@ -26,24 +26,14 @@ pub struct ScrubConfig {
     pub lease: Duration,
 }
 
-/// What a pass found.
+/// What a pass found, and how it went.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Whether another scrubber held the lease and this one waited for it.
     pub waited_for_lease: bool,
-    /// Objects hashed.
-    pub objects: u64,
-    /// Bytes hashed.
-    pub bytes: u64,
-    /// Corrupt content this pass found and quarantined.
-    pub corrupt: Vec<Corrupt>,
-    /// Quarantined digests whose right bytes were pushed again, now served again.
-    pub healed: Vec<String>,
-    /// Quarantined digests nothing links any more, whose copies were dropped.
-    pub forgotten: Vec<String>,
-    /// Everything in the quarantine after the pass: content no read serves until it is pushed
-    /// again.
-    pub quarantined: Vec<Quarantined>,
+    /// What was hashed, found corrupt, healed, forgotten, and is quarantined now.
+    #[serde(flatten)]
+    pub found: Scrubbed,
     /// Bytes the pace allowed per tick of a tenth of a second.
     pub bytes_per_tick: u64,
     /// Ticks the pass waited for.
@@ -55,7 +45,7 @@ pub struct Report {
 impl Report {
     /// Whether the store holds content that is not served (found now or before).
     pub fn anything_corrupt(&self) -> bool {
-        !self.corrupt.is_empty() || !self.quarantined.is_empty()
+        !self.found.corrupt.is_empty() || !self.found.quarantined.is_empty()
     }
 }
 
@@ -75,15 +65,9 @@ pub async fn run(registry: &Registry) -> Result<Report, RegistryError> {
         }
     };
     metrics.scrub_passes.with_label_values(&["done"]).inc();
-    let scrubbed = held.value;
     Ok(Report {
         waited_for_lease: held.waited,
-        objects: scrubbed.objects,
-        bytes: scrubbed.bytes,
-        corrupt: scrubbed.corrupt,
-        healed: scrubbed.healed,
-        forgotten: scrubbed.forgotten,
-        quarantined: scrubbed.quarantined,
+        found: held.value,
         bytes_per_tick: throttle.per_tick(),
         ticks: throttle.ticks(),
         seconds: started.elapsed().as_secs_f64(),
@@ -93,24 +77,20 @@ pub async fn run(registry: &Registry) -> Result<Report, RegistryError> {
 /// Runs a pass every `[scrub] every` (read at each turn, so a reload changes it), first one
 /// period after start.
 pub async fn schedule(registry: Arc<Registry>) {
-    loop {
-        let Some(every) = registry.config().scrub.every else {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            continue;
-        };
-        tokio::time::sleep(every).await;
+    crate::lease::every(&registry, |config| config.scrub.every, || async {
         match run(&registry).await {
             Ok(report) => tracing::info!(
-                objects = report.objects,
-                bytes = report.bytes,
-                corrupt = report.corrupt.len(),
-                quarantined = report.quarantined.len(),
+                objects = report.found.objects,
+                bytes = report.found.bytes,
+                corrupt = report.found.corrupt.len(),
+                quarantined = report.found.quarantined.len(),
                 seconds = report.seconds,
                 "scrub pass done"
             ),
             Err(err) => tracing::warn!(error = %err, "scrub pass failed; the next one starts over"),
         }
-    }
+    })
+    .await
 }
 
 /// The report as `portcullis scrub` prints it: with `listed` (`--report`) each corrupt object
@@ -122,10 +102,10 @@ pub fn render(report: &Report, listed: bool) -> String {
     }
     out.push_str(&format!(
         "scrub: {} objects, {} checked, {} corrupt found, {} quarantined, in {:.1}s\n",
-        report.objects,
-        crate::human::size(report.bytes),
-        report.corrupt.len(),
-        report.quarantined.len(),
+        report.found.objects,
+        crate::human::size(report.found.bytes),
+        report.found.corrupt.len(),
+        report.found.quarantined.len(),
         report.seconds
     ));
     out
@@ -136,7 +116,7 @@ fn objects(report: &Report) -> String {
     if report.waited_for_lease {
         out.push_str("waited for another scrubber's pass to end\n");
     }
-    for corrupt in &report.corrupt {
+    for corrupt in &report.found.corrupt {
         let action = if corrupt.quarantined { "quarantined" } else { "changed meanwhile, left in place" };
         let linked = match corrupt.repositories.as_slice() {
             [] => "linked nowhere".to_owned(),
@@ -150,13 +130,13 @@ fn objects(report: &Report) -> String {
             corrupt.actual
         ));
     }
-    for digest in &report.healed {
+    for digest in &report.found.healed {
         out.push_str(&format!("healed {digest}: its right bytes were pushed again\n"));
     }
-    for digest in &report.forgotten {
+    for digest in &report.found.forgotten {
         out.push_str(&format!("forgot {digest}: nothing links it any more\n"));
     }
-    for quarantined in &report.quarantined {
+    for quarantined in &report.found.quarantined {
         out.push_str(&format!("quarantined {} {} ({} bytes): not served until pushed again\n", quarantined.kind.as_str(), quarantined.digest, quarantined.size));
     }
     out

@@ -127,8 +127,8 @@ async fn an_intact_store_reports_nothing() {
     let image = Image::new("intact", 100_000);
     image.push(&registry, "v1").await;
     let report = pass(&registry).await;
-    assert_eq!(report.objects, 3, "config, layer and manifest hashed");
-    assert_eq!(report.bytes, (image.config.len() + image.layer.len() + image.manifest.len()) as u64);
+    assert_eq!(report.found.objects, 3, "config, layer and manifest hashed");
+    assert_eq!(report.found.bytes, (image.config.len() + image.layer.len() + image.manifest.len()) as u64);
     assert!(!report.anything_corrupt(), "{report:?}");
     let (code, text) = scrub_command(&registry, false).await;
     assert_eq!(code, 0, "{text}");
@@ -196,7 +196,7 @@ async fn a_corrupt_blob_is_quarantined_refused_and_healed_by_a_push() {
     assert_eq!(sha256(&res.bytes().await.unwrap()), layer);
     skopeo_pull(&registry, ":v1").await.ok();
     let report = pass(&registry).await;
-    assert_eq!(report.healed, vec![layer.clone()]);
+    assert_eq!(report.found.healed, vec![layer.clone()]);
     assert!(!report.anything_corrupt(), "{report:?}");
     assert!(registry.stored_keys("quarantine/").await.is_empty());
 }
@@ -213,8 +213,8 @@ async fn a_corrupt_manifest_is_quarantined_by_a_pass_or_a_read_and_refused() {
     let digest = found_by_pass.manifest_digest();
     damage(&registry, &digest).await;
     let report = pass(&registry).await;
-    assert_eq!(report.corrupt.len(), 1, "{report:?}");
-    assert_eq!((report.corrupt[0].digest.clone(), report.corrupt[0].kind.as_str()), (digest.clone(), "manifest"));
+    assert_eq!(report.found.corrupt.len(), 1, "{report:?}");
+    assert_eq!((report.found.corrupt[0].digest.clone(), report.found.corrupt[0].kind.as_str()), (digest.clone(), "manifest"));
     for reference in ["v1", digest.as_str()] {
         let path = format!("/v2/{REPO}/manifests/{reference}");
         let res = registry.client.get(registry.url(&path)).header("accept", OCI_MANIFEST).send().await.unwrap();
@@ -229,8 +229,8 @@ async fn a_corrupt_manifest_is_quarantined_by_a_pass_or_a_read_and_refused() {
     let metrics = registry.client.get(registry.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("portcullis_scrub_corrupt_total{kind=\"manifest\"} 1"), "{metrics}");
     assert!(metrics.contains("portcullis_scrub_passes_total{outcome=\"done\"} 1"), "{metrics}");
-    assert!(metrics.contains(&format!("portcullis_scrub_checked_objects_total {}", report.objects)), "{metrics}");
-    assert!(metrics.contains(&format!("portcullis_scrub_checked_bytes_total {}", report.bytes)), "{metrics}");
+    assert!(metrics.contains(&format!("portcullis_scrub_checked_objects_total {}", report.found.objects)), "{metrics}");
+    assert!(metrics.contains(&format!("portcullis_scrub_checked_bytes_total {}", report.found.bytes)), "{metrics}");
     assert!(metrics.contains("portcullis_scrub_pass_duration_seconds_count 1"), "{metrics}");
 
     // A read verifies a manifest before serving it: the second is refused without a pass.
@@ -243,8 +243,8 @@ async fn a_corrupt_manifest_is_quarantined_by_a_pass_or_a_read_and_refused() {
     let found: Vec<(&str, &str)> = records.iter().map(|r| (r["digest"].as_str().unwrap(), r["detail"]["found_by"].as_str().unwrap())).collect();
     assert_eq!(found, vec![(digest.as_str(), "scrub"), (read_digest.as_str(), "read")]);
     let report = pass(&registry).await;
-    assert!(report.corrupt.is_empty(), "already quarantined: {report:?}");
-    assert_eq!(report.quarantined.len(), 2, "{report:?}");
+    assert!(report.found.corrupt.is_empty(), "already quarantined: {report:?}");
+    assert_eq!(report.found.quarantined.len(), 2, "{report:?}");
 
     // Pushing the manifest again heals it.
     found_by_pass.push(&registry, "v1").await;
@@ -253,9 +253,9 @@ async fn a_corrupt_manifest_is_quarantined_by_a_pass_or_a_read_and_refused() {
     assert_eq!(sha256(&res.bytes().await.unwrap()), digest);
     skopeo_pull(&registry, ":v1").await.ok();
     let report = pass(&registry).await;
-    assert_eq!(report.healed, vec![digest.clone()]);
-    assert_eq!(report.quarantined.len(), 1, "the other waits for its push: {report:?}");
-    assert!(report.forgotten.is_empty(), "{report:?}");
+    assert_eq!(report.found.healed, vec![digest.clone()]);
+    assert_eq!(report.found.quarantined.len(), 1, "the other waits for its push: {report:?}");
+    assert!(report.found.forgotten.is_empty(), "{report:?}");
 }
 
 #[tokio::test]
@@ -264,12 +264,12 @@ async fn a_quarantined_copy_nothing_links_any_more_is_forgotten() {
     let orphan = registry.push_blob(REPO, b"a blob no manifest names").await;
     damage(&registry, &orphan).await;
     let report = pass(&registry).await;
-    assert_eq!(report.corrupt.len(), 1, "{report:?}");
-    assert_eq!(report.quarantined.len(), 1, "still linked in {REPO}: {report:?}");
+    assert_eq!(report.found.corrupt.len(), 1, "{report:?}");
+    assert_eq!(report.found.quarantined.len(), 1, "still linked in {REPO}: {report:?}");
     let res = registry.client.delete(registry.url(&format!("/v2/{REPO}/blobs/{orphan}"))).send().await.unwrap();
     assert_eq!(res.status(), 202);
     let report = pass(&registry).await;
-    assert_eq!(report.forgotten, vec![orphan.clone()], "{report:?}");
+    assert_eq!(report.found.forgotten, vec![orphan.clone()], "{report:?}");
     assert!(!report.anything_corrupt(), "{report:?}");
     assert!(registry.stored_keys("quarantine/").await.is_empty());
 }
@@ -287,7 +287,7 @@ async fn one_scrubber_runs_at_a_time() {
     assert!(!waiting.is_finished(), "a pass ran while another replica held the lease");
     registry.registry().release_lease("scrub", &lease).await.unwrap();
     let report = waiting.await.unwrap().expect("scrub pass");
-    assert!(report.waited_for_lease && report.objects == 3, "{report:?}");
+    assert!(report.waited_for_lease && report.found.objects == 3, "{report:?}");
     assert!(!registry.has_object("leases/scrub").await, "the lease is given up");
 }
 
@@ -302,6 +302,6 @@ async fn the_pace_bounds_a_pass() {
     Image::new("pace", 1 << 20).push(&registry, "v1").await;
     let report = pass(&registry).await;
     assert_eq!(report.bytes_per_tick, (1 << 20) / 10, "a tenth of the rate per tick of 100 ms");
-    assert!(report.bytes > 1 << 20);
-    assert!(report.ticks >= report.bytes / report.bytes_per_tick - 1, "{} bytes in {} ticks of {}", report.bytes, report.ticks, report.bytes_per_tick);
+    assert!(report.found.bytes > 1 << 20);
+    assert!(report.ticks >= report.found.bytes / report.bytes_per_tick - 1, "{} bytes in {} ticks of {}", report.found.bytes, report.ticks, report.bytes_per_tick);
 }
