@@ -305,3 +305,29 @@ async fn the_pace_bounds_a_pass() {
     assert!(report.found.bytes > 1 << 20);
     assert!(report.ticks >= report.found.bytes / report.bytes_per_tick - 1, "{} bytes in {} ticks of {}", report.found.bytes, report.ticks, report.bytes_per_tick);
 }
+
+#[tokio::test]
+async fn the_server_scrubs_on_its_schedule() {
+    let registry = TestRegistry::with_config(|config| config.scrub.every = Some(std::time::Duration::from_millis(200))).await;
+    let image = Image::new("scheduled", 10_000);
+    image.push(&registry, "v1").await;
+    let layer = image.layer_digest();
+    damage(&registry, &layer).await;
+    // Passes run back to back in the server; wait (bounded) for one to quarantine the layer.
+    let blob_path = format!("/v2/{REPO}/blobs/{layer}");
+    let started = std::time::Instant::now();
+    loop {
+        let (status, code, message) = answer(registry.client.head(registry.url(&blob_path)).send().await.unwrap()).await;
+        if status == 404 {
+            let (status, code, message) = answer(registry.client.get(registry.url(&blob_path)).send().await.unwrap()).await;
+            assert_eq!((status, code.as_str()), (404, "BLOB_UNKNOWN"), "{message}");
+            assert!(message.contains("quarantined"), "{message}");
+            break;
+        }
+        assert_eq!(status, 200, "{code} {message}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no scheduled pass found the damage");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let metrics = registry.client.get(registry.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("portcullis_scrub_corrupt_total{kind=\"blob\"} 1"), "{metrics}");
+}
