@@ -2,7 +2,8 @@
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
 //! the catalog), manifest types, upload sessions, promotion records, the audit log, the
 //! generated signing key, the proxy's records of upstream tags and proxied content, and what
-//! Kubernetes admission remembers (admitted workloads, drift rows), each behind a typed accessor;
+//! Kubernetes admission remembers (admitted workloads, drift rows), and the content scrub
+//! quarantined, each behind a typed accessor;
 //! plus a node-local sled index that can be
 //! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
