@@ -38,6 +38,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Re-hash every stored blob and manifest once (at `[scrub] bytes_per_second`), quarantine
+    /// what does not match its digest, and say what is corrupt (exit 0 nothing is, 1 something
+    /// is quarantined, 2 error). Safe beside running servers (one pass at a time across replicas,
+    /// through a lease in the store). Uses an index of its own, like `gc`.
+    Scrub {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// List each corrupt, healed and quarantined object, not only the totals.
+        #[arg(long)]
+        report: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the configured policy.
     #[command(subcommand)]
     Policy(PolicyCommand),

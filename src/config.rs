@@ -6,7 +6,7 @@
 //! binds no port and opens no database.
 //!
 //! Each TOML section has a file here named for it (`server`, `storage`, `registry`, `trust`,
-//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`, `gc`), holding the section as written (serde,
+//! `promotion`, `auth`, `namespaces`, `upstreams`, `admission`, `gc`, `scrub`), holding the section as written (serde,
 //! `deny_unknown_fields`, its defaults in one `Default` impl or the field type's own) and a short
 //! loader that checks it and builds the validated type, which lives with its consumer
 //! (`tls::TlsConfig`, `auth::AuthConfig`, `policy::namespaces::Namespace`, ...). Files a section
@@ -25,6 +25,7 @@ mod admission;
 mod auth;
 mod files;
 mod gc;
+mod scrub;
 mod namespaces;
 mod promotion;
 mod registry;
@@ -75,6 +76,8 @@ pub struct Config {
     pub admission: Option<AdmissionConfig>,
     /// Garbage collection (`[gc]`).
     pub gc: crate::gc::GcConfig,
+    /// Scrubbing of stored content (`[scrub]`).
+    pub scrub: crate::scrub::ScrubConfig,
     /// sha256 of the configuration text and every file it names: changes when policy or trust does.
     pub revision: String,
     /// Where the configuration came from, for the start-up message.
@@ -156,6 +159,7 @@ struct FileConfig {
     upstreams: Vec<upstreams::FileUpstream>,
     admission: Option<admission::FileAdmission>,
     gc: gc::FileGc,
+    scrub: scrub::FileScrub,
 }
 
 impl Config {
@@ -201,6 +205,7 @@ impl Config {
         let upstreams = upstreams::load(file.upstreams, &mut files).map_err(invalid)?;
         let admission = file.admission.map(admission::FileAdmission::load).transpose().map_err(invalid)?;
         let gc = file.gc.load().map_err(invalid)?;
+        let scrub = file.scrub.load().map_err(invalid)?;
         Ok(Config {
             listen: server.listen,
             tls: server.tls,
@@ -215,6 +220,7 @@ impl Config {
             upstreams,
             admission,
             gc,
+            scrub,
             revision: files.revision(),
             source: source_name.to_owned(),
         })

@@ -1,7 +1,6 @@
-//! Garbage collection, one pass at a time across every replica: [`run`] takes the `gc` lease
-//! (waiting while another process holds it), renews it while the pass runs (a pass whose lease is
-//! lost stops; the protocol leaves nothing half-removed that matters, and the next holder finishes
-//! a claimed pass), and reports what was removed. [`schedule`] runs passes in the server every
+//! Garbage collection, one pass at a time across every replica: [`run`] holds the `gc` lease
+//! (`lease::hold`: a pass whose lease is lost stops; the protocol leaves nothing half-removed that
+//! matters, and the next holder finishes a claimed pass), and reports what was removed. [`schedule`] runs passes in the server every
 //! `[gc] every`; `portcullis gc` runs one from the command line. The walks and the sweep are
 //! `registry::collect`, the push side `registry::fence`.
 
@@ -65,44 +64,11 @@ pub async fn run(registry: &Registry, options: &Options) -> Result<Report, Regis
         let removed = registry.gc_dry_run().await?;
         return Ok(report(None, false, false, removed, started));
     }
-    let ttl = registry.config().gc.lease;
-    let holder = uuid::Uuid::new_v4().to_string();
-    let mut waited = false;
-    let etag = loop {
-        if let Some(etag) = registry.take_lease(LEASE, &holder, ttl).await? {
-            break etag;
-        }
-        if !waited {
-            tracing::info!("another collector holds the gc lease; waiting for it");
-        }
-        waited = true;
-        tokio::time::sleep((ttl / 4).min(Duration::from_secs(1))).await;
-    };
-    let held = std::sync::Mutex::new(etag);
-    let renew = async {
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            let current = held.lock().expect("lease lock is never poisoned").clone();
-            match registry.renew_lease(LEASE, &holder, &current, ttl).await {
-                Ok(Some(etag)) => *held.lock().expect("lease lock is never poisoned") = etag,
-                Ok(None) => return RegistryError::Unavailable("the gc lease was taken over; the pass stopped".to_owned()),
-                // A store that fails now may answer at the next renewal, before the lease ends.
-                Err(err) => tracing::warn!(error = %err, "cannot renew the gc lease"),
-            }
-        }
-    };
-    let outcome = tokio::select! {
-        swept = registry.gc_pass() => swept,
-        lost = renew => Err(lost),
-    };
-    let current = held.lock().expect("lease lock is never poisoned").clone();
-    if let Err(err) = registry.release_lease(LEASE, &current).await {
-        tracing::warn!(error = %err, "cannot release the gc lease; it expires on its own");
-    }
+    let outcome = crate::lease::hold(registry, LEASE, registry.config().gc.lease, registry.gc_pass()).await;
     let metrics = &registry.metrics;
     metrics.gc_pass_duration.observe(started.elapsed().as_secs_f64());
-    let swept = match outcome {
-        Ok(swept) => swept,
+    let (swept, waited) = match outcome {
+        Ok(held) => (held.value, held.waited),
         Err(err) => {
             metrics.gc_passes.with_label_values(&["failed"]).inc();
             return Err(err);
@@ -152,17 +118,13 @@ fn kind_label(kind: VictimKind) -> &'static str {
 /// Runs a pass every `[gc] every` (read at each turn, so a reload changes it), first one period
 /// after start.
 pub async fn schedule(registry: Arc<Registry>) {
-    loop {
-        let Some(every) = registry.config().gc.every else {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            continue;
-        };
-        tokio::time::sleep(every).await;
+    crate::lease::every(&registry, |config| config.gc.every, || async {
         match run(&registry, &Options::default()).await {
             Ok(report) => tracing::info!(objects = report.objects, bytes = report.bytes, seconds = report.seconds, "garbage collection pass done"),
             Err(err) => tracing::warn!(error = %err, "garbage collection pass failed; the next one finishes it"),
         }
-    }
+    })
+    .await
 }
 
 /// The report as `portcullis gc` prints it without `--json`: one line per object, then a total.

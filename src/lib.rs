@@ -25,4 +25,6 @@ pub mod proxy;
 pub mod admission;
 pub mod fsck;
 pub mod gc;
+pub mod lease;
+pub mod scrub;
 pub mod signing;

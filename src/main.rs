@@ -15,6 +15,13 @@ fn main() -> anyhow::Result<()> {
         Command::Reindex(args) => runtime.block_on(reindex(&args)),
         Command::Fsck(args) => std::process::exit(runtime.block_on(fsck(&args))),
         Command::Gc { config, dry_run, json } => runtime.block_on(gc(&config, dry_run, json)),
+        Command::Scrub { config, report, json } => match runtime.block_on(scrub(&config, report, json)) {
+            Ok(corrupt) => std::process::exit(i32::from(corrupt)),
+            Err(err) => {
+                let _ = writeln!(std::io::stderr(), "error: {err:#}");
+                std::process::exit(2)
+            }
+        },
         Command::Policy(PolicyCommand::Explain { image, config }) => explain(&image, &config),
         Command::Check { registry, image, target, json, access } => {
             let access = client_access(access);
@@ -113,28 +120,44 @@ async fn reindex(args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One garbage-collection pass, over an index of its own in a temporary directory (sled locks the
-/// server's; manifests are summarised again from their bytes, which the pass reads anyway).
+/// Opens the registry of `args` over an index of its own in a temporary directory (sled locks the
+/// server's; manifests are summarised again from their bytes when needed), runs `work` on it, and
+/// removes the index.
+async fn with_own_index<T, F: std::future::Future<Output = anyhow::Result<T>>>(
+    args: &ConfigArgs,
+    work: impl FnOnce(std::sync::Arc<portcullis::registry::Registry>) -> F,
+) -> anyhow::Result<T> {
+    let mut config = load(args)?;
+    let index = std::env::temp_dir().join(format!("portcullis-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
+    config.index_dir = index.clone();
+    let outcome = async { work(portcullis::server::open(config).await?).await }.await;
+    let _ = std::fs::remove_dir_all(&index);
+    outcome
+}
+
+/// One garbage-collection pass beside running servers.
 async fn gc(args: &ConfigArgs, dry_run: bool, json: bool) -> anyhow::Result<()> {
     // Failpoints from `FAILPOINTS` (builds with the `failpoints` feature; tests kill a pass).
     let _failpoints = fail::FailScenario::setup();
-    let mut config = load(args)?;
-    let index = std::env::temp_dir().join(format!("portcullis-gc-{}-{}", std::process::id(), uuid::Uuid::new_v4()));
-    config.index_dir = index.clone();
-    let outcome = async {
-        let registry = portcullis::server::open(config).await?;
-        let report = portcullis::gc::run(&registry, &portcullis::gc::Options { dry_run }).await?;
-        anyhow::Ok(report)
-    }
-    .await;
-    let _ = std::fs::remove_dir_all(&index);
-    let report = outcome?;
+    let options = portcullis::gc::Options { dry_run };
+    let report = with_own_index(args, |registry| async move { Ok(portcullis::gc::run(&registry, &options).await?) }).await?;
     let mut stdout = std::io::stdout().lock();
     match json {
         true => writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?,
         false => write!(stdout, "{}", portcullis::gc::render(&report))?,
     }
     Ok(())
+}
+
+/// One scrub pass beside running servers; returns whether anything is corrupt.
+async fn scrub(args: &ConfigArgs, listed: bool, json: bool) -> anyhow::Result<bool> {
+    let report = with_own_index(args, |registry| async move { Ok(portcullis::scrub::run(&registry).await?) }).await?;
+    let mut stdout = std::io::stdout().lock();
+    match json {
+        true => writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?,
+        false => write!(stdout, "{}", portcullis::scrub::render(&report, listed))?,
+    }
+    Ok(report.anything_corrupt())
 }
 
 fn explain(image: &str, args: &ConfigArgs) -> anyhow::Result<()> {

@@ -63,6 +63,17 @@ pub struct Metrics {
     pub gc_removed_bytes: IntCounter,
     /// Duration of garbage-collection passes.
     pub gc_pass_duration: prometheus::Histogram,
+    /// Scrub passes by outcome (`done`, `failed`).
+    pub scrub_passes: IntCounterVec,
+    /// Objects scrub hashed.
+    pub scrub_checked_objects: IntCounter,
+    /// Bytes scrub hashed.
+    pub scrub_checked_bytes: IntCounter,
+    /// Content found not to match its digest (by scrub or a manifest read), by kind (`blob`,
+    /// `manifest`).
+    pub scrub_corrupt: IntCounterVec,
+    /// Duration of scrub passes.
+    pub scrub_pass_duration: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -97,6 +108,11 @@ impl Metrics {
             gc_removed_objects: register(&registry, IntCounterVec::new(Opts::new("gc_removed_objects_total", "Objects removed by garbage collection, by kind"), &["kind"])),
             gc_removed_bytes: register(&registry, IntCounter::new("gc_removed_bytes_total", "Content bytes reclaimed by garbage collection")),
             gc_pass_duration: register(&registry, prometheus::Histogram::with_opts(HistogramOpts::new("gc_pass_duration_seconds", "Duration of garbage-collection passes").buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0]))),
+            scrub_passes: register(&registry, IntCounterVec::new(Opts::new("scrub_passes_total", "Scrub passes by outcome"), &["outcome"])),
+            scrub_checked_objects: register(&registry, IntCounter::new("scrub_checked_objects_total", "Stored objects scrub hashed")),
+            scrub_checked_bytes: register(&registry, IntCounter::new("scrub_checked_bytes_total", "Stored bytes scrub hashed")),
+            scrub_corrupt: register(&registry, IntCounterVec::new(Opts::new("scrub_corrupt_total", "Stored content found not to match its digest, by kind"), &["kind"])),
+            scrub_pass_duration: register(&registry, prometheus::Histogram::with_opts(HistogramOpts::new("scrub_pass_duration_seconds", "Duration of scrub passes").buckets(vec![1.0, 10.0, 60.0, 600.0, 3600.0, 21600.0, 86400.0]))),
             registry,
         }
     }

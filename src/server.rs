@@ -174,6 +174,7 @@ pub async fn start(registry: Arc<Registry>, listener: TcpListener) -> Result<Run
         spawn_cache_keeper(registry.clone()),
         tokio::spawn(crate::admission::drift::run(registry.clone())),
         tokio::spawn(crate::gc::schedule(registry.clone())),
+        tokio::spawn(crate::scrub::schedule(registry.clone())),
     ];
 
     let serving = registry.clone();

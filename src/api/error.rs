@@ -10,6 +10,7 @@ use super::{json_response, Body};
 use crate::auth::AuthError;
 use crate::promote::PromotionError;
 use crate::names::NameError;
+use crate::registry::scrub::ContentKind;
 use crate::registry::RegistryError;
 use storage::digest::DigestError;
 
@@ -207,6 +208,9 @@ impl ApiError {
                 R::ManifestTooLarge { .. } => Wire::spec(S::PAYLOAD_TOO_LARGE, C::ManifestInvalid),
                 R::ManifestBlobUnknown(_) => Wire::spec(S::BAD_REQUEST, C::ManifestBlobUnknown),
                 R::ManifestUnknown(_) => Wire::spec(S::NOT_FOUND, C::ManifestUnknown),
+                // Unknown, as far as the client can act: a push of the right bytes heals it.
+                R::Quarantined { kind: ContentKind::Blob, .. } => Wire::spec(S::NOT_FOUND, C::BlobUnknown),
+                R::Quarantined { kind: ContentKind::Manifest, .. } => Wire::spec(S::NOT_FOUND, C::ManifestUnknown),
                 R::NameUnknown(_) => Wire::spec(S::NOT_FOUND, C::NameUnknown),
                 R::Denied(_) => Wire::spec(S::FORBIDDEN, C::Denied),
                 R::Unsupported(_) => Wire::spec(S::METHOD_NOT_ALLOWED, C::Unsupported),
@@ -371,6 +375,8 @@ mod tests {
             (RegistryError::ManifestTooLarge { limit: 1 }.into(), 413, "MANIFEST_INVALID", vec![]),
             (RegistryError::ManifestBlobUnknown(digest.clone()).into(), 400, "MANIFEST_BLOB_UNKNOWN", vec![]),
             (RegistryError::ManifestUnknown("x".into()).into(), 404, "MANIFEST_UNKNOWN", vec![]),
+            (RegistryError::Quarantined { digest: digest.clone(), kind: ContentKind::Blob }.into(), 404, "BLOB_UNKNOWN", vec![]),
+            (RegistryError::Quarantined { digest: digest.clone(), kind: ContentKind::Manifest }.into(), 404, "MANIFEST_UNKNOWN", vec![]),
             (RegistryError::NameUnknown(repo).into(), 404, "NAME_UNKNOWN", vec![]),
             (RegistryError::Denied("x".into()).into(), 403, "DENIED", vec![]),
             (RegistryError::Unsupported("x".into()).into(), 405, "UNSUPPORTED", vec![]),

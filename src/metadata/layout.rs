@@ -82,6 +82,8 @@ pub enum Key<'a> {
     Admission(&'a Workload),
     /// An admitted digest whose verdict turned to failing.
     Drift(&'a RepoName, &'a Digest),
+    /// Content whose bytes did not hash to its digest, moved aside by scrub.
+    Quarantine(&'a Digest),
 }
 
 /// Where keys are listed: a [`Key`] kind's keys are this prefix followed by a name.
@@ -119,6 +121,8 @@ pub enum Prefix<'a> {
     Admissions,
     /// Drift rows, by repository and digest.
     Drift,
+    /// Quarantined content, by digest hex.
+    Quarantine,
 }
 
 /// The prefixes below which every key is an [`Object`]: what `fsck` walks, in this order.
@@ -158,6 +162,7 @@ impl Key<'_> {
             Key::Pulled(..) => "repositories/<name>/_pulled/sha256/<hex>",
             Key::Admission(_) => "admissions/<hex cluster>/<namespace>/<kind>/<name>",
             Key::Drift(..) => "drift/<name>/_digests/<hex>",
+            Key::Quarantine(_) => "quarantine/sha256/<hex>",
         }
     }
 }
@@ -189,6 +194,7 @@ impl fmt::Display for Key<'_> {
                 write!(f, "{ADMISSIONS}{}/{}/{}/{}", workload.cluster_segment(), workload.namespace, workload.kind, workload.name)
             }
             Key::Drift(repo, digest) => write!(f, "{DRIFT}{repo}/_digests/{}", digest.hex()),
+            Key::Quarantine(digest) => write!(f, "{}{}", Prefix::Quarantine, digest.hex()),
         }
     }
 }
@@ -212,6 +218,7 @@ impl fmt::Display for Prefix<'_> {
             Prefix::Pulled(repo) => write!(f, "{REPOSITORIES}{repo}/_pulled/sha256/"),
             Prefix::Admissions => f.write_str(ADMISSIONS),
             Prefix::Drift => f.write_str(DRIFT),
+            Prefix::Quarantine => f.write_str("quarantine/sha256/"),
         }
     }
 }
@@ -509,8 +516,9 @@ mod tests {
             Key::Pulled(&repo, &digest),
             Key::Admission(&workload),
             Key::Drift(&repo, &digest),
+            Key::Quarantine(&digest),
         ];
-        let mut seen = [false; 22];
+        let mut seen = [false; 23];
         for key in keys {
             let kind = match key {
                 Key::Blob(_) => 0,
@@ -535,6 +543,7 @@ mod tests {
                 Key::Admission(_) => 19,
                 Key::Drift(..) => 20,
                 Key::Pulled(..) => 21,
+                Key::Quarantine(_) => 22,
             };
             seen[kind] = true;
             let built = key.to_string();

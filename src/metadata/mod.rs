@@ -2,7 +2,8 @@
 //! content by digest, repository metadata (links, tags, tombstones, referrer and parent links,
 //! the catalog, when manifests were last pulled), manifest types, upload sessions, promotion records, the audit log, the
 //! generated signing key, the proxy's records of upstream tags and proxied content, and what
-//! Kubernetes admission remembers (admitted workloads, drift rows), each behind a typed accessor;
+//! Kubernetes admission remembers (admitted workloads, drift rows), and the content scrub
+//! quarantined, each behind a typed accessor;
 //! plus a node-local sled index that can be
 //! deleted and rebuilt at any time. Nothing outside this module builds a key ([`layout`] does).
 //!
@@ -30,6 +31,7 @@
 //! gc/doomed/<hex prefix>                                 {"pass","victims"} objects a pass is about to remove, by sha256 of their keys
 //! admissions/<hex cluster>/<namespace>/<kind>/<name>    a workload admitted with this registry's images {"workload","images","since"}
 //! drift/<name>/_digests/<hex>                            an admitted digest whose verdict turned to failing {"summary","workloads",...}
+//! quarantine/sha256/<hex>                                content whose bytes did not hash to its digest, moved aside by scrub (the bytes)
 //! ```
 //! A tombstone is written before its tag is deleted, so that the name stays bound to its digest.
 //! A referrer link is the referrer's descriptor as the Referrers API returns it. The first media
@@ -55,6 +57,7 @@ pub mod lifecycle;
 mod promotions;
 mod proxied;
 pub mod pulls;
+mod quarantine;
 mod signing_key;
 mod uploads;
 

@@ -11,6 +11,7 @@ mod promotion;
 pub mod manifest;
 pub mod proxied;
 mod proxy_cache;
+pub mod scrub;
 mod tags;
 pub mod uploads;
 pub mod verdicts;
@@ -119,6 +120,15 @@ pub enum RegistryError {
     /// A blob or child manifest the manifest references is not in the repository.
     #[error("manifest references {0}, which is not in the repository")]
     ManifestBlobUnknown(Digest),
+    /// The content's stored bytes did not hash to its digest: it was moved to the quarantine and
+    /// is served again once its right bytes are pushed.
+    #[error("{} {digest} is quarantined: its stored bytes did not match the digest; push it again", kind.as_str())]
+    Quarantined {
+        /// The digest.
+        digest: Digest,
+        /// Whether a blob or a manifest was asked for.
+        kind: scrub::ContentKind,
+    },
     /// The manifest (by tag or digest) is not in the repository.
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
@@ -383,8 +393,10 @@ impl Registry {
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        let size = self.metadata.content_size(digest).await?;
-        size.ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))
+        match self.metadata.content_size(digest).await? {
+            Some(size) => Ok(size),
+            None => Err(self.content_missing(digest, scrub::ContentKind::Blob).await),
+        }
     }
 
     /// Opens a blob of `repo` for streaming, whole or a byte range (end exclusive).
@@ -399,7 +411,7 @@ impl Registry {
         }
         match self.metadata.open_content(digest, range).await {
             Ok(Some(reader)) => Ok(reader),
-            Ok(None) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Ok(None) => Err(self.content_missing(digest, scrub::ContentKind::Blob).await),
             Err(MetadataError::Store(BlobStoreError::RangeNotSatisfiable { size, .. })) => Err(RegistryError::RangeNotSatisfiable { size }),
             Err(err) => Err(err.into()),
         }
@@ -415,6 +427,11 @@ impl Registry {
         }
         if !self.metadata.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        // A URL to the store is handed out only for content that is there: quarantined content
+        // is not (and a URL to nothing would answer the client in S3's words, not the registry's).
+        if self.metadata.content_size(digest).await?.is_none() {
+            return Err(self.content_missing(digest, scrub::ContentKind::Blob).await);
         }
         Ok(self.metadata.presign_content(digest, s3.presign_expiry).await?)
     }
@@ -701,7 +718,22 @@ impl Registry {
     pub async fn stored_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>> {
         let Some(link) = self.metadata.manifest_link(repo, digest).await? else { return Ok(None) };
         let bytes = self.metadata.read_content(digest, self.config().registry.max_manifest_bytes).await?;
-        Ok(bytes.map(|bytes| StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes, warning: None }))
+        let Some(bytes) = bytes else {
+            return match self.content_missing(digest, scrub::ContentKind::Manifest).await {
+                err @ RegistryError::Quarantined { .. } => Err(err),
+                _ => Ok(None),
+            };
+        };
+        // Manifests are small and read whole: each is verified before it is served, and one
+        // whose bytes do not match is quarantined at once.
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            if let Some(meta) = self.metadata.stat_key(&crate::metadata::layout::Key::Blob(digest)).await? {
+                self.corrupt_found(digest, &meta, actual, "read").await?;
+            }
+            return Err(RegistryError::Quarantined { digest: digest.clone(), kind: scrub::ContentKind::Manifest });
+        }
+        Ok(Some(StoredManifest { digest: digest.clone(), media_type: link.media_type, bytes, warning: None }))
     }
 
     /// Deletes a tag, or a manifest revision with every tag pointing to it, as tag rules and the
