@@ -148,6 +148,13 @@ async fn pulls_through_a_portcullis_upstream() {
     assert_eq!(metric(&proxy, "portcullis_proxy_hits_total{kind=\"blob\",upstream=\"up\"}").await, 2.0);
     assert_eq!(metric(&proxy, "portcullis_proxy_misses_total{kind=\"blob\",upstream=\"up\"}").await, 2.0);
     assert!(metric(&proxy, "portcullis_proxy_upstream_bytes_total{upstream=\"up\"}").await > 0.0);
+    // Past tag_ttl the tag is checked with a HEAD (Docker Hub does not count those), not fetched.
+    let heads = || metric(&upstream, "portcullis_http_requests_total{endpoint=\"get_manifest\",method=\"HEAD\",status=\"200\"}");
+    let heads_before = heads().await;
+    age_tag_check(&proxy, "proxy/up/team/app", "v1").await;
+    assert_eq!(pull_image(&proxy, "proxy/up/team/app", "v1").await, digest);
+    assert_eq!(heads().await, heads_before + 1.0, "one HEAD for the due check");
+    assert_eq!(upstream_gets(&upstream, "get_manifest").await, fetched_manifests, "the unchanged tag is not fetched");
 
     // Stored exactly as pushed content is, with records of where it came from.
     let hex = digest.strip_prefix("sha256:").unwrap();
@@ -534,6 +541,7 @@ async fn a_moved_upstream_tag_is_an_alarm_followed_or_held() {
 /// One canned answer of [`Hostile`].
 #[derive(Clone)]
 struct Answer {
+    /// The status; 0 answers nothing at all (the connection stays open, silent).
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -551,6 +559,7 @@ impl Answer {
 /// however wrong, and 404 otherwise: an upstream that lies.
 struct Hostile {
     addr: std::net::SocketAddr,
+    answers: Arc<std::sync::Mutex<HashMap<String, Answer>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -558,7 +567,8 @@ impl Hostile {
     async fn start(answers: HashMap<String, Answer>) -> Hostile {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let answers = Arc::new(answers);
+        let answers = Arc::new(std::sync::Mutex::new(answers));
+        let shared = answers.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let answers = answers.clone();
@@ -575,7 +585,12 @@ impl Hostile {
                     let mut words = head.split_whitespace();
                     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
                     let path = target.split('?').next().unwrap_or_default();
-                    let answer = answers.get(path).cloned().unwrap_or(Answer { status: 404, headers: vec![], body: b"{}".to_vec(), drip: None });
+                    let answer = answers.lock().unwrap().get(path).cloned();
+                    let answer = answer.unwrap_or(Answer { status: 404, headers: vec![], body: b"{}".to_vec(), drip: None });
+                    if answer.status == 0 {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
                     let mut out = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", answer.status, answer.body.len());
                     for (name, value) in &answer.headers {
                         out += &format!("{name}: {value}\r\n");
@@ -598,7 +613,12 @@ impl Hostile {
                 });
             }
         });
-        Hostile { addr, task }
+        Hostile { addr, answers: shared, task }
+    }
+
+    /// Answers `path` with `answer` from now on.
+    fn answer(&self, path: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(path.to_owned(), answer);
     }
 
     fn url(&self) -> String {
@@ -708,6 +728,79 @@ async fn a_hostile_upstream_is_refused_and_nothing_is_stored() {
         assert!(!proxy.has_object(&common::blob_key(&stored)).await, "{stored}");
     }
     assert!(metric(&proxy, "portcullis_proxy_upstream_errors_total{kind=\"invalid\",upstream=\"liar\"}").await >= 5.0);
+}
+
+/// An upstream that answers a tag check with 429 (rate limited), a 5xx, or not within its
+/// timeout is failing: the tag is served stale, with the warning, and counted.
+#[tokio::test]
+async fn an_upstream_answering_429_5xx_or_too_slowly_serves_stale() {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = noise("stale", 1 << 10);
+    let manifest = common::tiny_manifest(&sha256(&config), config.len(), &sha256(&layer), layer.len(), None).into_bytes();
+    let digest = sha256(&manifest);
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    let mut tagged = Answer::ok(OCI_MANIFEST, manifest.clone());
+    tagged.headers.push(("Docker-Content-Digest".into(), digest.clone()));
+    answers.insert("/v2/team/app/manifests/v1".to_owned(), tagged.clone());
+    answers.insert(format!("/v2/team/app/manifests/{digest}"), tagged);
+    answers.insert(format!("/v2/team/app/blobs/{}", sha256(&config)), Answer::ok("application/octet-stream", config.clone()));
+    answers.insert(format!("/v2/team/app/blobs/{}", sha256(&layer)), Answer::ok("application/octet-stream", layer.clone()));
+    let hostile = Hostile::start(answers).await;
+    let text = format!("[[upstreams]]\nname = \"liar\"\nurl = \"{}\"\ntimeout = \"1s\"\n[[namespaces]]\npattern = \"**\"\n", hostile.url());
+    let proxy = TestRegistry::with_config_text(&text).await;
+    assert_eq!(pull_image(&proxy, "proxy/liar/team/app", "v1").await, digest);
+
+    let faults = [(429, "429 Too Many Requests"), (503, "503 Service Unavailable"), (0, "timed out after 1s")];
+    for (n, (status, said)) in faults.into_iter().enumerate() {
+        hostile.answer("/v2/team/app/manifests/v1", Answer { status, headers: vec![], body: vec![], drip: None });
+        age_tag_check(&proxy, "proxy/liar/team/app", "v1").await;
+        let (got, headers, body) = get(&proxy, "/v2/proxy/liar/team/app/manifests/v1").await;
+        assert_eq!((got, sha256(&body)), (200, digest.clone()), "{status}");
+        let warning = headers.get("warning").map(|w| w.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(warning.starts_with("110 portcullis \"stale: upstream liar is unavailable") && warning.contains(said), "{status}: {warning}");
+        assert_eq!(metric(&proxy, "portcullis_proxy_stale_serves_total{upstream=\"liar\"}").await, (n + 1) as f64);
+    }
+}
+
+/// An upstream may not point the proxy further into the network than it stands itself: a token
+/// realm or a redirect to a link-local (cloud metadata) or private address is refused before a
+/// connection is made, even over https, and named in the error.
+#[tokio::test]
+async fn a_hostile_upstream_cannot_send_the_proxy_into_the_network() {
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    let challenge = |realm: &str| Answer {
+        status: 401,
+        headers: vec![("WWW-Authenticate".into(), format!("Bearer realm=\"{realm}\",service=\"x\""))],
+        body: vec![],
+        drip: None,
+    };
+    let redirect = |to: &str| Answer { status: 307, headers: vec![("Location".into(), to.to_owned())], body: vec![], drip: None };
+    let realms = [("metadata", "https://169.254.169.254/token"), ("lan", "https://10.0.0.1/token"), ("mapped", "https://[::ffff:a9fe:a9fe]/token")];
+    for (repo, realm) in realms {
+        answers.insert(format!("/v2/team/{repo}/manifests/v1"), challenge(realm));
+    }
+    let redirects = [
+        (sha256(b"to metadata"), "https://169.254.169.254/latest/meta-data/"),
+        (sha256(b"to the lan"), "https://192.168.1.1/admin"),
+        (sha256(b"to nowhere"), "https://0.0.0.0/"),
+    ];
+    for (digest, to) in &redirects {
+        answers.insert(format!("/v2/team/app/blobs/{digest}"), redirect(to));
+    }
+    let hostile = Hostile::start(answers).await;
+    let text = format!("[[upstreams]]\nname = \"liar\"\nurl = \"{}\"\ntimeout = \"2s\"\n[[namespaces]]\npattern = \"**\"\n", hostile.url());
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let paths = realms
+        .iter()
+        .map(|(repo, _)| format!("/v2/proxy/liar/team/{repo}/manifests/v1"))
+        .chain(redirects.iter().map(|(digest, _)| format!("/v2/proxy/liar/team/app/blobs/{digest}")));
+    for path in paths {
+        let (status, code, message) = get_error(&proxy, &path).await;
+        assert_eq!((status, code.as_str()), (502, "UPSTREAM_ERROR"), "{path}: {message}");
+        assert!(message.contains("upstream liar") && message.contains("may not send the proxy"), "{path}: {message}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

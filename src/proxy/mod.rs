@@ -19,6 +19,7 @@ pub mod blobs;
 mod auth;
 mod client;
 pub mod locks;
+mod reach;
 pub mod routes;
 pub mod upstream;
 
