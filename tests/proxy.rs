@@ -730,6 +730,70 @@ async fn a_hostile_upstream_is_refused_and_nothing_is_stored() {
     assert!(metric(&proxy, "portcullis_proxy_upstream_errors_total{kind=\"invalid\",upstream=\"liar\"}").await >= 5.0);
 }
 
+/// A blob stored for a private repository is not handed to a proxied repository because its
+/// upstream says (`HEAD` 200) that it has it: the upstream must serve the bytes, checked against
+/// the digest, before this registry links them there. Otherwise an upstream that answers `HEAD`
+/// 200 for every digest would let anyone who may pull the proxy namespace read any blob.
+#[tokio::test]
+async fn an_upstream_cannot_claim_a_blob_it_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = noise("private layer", 64 << 10);
+    let secret_digest = sha256(&secret);
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    // "I have it": a HEAD with the right size, then anything but the bytes on a GET.
+    let mut claim = Answer::ok("application/octet-stream", vec![0; secret.len()]);
+    claim.headers.push(("Docker-Content-Digest".into(), secret_digest.clone()));
+    answers.insert(format!("/v2/team/app/blobs/{secret_digest}"), claim);
+    let hostile = Hostile::start(answers).await;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("owner:{hash}\noutsider:{hash}\n")).unwrap();
+    let text = format!(
+        r#"
+[[upstreams]]
+name = "liar"
+url = "{url}"
+timeout = "2s"
+[auth]
+htpasswd = "{dir}/htpasswd"
+challenge = "basic"
+[[auth.rules]]
+subjects = ["user:owner"]
+repositories = ["**"]
+actions = ["pull", "push"]
+[[auth.rules]]
+subjects = ["user:outsider"]
+repositories = ["proxy/**"]
+actions = ["pull"]
+[[namespaces]]
+pattern = "**"
+"#,
+        url = hostile.url(),
+        dir = dir.path().display()
+    );
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let owner = with_basic(&proxy, "owner", "pw");
+    let outsider = with_basic(&proxy, "outsider", "pw");
+    push_image(&owner, "private/app", "v1", "private", &[&secret]).await;
+    let (status, _, _) = get(&outsider, &format!("/v2/private/app/blobs/{secret_digest}")).await;
+    assert!(status == 401 || status == 403, "the outsider may not pull private/app: {status}");
+
+    let path = format!("/v2/proxy/liar/team/app/blobs/{secret_digest}");
+    let head = outsider.client.head(outsider.url(&path)).send().await.unwrap();
+    assert!(head.status() == 200 || head.status() == 404, "a HEAD reports what the upstream says: {}", head.status());
+    let res = outsider.client.get(outsider.url(&path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.bytes().await;
+    assert!(body.as_ref().map_or(true, |bytes| sha256(bytes) != secret_digest), "the private blob reached the outsider ({status})");
+    assert!(!proxy.has_object(&format!("repositories/proxy/liar/team/app/_blobs/sha256/{}", &secret_digest[7..])).await, "linked on the upstream's word");
+
+    // An upstream that does serve the bytes has the blob: linked (the stored copy is kept, one).
+    hostile.answer(&format!("/v2/team/honest/blobs/{secret_digest}"), Answer::ok("application/octet-stream", secret.clone()));
+    let (status, _, bytes) = get(&outsider, &format!("/v2/proxy/liar/team/honest/blobs/{secret_digest}")).await;
+    assert_eq!((status, sha256(&bytes)), (200, secret_digest.clone()));
+    assert!(proxy.has_object(&format!("repositories/proxy/liar/team/honest/_blobs/sha256/{}", &secret_digest[7..])).await);
+}
+
 /// An upstream that answers a tag check with 429 (rate limited), a 5xx, or not within its
 /// timeout is failing: the tag is served stale, with the warning, and counted.
 #[tokio::test]

@@ -291,27 +291,22 @@ impl Registry {
     }
 
     /// For a blob GET or HEAD of a proxied repository: `None` when the registry serves it from
-    /// the store (it was cached, or is now), else what the upstream serves. A cached blob that
-    /// this repository does not list yet (the content came through another one) is linked
-    /// only once the upstream confirms that its repository has it.
+    /// the store (it was cached, or is now), else what the upstream serves.
+    ///
+    /// Content stored for another repository is linked here only after the upstream has served
+    /// its bytes and they hashed to the digest (the fetch commits nothing new, it only links):
+    /// an upstream's word (`HEAD` 200) is no proof that it has a blob, and taking it would let an
+    /// upstream that says yes to every digest hand any stored blob, a private repository's
+    /// included, to whoever may pull its proxy namespace.
     pub async fn upstream_blob(&self, repo: &RepoName, digest: &Digest, head: bool, whole_from_store: bool) -> Result<Option<UpstreamBlob>> {
         let Some(mapped) = self.proxy.mapped(repo) else { return Ok(None) };
         let upstream = &mapped.upstream;
-        let stored = self.metadata.content_size(digest).await?;
-        if stored.is_some() && self.metadata.blob_linked(repo, digest).await? {
+        if self.metadata.blob_linked(repo, digest).await? && self.metadata.content_size(digest).await?.is_some() {
             self.proxy.hit(upstream, "blob");
             return Ok(None);
         }
         self.proxy.miss(upstream, "blob");
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        if let Some(size) = stored {
-            let remote_size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, unknown))?;
-            if remote_size.is_some_and(|remote_size| remote_size != size) {
-                return Err(RegistryError::Upstream(format!("upstream {} gives {}@{digest} another size than its content has", upstream.config.name, mapped.remote)));
-            }
-            self.metadata.link_blob(repo, digest).await?;
-            return Ok(None);
-        }
         if head {
             let size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, unknown))?;
             return Ok(Some(UpstreamBlob { size, body: None }));
