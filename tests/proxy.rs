@@ -947,6 +947,39 @@ signed_by = ["ci"]
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/unsigned/manifests/v1").await.0, 403);
 }
 
+/// A gated mirror refuses an image that fails its gate however the pull names it: through
+/// containerd's `?ns=`, dockerd's default upstream, with or without `library/`, by tag, by digest,
+/// GET or HEAD. Routing comes before access and the gate, so every spelling is judged as the
+/// repository it is served from.
+#[tokio::test]
+async fn a_gated_mirror_refuses_by_every_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Key::generate();
+    std::fs::write(dir.path().join("publisher.pub"), publisher.public_pem()).unwrap();
+    let upstream = TestRegistry::start().await;
+    let (unsigned, _) = upstream.push_tiny_image("library/alpine", "3", "unsigned alpine").await;
+    let toml = format!(
+        "[[trust.keys]]\nname = \"publisher\"\npublic_key = \"{}/publisher.pub\"\n[[namespaces]]\npattern = \"proxy/docker.io/**\"\n[namespaces.gate]\nsigned_by = [\"publisher\"]\n",
+        dir.path().display()
+    );
+    let extra = "namespace = \"proxy/docker.io/**\"\nhosts = [\"docker.io\"]\ndefault = true";
+    let proxy = proxy_registry("hub", &upstream.base_url, extra, &toml).await;
+    for name in ["library/alpine", "alpine", "proxy/docker.io/alpine", "proxy/docker.io/library/alpine"] {
+        // (containerd sends `?ns=` with the name as the upstream spells it, never with the prefix.)
+        let queries: &[&str] = if name.starts_with("proxy/") { &[""] } else { &["", "?ns=docker.io"] };
+        for query in queries {
+            for reference in ["3", unsigned.as_str()] {
+                let path = format!("/v2/{name}/manifests/{reference}{query}");
+                let (status, code, message) = get_error(&proxy, &path).await;
+                assert_eq!((status, code.as_str()), (403, "DENIED"), "GET {path}: {message}");
+                assert!(message.contains("no signature from trusted identity 'publisher'"), "{path}: {message}");
+                let head = proxy.client.head(proxy.url(&path)).send().await.unwrap();
+                assert_eq!(head.status(), 403, "HEAD {path}");
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The size cap
 
