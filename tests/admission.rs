@@ -472,6 +472,32 @@ async fn a_signer_removed_from_trust_on_reload_is_drift() {
     check_row(&rows, "signature: no signature from trusted identity 'ci'");
 }
 
+/// Nothing happens, time passes: the scan an admitted image was judged on expires (`max_age`),
+/// and the periodic check (`revalidate_every`, its minimum of one minute here) finds the
+/// digest failing without any reload or new evidence to prompt it.
+#[tokio::test]
+async fn a_scan_that_expires_is_drift_at_the_next_periodic_check() {
+    let setup = Setup::with("revalidate_every = \"1m\"").await;
+    let (digest, _) = setup.api.push_tiny_image("prod/expiring", "v1", "expiring").await;
+    cosign::sign(&setup.api, "prod/expiring", &digest, &setup.ci).await;
+    // Valid for a few more seconds: 7 days (the gate's max_age) less 5 s.
+    let scan = cosign::trivy_predicate(&cosign::time_ago(7 * 86_400 - 5), &[]);
+    cosign::attest(&setup.api, "prod/expiring", &digest, &setup.ci, &[(VULN, scan)]).await;
+    let answer = setup.review("validate", &pod_of("registry.example.com/prod/expiring:v1")).await;
+    assert_eq!(answer["allowed"], true, "passes while the scan is fresh: {answer}");
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    while rows.is_empty() && started.elapsed() < std::time::Duration::from_secs(180) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        rows = setup.drift().await;
+    }
+    assert_eq!(rows.len(), 1, "no drift row within three minutes");
+    assert_eq!((rows[0]["repository"].as_str(), rows[0]["digest"].as_str()), (Some("prod/expiring"), Some(digest.as_str())));
+    let summary = rows[0]["summary"].as_str().unwrap();
+    assert!(summary.contains("scan") && summary.contains("older than"), "{summary}");
+    assert_eq!(summary, setup.denied_pull("prod/expiring", "v1").await, "the row says what a pull is refused with");
+}
+
 /// The Kubernetes Python client's interpreter, installed by scripts/test into .test-tools/; when
 /// it is missing the check is skipped with a notice (under CI it fails instead).
 fn kubernetes_python() -> Option<std::path::PathBuf> {
