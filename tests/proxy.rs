@@ -947,6 +947,30 @@ signed_by = ["ci"]
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/unsigned/manifests/v1").await.0, 403);
 }
 
+/// A proxied namespace may require the publisher's keyless identity (a GitHub Actions workflow
+/// certified by Fulcio, the signature in Rekor): the upstream's evidence is fetched with the
+/// image and verified offline; a valid signature by another identity does not count.
+#[tokio::test]
+async fn a_proxied_image_passes_on_the_publishers_keyless_identity() {
+    let upstream = TestRegistry::start().await;
+    let workflow = common::sigstore::push_signed_image(&upstream, "team/released", "keyless-sig-uri-valid").await;
+    let other = common::sigstore::push_signed_image(&upstream, "team/other", "keyless-sig-email-valid").await;
+    let with = &workflow["verify_with"];
+    let toml = format!(
+        "[[trust.keyless]]\nname = \"publisher\"\nissuer = {:?}\nsubject = {:?}\ntrusted_root = {:?}\n[[namespaces]]\npattern = \"proxy/up/**\"\n[namespaces.gate]\nsigned_by = [\"publisher\"]\n",
+        with["issuer"].as_str().unwrap(),
+        with["identity"].as_str().unwrap(),
+        common::sigstore::legacy_tag_dir().join(with["trusted_root"].as_str().unwrap()),
+    );
+    let proxy = proxy_registry("up", &upstream.base_url, "", &toml).await;
+    let subject = workflow["subject_digest"].as_str().unwrap();
+    assert_eq!(pull_image(&proxy, "proxy/up/team/released", subject).await, subject);
+    assert!(proxy.has_object(&format!("repositories/proxy/up/team/released/_tags/{}", workflow["tag"].as_str().unwrap())).await, "the evidence is cached");
+    let (status, code, message) = get_error(&proxy, &format!("/v2/proxy/up/team/other/manifests/{}", other["subject_digest"].as_str().unwrap())).await;
+    assert_eq!((status, code.as_str()), (403, "DENIED"), "{message}");
+    assert!(message.contains("no signature from trusted identity 'publisher'"), "{message}");
+}
+
 /// A gated mirror refuses an image that fails its gate however the pull names it: through
 /// containerd's `?ns=`, dockerd's default upstream, with or without `library/`, by tag, by digest,
 /// GET or HEAD. Routing comes before access and the gate, so every spelling is judged as the
