@@ -508,6 +508,39 @@ async fn console_without_auth_is_open() {
     assert!(res.headers().get("set-cookie").is_none());
 }
 
+/// The repositories page is paged (50 a page, a "Next page" link that continues where the page
+/// ended) and searched, by prefix or anywhere in the name.
+#[tokio::test]
+async fn the_repository_list_is_paged_and_searched() {
+    let registry = TestRegistry::start().await;
+    for n in 0..60 {
+        registry.push_tiny_image(&format!("paged/r{n:02}"), "v1", &format!("paged {n}")).await;
+    }
+    registry.push_tiny_image("other/r07-tool", "v1", "other").await;
+    let listed = |page: &str| -> Vec<String> {
+        page.split("href=\"/ui/r/").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect()
+    };
+    let next = |page: &str| -> Option<String> {
+        let (before, _) = page.split_once("\" rel=\"next\"")?;
+        Some(before.rsplit_once("href=\"").unwrap().1.replace("&#38;", "&"))
+    };
+    let (status, _, first) = get(&registry, "/ui/repositories?q=paged/").await;
+    assert_eq!(status, 200);
+    let expected: Vec<String> = (0..60).map(|n| format!("paged/r{n:02}")).collect();
+    assert_eq!(listed(&first), expected[..50], "the first 50, in name order");
+    let more = next(&first).expect("a next page link");
+    let (status, _, second) = get(&registry, &more).await;
+    assert_eq!(status, 200, "{more}");
+    assert_eq!(listed(&second), expected[50..], "{more}: the rest");
+    assert!(next(&second).is_none(), "no link past the end");
+    // Anywhere in the name.
+    let (_, _, found) = get(&registry, "/ui/repositories?q=r07&match=contains").await;
+    assert_eq!(listed(&found), ["other/r07-tool", "paged/r07"]);
+    // A prefix matches the start only.
+    let (_, _, found) = get(&registry, "/ui/repositories?q=r07").await;
+    assert!(listed(&found).is_empty(), "{found}");
+}
+
 /// HTML-escaped as askama escapes it.
 fn html_escape(text: &str) -> String {
     text.replace('&', "&#38;").replace('<', "&#60;").replace('>', "&#62;").replace('"', "&#34;").replace('\'', "&#39;")
