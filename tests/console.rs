@@ -503,6 +503,11 @@ async fn console_without_auth_is_open() {
     let (status, _, page) = get(&registry, "/ui/r/build/open").await;
     assert_eq!(status, 200);
     assert!(page.contains("v1") && page.contains("not gated"), "{page}");
+    // A pushed blob is served from the console's origin: never as something a browser would run.
+    let script = registry.push_blob("build/open", b"alert(document.cookie)").await;
+    let (status, headers, _) = get(&registry, &format!("/v2/build/open/blobs/{script}")).await;
+    assert_eq!(status, 200);
+    assert_eq!((headers["content-type"].to_str().unwrap(), headers.get("x-content-type-options").map(|v| v.to_str().unwrap())), ("application/octet-stream", Some("nosniff")));
     let res = registry.client.post(registry.url("/ui/login")).form(&[("username", "x"), ("password", "y")]).send().await.unwrap();
     assert_eq!(res.status(), 303, "nothing to sign in to");
     assert!(res.headers().get("set-cookie").is_none());
