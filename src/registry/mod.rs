@@ -330,6 +330,13 @@ impl Registry {
 
     /// Appends to the audit log; a failure is logged, not returned (the decision stands).
     pub async fn record_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) {
+        if let Err(err) = self.append_audit(kind, actor, repo, digest, detail).await {
+            tracing::error!(kind, repo = %repo, digest = %digest, error = %err, "cannot append to the audit log");
+        }
+    }
+
+    /// [`Registry::record_audit`] for a caller that must know whether the record was written.
+    pub async fn append_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) -> Result<()> {
         let entry = Entry {
             kind: kind.to_owned(),
             actor: actor.to_owned(),
@@ -337,9 +344,8 @@ impl Registry {
             digest: digest.to_string(),
             detail,
         };
-        if let Err(err) = self.audit.append(entry).await {
-            tracing::error!(kind, repo = %repo, digest = %digest, error = %err, "cannot append to the audit log");
-        }
+        self.audit.append(entry).await.map_err(|err| RegistryError::Internal(err.to_string()))?;
+        Ok(())
     }
 
     /// The configuration in force now.
