@@ -174,6 +174,14 @@ async fn pulls_through_a_portcullis_upstream() {
     assert!(text.contains("mirror upstream up"), "{text}");
     // Unknown upstream content is unknown here too.
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/app/manifests/nope").await.1, "MANIFEST_UNKNOWN");
+    // Asked once per tag_ttl, present or not: retries of a missing tag (a typo in a pod spec, on
+    // every node) cost the upstream's rate limit one GET.
+    let missing = || metric(&upstream, "portcullis_http_requests_total{endpoint=\"get_manifest\",method=\"GET\",status=\"404\"}");
+    let asked = missing().await;
+    for _ in 0..3 {
+        assert_eq!(get_error(&proxy, "/v2/proxy/up/team/app/manifests/nope").await.1, "MANIFEST_UNKNOWN");
+    }
+    assert_eq!(missing().await, asked, "a missing tag is not asked about again within tag_ttl");
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/none/manifests/v1").await.1, "MANIFEST_UNKNOWN");
     let missing = sha256(b"missing");
     assert_eq!(get_error(&proxy, &format!("/v2/proxy/up/team/app/blobs/{missing}")).await.1, "BLOB_UNKNOWN");

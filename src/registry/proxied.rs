@@ -123,6 +123,10 @@ impl Registry {
                 return Ok((local.clone(), warning));
             }
         }
+        if local.is_none() && upstream.status.known_absent(repo, tag, config.tag_ttl) {
+            self.proxy.hit(upstream, "tag");
+            return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag} (not at upstream {} when last asked)", config.name)));
+        }
         self.proxy.miss(upstream, "tag");
         let max = self.config().registry.max_manifest_bytes;
         let answer = match &local {
@@ -142,6 +146,7 @@ impl Registry {
                     self.delete_tag(repo, tag).await?;
                 }
                 self.metadata.delete_upstream_tag(repo, tag).await?;
+                upstream.status.absent(repo, tag);
                 return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag} (no longer upstream at {})", config.name)));
             }
             Err(err) => {
