@@ -236,6 +236,10 @@ mod tests {
         assert!(!may("https://registry-1.docker.io", "https://127.0.0.1/token"));
         assert!(!may("https://registry-1.docker.io", "https://169.254.169.254/latest/meta-data/"));
         assert!(!may("https://registry-1.docker.io", "https://[::ffff:a9fe:a9fe]/"));
+        // Other spellings of an address are parsed to it (WHATWG URL rules), then checked.
+        assert!(!may("https://registry-1.docker.io", "https://2130706433/"));
+        assert!(!may("https://registry-1.docker.io", "https://0x7f.1/"));
+        assert!(!may("https://registry-1.docker.io", "https://0251.0376.0251.0376/"));
         assert!(may("https://10.1.1.1:5000", "https://10.2.2.2:9000/bucket"));
         assert!(!may("https://10.1.1.1:5000", "https://127.0.0.1:9000/bucket"));
         assert!(!may("https://10.1.1.1:5000", "https://169.254.169.254/"));
