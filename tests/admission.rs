@@ -67,11 +67,16 @@ exempt_namespaces = ["kube-system"]
 
 impl Setup {
     async fn new() -> Setup {
+        Setup::with("").await
+    }
+
+    /// [`Setup::new`] with `extra` after the `[admission]` keys.
+    async fn with(extra: &str) -> Setup {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = TestPki::new(&dir.path().join("pki"), "admission");
         let ci = Key::generate();
         std::fs::write(dir.path().join("ci.pub"), ci.public_pem()).unwrap();
-        let registry = TestRegistry::with_config_text(&config_text(dir.path(), &pki, "")).await;
+        let registry = TestRegistry::with_config_text(&config_text(dir.path(), &pki, extra)).await;
         let api = registry.with_client(pki.client(false));
         let webhook = registry.with_client(pki.client(true));
         let setup = Setup { dir, pki, ci, registry, api, webhook };
@@ -299,6 +304,93 @@ async fn webhooks_need_a_client_certificate_and_a_review() {
     assert_eq!(res.status(), 404);
 }
 
+/// A Pod of `image`, as the API server sends its creation.
+fn pod_of(image: &str) -> Vec<u8> {
+    let mut review: serde_json::Value = serde_json::from_slice(&corpus("pod-create.json")).unwrap();
+    let spec = &mut review["request"]["object"]["spec"];
+    spec["containers"] = serde_json::json!([{ "name": "app", "image": image }]);
+    spec["initContainers"] = serde_json::json!([]);
+    serde_json::to_vec(&review).unwrap()
+}
+
+/// An outsider's spellings of a refused image: each is refused, with the gate's reason where the
+/// image is this registry's, in any container list; what a runtime reads as an allowed registry
+/// is admitted however it is spelled.
+#[tokio::test]
+async fn no_spelling_of_an_image_gets_it_past_validation() {
+    let setup = Setup::new().await;
+    let denial = setup.denied_pull("prod/bad", "v1").await;
+    let upper_hex = BAD.trim_start_matches("sha256:").to_uppercase();
+    let cases: Vec<(String, &str, &str)> = vec![
+        // (image, container list, what the refusal says)
+        ("registry.example.com/prod/bad:v1".into(), "ephemeralContainers", denial.as_str()),
+        ("registry.example.com/prod/bad:v1".into(), "initContainers", denial.as_str()),
+        ("registry.example.com:443/prod/bad:v1".into(), "containers", denial.as_str()),
+        ("REGISTRY.Example.COM/prod/bad:v1".into(), "containers", denial.as_str()),
+        ("Registry.Example.Com:443/prod/bad:v1".into(), "ephemeralContainers", denial.as_str()),
+        (format!("registry.example.com/prod/bad:v1@{APP}"), "containers", "is not in this registry, so nothing in it passed its gate"),
+        (format!("registry.example.com/prod/app:v1@{BAD}"), "containers", "is not in this registry, so nothing in it passed its gate"),
+        (format!("registry.example.com/prod/bad@sha256:{upper_hex}"), "containers", "the digest is not sha256"),
+        ("registry.example.com/prod//bad:v1".into(), "containers", "the repository path"),
+        ("registry.example.com/Prod/bad:v1".into(), "containers", "the repository path"),
+        ("r\u{e9}gistry.example.com/prod/bad:v1".into(), "containers", "the registry host"),
+        ("registry.example.com./prod/bad:v1".into(), "containers", "the registry host"),
+        ("xn--rgistry-bva.example.com/prod/bad:v1".into(), "containers", "which is not an allowed registry"),
+        ("registry.example.com:5444/prod/bad:v1".into(), "containers", "which is not an allowed registry"),
+        ("index.docker.io/evil/busybox:1".into(), "containers", "which is not an allowed registry"),
+    ];
+    for (image, list, reason) in &cases {
+        let mut review: serde_json::Value = serde_json::from_slice(&pod_of("registry.example.com/prod/app:v1")).unwrap();
+        review["request"]["object"]["spec"][*list] = serde_json::json!([{ "name": "x", "image": image }]);
+        let answer = setup.review("validate", &serde_json::to_vec(&review).unwrap()).await;
+        assert_eq!(answer["allowed"], false, "{image} in {list}: {answer}");
+        let message = answer["status"]["message"].as_str().unwrap();
+        assert!(message.starts_with("container x: ") && message.contains(reason), "{image} in {list}: {message}");
+    }
+    // Docker Hub by its legacy name is Docker Hub, and its official images are below library/.
+    for image in ["index.docker.io/busybox:1.36", "docker.io/busybox:1.36", "busybox:1.36"] {
+        let answer = setup.review("validate", &pod_of(image)).await;
+        assert_eq!(answer["allowed"], true, "{image}: {answer}");
+    }
+}
+
+/// Images this registry mirrors are judged as a runtime's pull will be served: a mirrored name
+/// (dockerd's default upstream) is looked up in the proxied repository it routes to, and a
+/// proxied tag is read as the last pull left it, without asking the upstream: admission needs
+/// no network, and answers while the upstream is down.
+#[tokio::test]
+async fn mirrored_images_are_judged_as_stored_without_asking_the_upstream() {
+    let upstream = TestRegistry::start().await;
+    let (digest, _) = upstream.push_tiny_image("team/app", "v1", "mirrored").await;
+    let extra = format!("\n[[upstreams]]\nname = \"up\"\nurl = \"{}\"\ndefault = true\ntag_ttl = \"0s\"\n", upstream.base_url);
+    let setup = Setup::with(&extra).await;
+    let res = setup.api.client.get(setup.api.url("/v2/proxy/up/team/app/manifests/v1")).send().await.unwrap();
+    assert_eq!(res.status(), 200, "pulled once through the proxy");
+    let upstream_requests = |upstream: &TestRegistry| {
+        let client = upstream.client.clone();
+        let url = upstream.url("/metrics");
+        async move {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            text.lines()
+                .filter(|line| line.starts_with("portcullis_http_requests_total{") && line.contains("manifest"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let before = upstream_requests(&upstream).await;
+    for image in ["registry.example.com/proxy/up/team/app:v1", "registry.example.com/team/app:v1"] {
+        let answer = setup.review("mutate", &pod_of(image)).await;
+        let patch = base64::engine::general_purpose::STANDARD.decode(answer["patch"].as_str().unwrap_or_else(|| panic!("{image}: {answer}"))).unwrap();
+        let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(patch[0]["value"], format!("{image}@{digest}"), "{image}: pinned to the digest the tag was last seen at");
+        let answer = setup.review("validate", &pod_of(image)).await;
+        assert_eq!((answer["allowed"].as_bool(), answer.get("warnings")), (Some(true), None), "{image}: {answer}");
+    }
+    assert_eq!(upstream_requests(&upstream).await, before, "admission asked the upstream nothing");
+    let rows: serde_json::Value = setup.api.client.get(setup.api.url("/api/v1/drift")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(rows["drift"], serde_json::json!([]));
+}
+
 /// Admits the Deployment of the corpus (and a dry run of a Job that uses the same image).
 async fn admit(setup: &Setup) {
     for file in ["deployment-create.json", "job-create-dryrun.json"] {
@@ -331,8 +423,17 @@ async fn a_blocking_scan_attached_after_admission_is_drift() {
     let summary = check_row(&rows, "CVE-2026-0042 (Critical in openssl, fixed in 3.0.14)");
     assert_eq!(summary, setup.denied_pull("prod/app", "v1").await, "the row says what a pull is refused with");
 
-    let res = setup.api.client.get(setup.api.url("/api/v1/audit?kind=admission_drift")).send().await.unwrap();
-    let audit: serde_json::Value = res.json().await.unwrap();
+    // The row is written first (create-only, so one replica wins), then the record and the gauge:
+    // wait for the pass to end.
+    let mut audit = serde_json::Value::Null;
+    for _ in 0..600 {
+        let res = setup.api.client.get(setup.api.url("/api/v1/audit?kind=admission_drift")).send().await.unwrap();
+        audit = res.json().await.unwrap();
+        if !audit["records"].as_array().unwrap().is_empty() && setup.metrics().await.lines().any(|l| l == "portcullis_admission_drift_digests 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let records = audit["records"].as_array().unwrap();
     assert_eq!(records.len(), 1, "{audit}");
     assert_eq!((records[0]["repository"].as_str(), records[0]["digest"].as_str()), (Some("prod/app"), Some(APP)));
@@ -369,6 +470,76 @@ async fn a_signer_removed_from_trust_on_reload_is_drift() {
     setup.reload("");
     let rows = setup.drift_appears().await;
     check_row(&rows, "signature: no signature from trusted identity 'ci'");
+}
+
+/// A pass that created a drift row and stopped before its audit record (killed, or the append
+/// failed) leaves the row unaudited: the next pass writes the record, once.
+#[tokio::test]
+async fn a_drift_row_left_without_its_record_is_recorded_by_the_next_pass() {
+    let setup = Setup::new().await;
+    // Let the passes that setting up prompted end (nothing prompts another until the reload).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // What the stopped pass left: the row of prod/bad (unsigned: it fails), created, not yet
+    // audited; then where it runs (the row first: a pass that saw the record without the row
+    // would make a row of its own).
+    let workload = serde_json::json!({ "cluster": CLUSTER, "namespace": "shop", "kind": "Deployment", "name": "legacy" });
+    let row = serde_json::json!({
+        "repository": "prod/bad", "digest": BAD, "since": 0, "summary": "left by a stopped pass",
+        "workloads": [workload], "audited": false,
+    });
+    let admitted = serde_json::json!({
+        "workload": workload, "since": 0,
+        "images": [{ "image": "registry.example.com/prod/bad:v1", "repository": "prod/bad", "digest": BAD }],
+    });
+    let row_key = format!("drift/prod/bad/_digests/{}", BAD.trim_start_matches("sha256:"));
+    let store = setup.registry.store().await;
+    for (key, value) in [(row_key.clone(), row), (format!("admissions/{}/shop/Deployment/legacy", hex::encode(CLUSTER)), admitted)] {
+        store.put_small(&key, serde_json::to_vec(&value).unwrap().into(), storage::PutCondition::Always).await.unwrap();
+    }
+    setup.reload("");
+    let stored = || async { store.get_small(&row_key, 64 << 10).await.unwrap().map(|got| serde_json::from_slice::<serde_json::Value>(&got.bytes).unwrap()) };
+    let audit = || async {
+        let audit: serde_json::Value = setup.api.client.get(setup.api.url("/api/v1/audit?kind=admission_drift")).send().await.unwrap().json().await.unwrap();
+        audit["records"].as_array().unwrap().clone()
+    };
+    for _ in 0..600 {
+        if !audit().await.is_empty() && stored().await.is_some_and(|row| row["audited"] == true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let records = audit().await;
+    assert_eq!(records.len(), 1, "the drift is recorded: {records:?}");
+    assert_eq!((records[0]["repository"].as_str(), records[0]["digest"].as_str()), (Some("prod/bad"), Some(BAD)));
+    assert!(records[0]["detail"]["summary"].as_str().unwrap().contains("no signature from trusted identity 'ci'"), "{:?}", records[0]);
+    assert_eq!(stored().await.map(|row| row["audited"].clone()), Some(serde_json::Value::Bool(true)), "marked, so no later pass writes it again");
+}
+
+/// Nothing happens, time passes: the scan an admitted image was judged on expires (`max_age`),
+/// and the periodic check (`revalidate_every`, its minimum of one minute here) finds the
+/// digest failing without any reload or new evidence to prompt it.
+#[tokio::test]
+async fn a_scan_that_expires_is_drift_at_the_next_periodic_check() {
+    let setup = Setup::with("revalidate_every = \"1m\"").await;
+    let (digest, _) = setup.api.push_tiny_image("prod/expiring", "v1", "expiring").await;
+    cosign::sign(&setup.api, "prod/expiring", &digest, &setup.ci).await;
+    // Valid for a few more seconds: 7 days (the gate's max_age) less 5 s.
+    let scan = cosign::trivy_predicate(&cosign::time_ago(7 * 86_400 - 5), &[]);
+    cosign::attest(&setup.api, "prod/expiring", &digest, &setup.ci, &[(VULN, scan)]).await;
+    let answer = setup.review("validate", &pod_of("registry.example.com/prod/expiring:v1")).await;
+    assert_eq!(answer["allowed"], true, "passes while the scan is fresh: {answer}");
+    let started = std::time::Instant::now();
+    let mut rows = Vec::new();
+    while rows.is_empty() && started.elapsed() < std::time::Duration::from_secs(180) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        rows = setup.drift().await;
+    }
+    assert_eq!(rows.len(), 1, "no drift row within three minutes");
+    assert_eq!((rows[0]["repository"].as_str(), rows[0]["digest"].as_str()), (Some("prod/expiring"), Some(digest.as_str())));
+    let summary = rows[0]["summary"].as_str().unwrap();
+    assert!(summary.contains("scan") && summary.contains("older than"), "{summary}");
+    let refused = setup.denied_pull("prod/expiring", "v1").await;
+    assert!(refused.contains("older than the allowed 604800s"), "a pull is refused for the same reason: {refused}");
 }
 
 /// The Kubernetes Python client's interpreter, installed by scripts/test into .test-tools/; when

@@ -519,9 +519,47 @@ async fn console_without_auth_is_open() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(!registry.has_object(&pulled(&digest)).await, "the console counted as a pull");
+    // A pushed blob is served from the console's origin: never as something a browser would run.
+    let script = registry.push_blob("build/open", b"alert(document.cookie)").await;
+    let (status, headers, _) = get(&registry, &format!("/v2/build/open/blobs/{script}")).await;
+    assert_eq!(status, 200);
+    assert_eq!((headers["content-type"].to_str().unwrap(), headers.get("x-content-type-options").map(|v| v.to_str().unwrap())), ("application/octet-stream", Some("nosniff")));
     let res = registry.client.post(registry.url("/ui/login")).form(&[("username", "x"), ("password", "y")]).send().await.unwrap();
     assert_eq!(res.status(), 303, "nothing to sign in to");
     assert!(res.headers().get("set-cookie").is_none());
+}
+
+/// The repositories page is paged (50 a page, a "Next page" link that continues where the page
+/// ended) and searched, by prefix or anywhere in the name.
+#[tokio::test]
+async fn the_repository_list_is_paged_and_searched() {
+    let registry = TestRegistry::start().await;
+    for n in 0..60 {
+        registry.push_tiny_image(&format!("paged/r{n:02}"), "v1", &format!("paged {n}")).await;
+    }
+    registry.push_tiny_image("other/r07-tool", "v1", "other").await;
+    let listed = |page: &str| -> Vec<String> {
+        page.split("href=\"/ui/r/").skip(1).map(|rest| rest.split('"').next().unwrap().to_owned()).collect()
+    };
+    let next = |page: &str| -> Option<String> {
+        let (before, _) = page.split_once("\" rel=\"next\"")?;
+        Some(before.rsplit_once("href=\"").unwrap().1.replace("&#38;", "&"))
+    };
+    let (status, _, first) = get(&registry, "/ui/repositories?q=paged/").await;
+    assert_eq!(status, 200);
+    let expected: Vec<String> = (0..60).map(|n| format!("paged/r{n:02}")).collect();
+    assert_eq!(listed(&first), expected[..50], "the first 50, in name order");
+    let more = next(&first).expect("a next page link");
+    let (status, _, second) = get(&registry, &more).await;
+    assert_eq!(status, 200, "{more}");
+    assert_eq!(listed(&second), expected[50..], "{more}: the rest");
+    assert!(next(&second).is_none(), "no link past the end");
+    // Anywhere in the name.
+    let (_, _, found) = get(&registry, "/ui/repositories?q=r07&match=contains").await;
+    assert_eq!(listed(&found), ["other/r07-tool", "paged/r07"]);
+    // A prefix matches the start only.
+    let (_, _, found) = get(&registry, "/ui/repositories?q=r07").await;
+    assert!(listed(&found).is_empty(), "{found}");
 }
 
 /// HTML-escaped as askama escapes it.

@@ -4,33 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{RegistryClient, TestRegistry, OCI_MANIFEST};
-
-fn legacy_tag_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/sigstore/generated/legacy-tag")
-}
-
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))).unwrap()
-}
-
-/// Pushes every blob file (named `sha256-<hex>`) in `blobs` and then `dir/manifest.json` as `reference`.
-async fn push_case(api: &RegistryClient, repo: &str, dir: &Path, blobs: &Path, reference: &str) {
-    for entry in std::fs::read_dir(blobs).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.file_name().unwrap().to_string_lossy().starts_with("sha256-") {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        let digest = api.push_blob(repo, &bytes).await;
-        assert_eq!(digest.replace(':', "-"), path.file_name().unwrap().to_str().unwrap(), "blob {} hashes to its name", path.display());
-    }
-    let manifest = std::fs::read(dir.join("manifest.json")).unwrap();
-    let res = api.put_manifest(repo, reference, OCI_MANIFEST, &manifest).await;
-    assert_eq!(res.status(), 201, "{}: {}", dir.display(), res.text().await.unwrap());
-}
+use common::sigstore::{legacy_tag_dir, push_case, read_json};
+use common::TestRegistry;
 
 /// The configuration trusting what the case's `verify_with` names, as entry "t", and gating
 /// `demo/**` on a signature (or, for attestation cases, an attestation of its predicate type) by "t".

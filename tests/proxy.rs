@@ -148,6 +148,13 @@ async fn pulls_through_a_portcullis_upstream() {
     assert_eq!(metric(&proxy, "portcullis_proxy_hits_total{kind=\"blob\",upstream=\"up\"}").await, 2.0);
     assert_eq!(metric(&proxy, "portcullis_proxy_misses_total{kind=\"blob\",upstream=\"up\"}").await, 2.0);
     assert!(metric(&proxy, "portcullis_proxy_upstream_bytes_total{upstream=\"up\"}").await > 0.0);
+    // Past tag_ttl the tag is checked with a HEAD (Docker Hub does not count those), not fetched.
+    let heads = || metric(&upstream, "portcullis_http_requests_total{endpoint=\"get_manifest\",method=\"HEAD\",status=\"200\"}");
+    let heads_before = heads().await;
+    age_tag_check(&proxy, "proxy/up/team/app", "v1").await;
+    assert_eq!(pull_image(&proxy, "proxy/up/team/app", "v1").await, digest);
+    assert_eq!(heads().await, heads_before + 1.0, "one HEAD for the due check");
+    assert_eq!(upstream_gets(&upstream, "get_manifest").await, fetched_manifests, "the unchanged tag is not fetched");
 
     // Stored exactly as pushed content is, with records of where it came from.
     let hex = digest.strip_prefix("sha256:").unwrap();
@@ -167,6 +174,14 @@ async fn pulls_through_a_portcullis_upstream() {
     assert!(text.contains("mirror upstream up"), "{text}");
     // Unknown upstream content is unknown here too.
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/app/manifests/nope").await.1, "MANIFEST_UNKNOWN");
+    // Asked once per tag_ttl, present or not: retries of a missing tag (a typo in a pod spec, on
+    // every node) cost the upstream's rate limit one GET.
+    let missing = || metric(&upstream, "portcullis_http_requests_total{endpoint=\"get_manifest\",method=\"GET\",status=\"404\"}");
+    let asked = missing().await;
+    for _ in 0..3 {
+        assert_eq!(get_error(&proxy, "/v2/proxy/up/team/app/manifests/nope").await.1, "MANIFEST_UNKNOWN");
+    }
+    assert_eq!(missing().await, asked, "a missing tag is not asked about again within tag_ttl");
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/none/manifests/v1").await.1, "MANIFEST_UNKNOWN");
     let missing = sha256(b"missing");
     assert_eq!(get_error(&proxy, &format!("/v2/proxy/up/team/app/blobs/{missing}")).await.1, "BLOB_UNKNOWN");
@@ -534,6 +549,7 @@ async fn a_moved_upstream_tag_is_an_alarm_followed_or_held() {
 /// One canned answer of [`Hostile`].
 #[derive(Clone)]
 struct Answer {
+    /// The status; 0 answers nothing at all (the connection stays open, silent).
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
@@ -551,6 +567,7 @@ impl Answer {
 /// however wrong, and 404 otherwise: an upstream that lies.
 struct Hostile {
     addr: std::net::SocketAddr,
+    answers: Arc<std::sync::Mutex<HashMap<String, Answer>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -558,7 +575,8 @@ impl Hostile {
     async fn start(answers: HashMap<String, Answer>) -> Hostile {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let answers = Arc::new(answers);
+        let answers = Arc::new(std::sync::Mutex::new(answers));
+        let shared = answers.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let answers = answers.clone();
@@ -575,7 +593,12 @@ impl Hostile {
                     let mut words = head.split_whitespace();
                     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
                     let path = target.split('?').next().unwrap_or_default();
-                    let answer = answers.get(path).cloned().unwrap_or(Answer { status: 404, headers: vec![], body: b"{}".to_vec(), drip: None });
+                    let answer = answers.lock().unwrap().get(path).cloned();
+                    let answer = answer.unwrap_or(Answer { status: 404, headers: vec![], body: b"{}".to_vec(), drip: None });
+                    if answer.status == 0 {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
                     let mut out = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", answer.status, answer.body.len());
                     for (name, value) in &answer.headers {
                         out += &format!("{name}: {value}\r\n");
@@ -598,7 +621,12 @@ impl Hostile {
                 });
             }
         });
-        Hostile { addr, task }
+        Hostile { addr, answers: shared, task }
+    }
+
+    /// Answers `path` with `answer` from now on.
+    fn answer(&self, path: &str, answer: Answer) {
+        self.answers.lock().unwrap().insert(path.to_owned(), answer);
     }
 
     fn url(&self) -> String {
@@ -710,6 +738,143 @@ async fn a_hostile_upstream_is_refused_and_nothing_is_stored() {
     assert!(metric(&proxy, "portcullis_proxy_upstream_errors_total{kind=\"invalid\",upstream=\"liar\"}").await >= 5.0);
 }
 
+/// A blob stored for a private repository is not handed to a proxied repository because its
+/// upstream says (`HEAD` 200) that it has it: the upstream must serve the bytes, checked against
+/// the digest, before this registry links them there. Otherwise an upstream that answers `HEAD`
+/// 200 for every digest would let anyone who may pull the proxy namespace read any blob.
+#[tokio::test]
+async fn an_upstream_cannot_claim_a_blob_it_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = noise("private layer", 64 << 10);
+    let secret_digest = sha256(&secret);
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    // "I have it": a HEAD with the right size, then anything but the bytes on a GET.
+    let mut claim = Answer::ok("application/octet-stream", vec![0; secret.len()]);
+    claim.headers.push(("Docker-Content-Digest".into(), secret_digest.clone()));
+    answers.insert(format!("/v2/team/app/blobs/{secret_digest}"), claim);
+    let hostile = Hostile::start(answers).await;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("owner:{hash}\noutsider:{hash}\n")).unwrap();
+    let text = format!(
+        r#"
+[[upstreams]]
+name = "liar"
+url = "{url}"
+timeout = "2s"
+[auth]
+htpasswd = "{dir}/htpasswd"
+challenge = "basic"
+[[auth.rules]]
+subjects = ["user:owner"]
+repositories = ["**"]
+actions = ["pull", "push"]
+[[auth.rules]]
+subjects = ["user:outsider"]
+repositories = ["proxy/**"]
+actions = ["pull"]
+[[namespaces]]
+pattern = "**"
+"#,
+        url = hostile.url(),
+        dir = dir.path().display()
+    );
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let owner = with_basic(&proxy, "owner", "pw");
+    let outsider = with_basic(&proxy, "outsider", "pw");
+    push_image(&owner, "private/app", "v1", "private", &[&secret]).await;
+    let (status, _, _) = get(&outsider, &format!("/v2/private/app/blobs/{secret_digest}")).await;
+    assert!(status == 401 || status == 403, "the outsider may not pull private/app: {status}");
+
+    let path = format!("/v2/proxy/liar/team/app/blobs/{secret_digest}");
+    let head = outsider.client.head(outsider.url(&path)).send().await.unwrap();
+    assert!(head.status() == 200 || head.status() == 404, "a HEAD reports what the upstream says: {}", head.status());
+    let res = outsider.client.get(outsider.url(&path)).send().await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.bytes().await;
+    assert!(body.as_ref().map_or(true, |bytes| sha256(bytes) != secret_digest), "the private blob reached the outsider ({status})");
+    assert!(!proxy.has_object(&format!("repositories/proxy/liar/team/app/_blobs/sha256/{}", &secret_digest[7..])).await, "linked on the upstream's word");
+
+    // An upstream that does serve the bytes has the blob: linked (the stored copy is kept, one).
+    hostile.answer(&format!("/v2/team/honest/blobs/{secret_digest}"), Answer::ok("application/octet-stream", secret.clone()));
+    let (status, _, bytes) = get(&outsider, &format!("/v2/proxy/liar/team/honest/blobs/{secret_digest}")).await;
+    assert_eq!((status, sha256(&bytes)), (200, secret_digest.clone()));
+    assert!(proxy.has_object(&format!("repositories/proxy/liar/team/honest/_blobs/sha256/{}", &secret_digest[7..])).await);
+}
+
+/// An upstream that answers a tag check with 429 (rate limited), a 5xx, or not within its
+/// timeout is failing: the tag is served stale, with the warning, and counted.
+#[tokio::test]
+async fn an_upstream_answering_429_5xx_or_too_slowly_serves_stale() {
+    let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+    let layer = noise("stale", 1 << 10);
+    let manifest = common::tiny_manifest(&sha256(&config), config.len(), &sha256(&layer), layer.len(), None).into_bytes();
+    let digest = sha256(&manifest);
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    let mut tagged = Answer::ok(OCI_MANIFEST, manifest.clone());
+    tagged.headers.push(("Docker-Content-Digest".into(), digest.clone()));
+    answers.insert("/v2/team/app/manifests/v1".to_owned(), tagged.clone());
+    answers.insert(format!("/v2/team/app/manifests/{digest}"), tagged);
+    answers.insert(format!("/v2/team/app/blobs/{}", sha256(&config)), Answer::ok("application/octet-stream", config.clone()));
+    answers.insert(format!("/v2/team/app/blobs/{}", sha256(&layer)), Answer::ok("application/octet-stream", layer.clone()));
+    let hostile = Hostile::start(answers).await;
+    let text = format!("[[upstreams]]\nname = \"liar\"\nurl = \"{}\"\ntimeout = \"1s\"\n[[namespaces]]\npattern = \"**\"\n", hostile.url());
+    let proxy = TestRegistry::with_config_text(&text).await;
+    assert_eq!(pull_image(&proxy, "proxy/liar/team/app", "v1").await, digest);
+
+    let faults = [(429, "429 Too Many Requests"), (503, "503 Service Unavailable"), (0, "timed out after 1s")];
+    for (n, (status, said)) in faults.into_iter().enumerate() {
+        hostile.answer("/v2/team/app/manifests/v1", Answer { status, headers: vec![], body: vec![], drip: None });
+        age_tag_check(&proxy, "proxy/liar/team/app", "v1").await;
+        let (got, headers, body) = get(&proxy, "/v2/proxy/liar/team/app/manifests/v1").await;
+        assert_eq!((got, sha256(&body)), (200, digest.clone()), "{status}");
+        let warning = headers.get("warning").map(|w| w.to_str().unwrap().to_owned()).unwrap_or_default();
+        assert!(warning.starts_with("110 portcullis \"stale: upstream liar is unavailable") && warning.contains(said), "{status}: {warning}");
+        assert_eq!(metric(&proxy, "portcullis_proxy_stale_serves_total{upstream=\"liar\"}").await, (n + 1) as f64);
+    }
+}
+
+/// An upstream may not point the proxy further into the network than it stands itself: a token
+/// realm or a redirect to a link-local (cloud metadata) or private address is refused before a
+/// connection is made, even over https, and named in the error.
+#[tokio::test]
+async fn a_hostile_upstream_cannot_send_the_proxy_into_the_network() {
+    let mut answers = HashMap::new();
+    answers.insert("/v2/".to_owned(), Answer::ok("application/json", b"{}".to_vec()));
+    let challenge = |realm: &str| Answer {
+        status: 401,
+        headers: vec![("WWW-Authenticate".into(), format!("Bearer realm=\"{realm}\",service=\"x\""))],
+        body: vec![],
+        drip: None,
+    };
+    let redirect = |to: &str| Answer { status: 307, headers: vec![("Location".into(), to.to_owned())], body: vec![], drip: None };
+    let realms = [("metadata", "https://169.254.169.254/token"), ("lan", "https://10.0.0.1/token"), ("mapped", "https://[::ffff:a9fe:a9fe]/token")];
+    for (repo, realm) in realms {
+        answers.insert(format!("/v2/team/{repo}/manifests/v1"), challenge(realm));
+    }
+    let redirects = [
+        (sha256(b"to metadata"), "https://169.254.169.254/latest/meta-data/"),
+        (sha256(b"to the lan"), "https://192.168.1.1/admin"),
+        (sha256(b"to nowhere"), "https://0.0.0.0/"),
+    ];
+    for (digest, to) in &redirects {
+        answers.insert(format!("/v2/team/app/blobs/{digest}"), redirect(to));
+    }
+    let hostile = Hostile::start(answers).await;
+    let text = format!("[[upstreams]]\nname = \"liar\"\nurl = \"{}\"\ntimeout = \"2s\"\n[[namespaces]]\npattern = \"**\"\n", hostile.url());
+    let proxy = TestRegistry::with_config_text(&text).await;
+    let paths = realms
+        .iter()
+        .map(|(repo, _)| format!("/v2/proxy/liar/team/{repo}/manifests/v1"))
+        .chain(redirects.iter().map(|(digest, _)| format!("/v2/proxy/liar/team/app/blobs/{digest}")));
+    for path in paths {
+        let (status, code, message) = get_error(&proxy, &path).await;
+        assert_eq!((status, code.as_str()), (502, "UPSTREAM_ERROR"), "{path}: {message}");
+        assert!(message.contains("upstream liar") && message.contains("may not send the proxy"), "{path}: {message}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gates
 
@@ -788,6 +953,63 @@ signed_by = ["ci"]
     assert_eq!(pull_image(&proxy, "prod/unsigned", "v1").await, unsigned);
     // Still refused where only the publisher's signature counts.
     assert_eq!(get_error(&proxy, "/v2/proxy/up/team/unsigned/manifests/v1").await.0, 403);
+}
+
+/// A proxied namespace may require the publisher's keyless identity (a GitHub Actions workflow
+/// certified by Fulcio, the signature in Rekor): the upstream's evidence is fetched with the
+/// image and verified offline; a valid signature by another identity does not count.
+#[tokio::test]
+async fn a_proxied_image_passes_on_the_publishers_keyless_identity() {
+    let upstream = TestRegistry::start().await;
+    let workflow = common::sigstore::push_signed_image(&upstream, "team/released", "keyless-sig-uri-valid").await;
+    let other = common::sigstore::push_signed_image(&upstream, "team/other", "keyless-sig-email-valid").await;
+    let with = &workflow["verify_with"];
+    let toml = format!(
+        "[[trust.keyless]]\nname = \"publisher\"\nissuer = {:?}\nsubject = {:?}\ntrusted_root = {:?}\n[[namespaces]]\npattern = \"proxy/up/**\"\n[namespaces.gate]\nsigned_by = [\"publisher\"]\n",
+        with["issuer"].as_str().unwrap(),
+        with["identity"].as_str().unwrap(),
+        common::sigstore::legacy_tag_dir().join(with["trusted_root"].as_str().unwrap()),
+    );
+    let proxy = proxy_registry("up", &upstream.base_url, "", &toml).await;
+    let subject = workflow["subject_digest"].as_str().unwrap();
+    assert_eq!(pull_image(&proxy, "proxy/up/team/released", subject).await, subject);
+    assert!(proxy.has_object(&format!("repositories/proxy/up/team/released/_tags/{}", workflow["tag"].as_str().unwrap())).await, "the evidence is cached");
+    let (status, code, message) = get_error(&proxy, &format!("/v2/proxy/up/team/other/manifests/{}", other["subject_digest"].as_str().unwrap())).await;
+    assert_eq!((status, code.as_str()), (403, "DENIED"), "{message}");
+    assert!(message.contains("no signature from trusted identity 'publisher'"), "{message}");
+}
+
+/// A gated mirror refuses an image that fails its gate however the pull names it: through
+/// containerd's `?ns=`, dockerd's default upstream, with or without `library/`, by tag, by digest,
+/// GET or HEAD. Routing comes before access and the gate, so every spelling is judged as the
+/// repository it is served from.
+#[tokio::test]
+async fn a_gated_mirror_refuses_by_every_spelling() {
+    let dir = tempfile::tempdir().unwrap();
+    let publisher = Key::generate();
+    std::fs::write(dir.path().join("publisher.pub"), publisher.public_pem()).unwrap();
+    let upstream = TestRegistry::start().await;
+    let (unsigned, _) = upstream.push_tiny_image("library/alpine", "3", "unsigned alpine").await;
+    let toml = format!(
+        "[[trust.keys]]\nname = \"publisher\"\npublic_key = \"{}/publisher.pub\"\n[[namespaces]]\npattern = \"proxy/docker.io/**\"\n[namespaces.gate]\nsigned_by = [\"publisher\"]\n",
+        dir.path().display()
+    );
+    let extra = "namespace = \"proxy/docker.io/**\"\nhosts = [\"docker.io\"]\ndefault = true";
+    let proxy = proxy_registry("hub", &upstream.base_url, extra, &toml).await;
+    for name in ["library/alpine", "alpine", "proxy/docker.io/alpine", "proxy/docker.io/library/alpine"] {
+        // (containerd sends `?ns=` with the name as the upstream spells it, never with the prefix.)
+        let queries: &[&str] = if name.starts_with("proxy/") { &[""] } else { &["", "?ns=docker.io"] };
+        for query in queries {
+            for reference in ["3", unsigned.as_str()] {
+                let path = format!("/v2/{name}/manifests/{reference}{query}");
+                let (status, code, message) = get_error(&proxy, &path).await;
+                assert_eq!((status, code.as_str()), (403, "DENIED"), "GET {path}: {message}");
+                assert!(message.contains("no signature from trusted identity 'publisher'"), "{path}: {message}");
+                let head = proxy.client.head(proxy.url(&path)).send().await.unwrap();
+                assert_eq!(head.status(), 403, "HEAD {path}");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

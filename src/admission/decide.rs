@@ -23,10 +23,14 @@ pub struct Classified<'a> {
     pub ours: bool,
 }
 
-/// What the registry knows of one of its images: the digest the reference names now (`None`:
-/// not in the registry), whether its namespace is gated, and the verdict of its gate.
+/// What the registry knows of one of its images: the repository a pull of it is served from,
+/// the digest the reference names now (`None`: not in the registry), whether its namespace is
+/// gated, and the verdict of its gate.
 #[derive(Debug, Clone)]
 pub struct Found {
+    /// The repository a runtime's pull is served from: the name as written, or the proxied
+    /// repository a mirrored name routes to (`library/alpine` -> `proxy/docker.io/library/alpine`).
+    pub repo: RepoName,
     /// The manifest digest the tag points to (or the digest given, when the repository has it).
     pub digest: Option<Digest>,
     /// Whether the repository's namespace has a gate.
@@ -189,15 +193,16 @@ mod tests {
         let digest = |seed: &str| Digest::of(seed.as_bytes());
         let tag = |repo: &str, tag: &str| (repo.parse().unwrap(), Reference::Tag(tag.parse().unwrap()));
         let by_digest = |repo: &str, seed: &str| (repo.parse().unwrap(), Reference::Digest(digest(seed)));
-        let found = |seed: &str, gated: bool, verdict: Option<Verdict>| Found { digest: Some(digest(seed)), gated, verdict };
+        let repo: RepoName = "prod/app".parse().unwrap();
+        let found = |seed: &str, gated: bool, verdict: Option<Verdict>| Found { repo: repo.clone(), digest: Some(digest(seed)), gated, verdict };
         HashMap::from([
             (tag("prod/app", "v1"), found("app", true, Some(verdict(true, GateMode::Enforce)))),
             (by_digest("prod/app", "app"), found("app", true, Some(verdict(true, GateMode::Enforce)))),
             (tag("prod/bad", "v1"), found("bad", true, Some(verdict(false, GateMode::Enforce)))),
             (tag("prod/audited", "v1"), found("audited", true, Some(verdict(false, GateMode::Audit)))),
             (tag("build/tool", "v1"), found("tool", false, None)),
-            (tag("prod/app", "v9"), Found { digest: None, gated: true, verdict: None }),
-            (tag("build/tool", "v9"), Found { digest: None, gated: false, verdict: None }),
+            (tag("prod/app", "v9"), Found { repo: repo.clone(), digest: None, gated: true, verdict: None }),
+            (tag("build/tool", "v9"), Found { repo: repo.clone(), digest: None, gated: false, verdict: None }),
         ])
     }
 
@@ -259,6 +264,8 @@ mod tests {
             ("registry.example.com:5443/build/tool:v1", None),
             ("docker.io/library/busybox:1.36", None),
             ("registry.example.com/prod/bad:v1", Some(Err("container c0: prod/app@sha256:aa denied: signature: no signature from trusted identity 'ci'"))),
+            ("registry.example.com:443/prod/bad:v1", Some(Err("container c0: prod/app@sha256:aa denied"))),
+            ("Registry.Example.COM:443/prod/bad:v1", Some(Err("container c0: prod/app@sha256:aa denied"))),
             ("registry.example.com/prod/audited:v1", Some(Ok("container c0: prod/app@sha256:aa denied: signature: no signature from trusted identity 'ci' (the gate is in audit mode)"))),
             ("registry.example.com/prod/app:v9", Some(Err("container c0: registry.example.com/prod/app:v9 is not in this registry, so nothing in it passed"))),
             ("registry.example.com/build/tool:v9", Some(Ok("container c0: registry.example.com/build/tool:v9 is not in this registry"))),
@@ -278,6 +285,7 @@ mod tests {
             ("docker.io/library/busybox:1.36", Some(Err("container c0: docker.io/library/busybox:1.36 comes from docker.io, which is not an allowed registry (registry.example.com, registry.example.com:5443, ghcr.io/myorg)"))),
             ("busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000", Some(Err("container c0: busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000 comes from docker.io"))),
             ("ghcr.io/myorg/tool@sha256:0000000000000000000000000000000000000000000000000000000000000000", None),
+            ("registry.example.com:443/prod/app:v1", Some(Err("container c0: registry.example.com:443/prod/app:v1 is not pinned"))),
             ("ghcr.io/myorg-evil/tool@sha256:0000000000000000000000000000000000000000000000000000000000000000", Some(Err("container c0: ghcr.io/myorg-evil/tool"))),
             ("ghcr.io/other/tool@sha256:0000000000000000000000000000000000000000000000000000000000000000", Some(Err("container c0: ghcr.io/other/tool"))),
         ];

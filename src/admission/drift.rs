@@ -83,19 +83,32 @@ pub async fn check(registry: &Registry) -> Result<Checked, RegistryError> {
         checked.failing += 1;
         let workloads: Vec<Workload> = workloads.iter().cloned().collect();
         let summary = verdict.summary();
-        match row {
-            Some(row) if row.summary == summary && row.workloads == workloads => {}
-            Some(row) => registry.update_drift(&DriftRecord { summary, workloads, ..row }).await?,
-            None => {
-                let row = DriftRecord { repository: repo.to_string(), digest: digest.to_string(), since: verdict.evaluated_at, summary, workloads };
-                if registry.create_drift(&row).await? {
-                    checked.new += 1;
-                    registry.metrics.admission_drift_detected.inc();
-                    tracing::warn!(repo = %repo, digest = %digest, verdict = %row.summary, "drift: an admitted digest fails its gate now");
-                    let detail = serde_json::json!({ "summary": row.summary, "workloads": row.workloads, "verdict": verdict });
-                    registry.record_audit("admission_drift", "portcullis", repo, digest, detail).await;
-                }
+        let row = match row {
+            Some(row) if row.summary == summary && row.workloads == workloads => row,
+            Some(row) => {
+                let row = DriftRecord { summary, workloads, ..row };
+                registry.update_drift(&row).await?;
+                row
             }
+            None => {
+                let row =
+                    DriftRecord { repository: repo.to_string(), digest: digest.to_string(), since: verdict.evaluated_at, summary, workloads, audited: false };
+                // Create-only: of several replicas, one records the drift.
+                if !registry.create_drift(&row).await? {
+                    continue;
+                }
+                checked.new += 1;
+                registry.metrics.admission_drift_detected.inc();
+                tracing::warn!(repo = %repo, digest = %digest, verdict = %row.summary, "drift: an admitted digest fails its gate now");
+                row
+            }
+        };
+        // The record, then the mark: a row left unaudited (a pass stopped after creating it, an
+        // append that failed) is audited by the next pass.
+        if !row.audited {
+            let detail = serde_json::json!({ "summary": row.summary, "workloads": row.workloads, "verdict": verdict });
+            registry.append_audit("admission_drift", "portcullis", repo, digest, detail).await?;
+            registry.update_drift(&DriftRecord { audited: true, ..row }).await?;
         }
     }
     // Rows of digests that run nowhere any more.

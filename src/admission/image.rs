@@ -13,6 +13,8 @@ use crate::names::{RepoName, Tag};
 
 /// The host a reference without one names.
 const DOCKER_HUB: &str = "docker.io";
+/// What Docker reads as [`DOCKER_HUB`].
+const LEGACY_DOCKER_HUB: &str = "index.docker.io";
 /// Longest reference accepted: distribution's name limit (255) plus a tag and a digest.
 const MAX_REFERENCE_LEN: usize = 512;
 
@@ -74,9 +76,12 @@ impl ImageName {
         if !valid_host(host) {
             return Err(error("the registry host is not a host name or address with an optional port"));
         }
+        let host = host.to_ascii_lowercase();
+        // Docker's legacy name for its hub is the hub.
+        let host = if host == LEGACY_DOCKER_HUB { DOCKER_HUB.to_owned() } else { host };
         let path = if host == DOCKER_HUB && !path.contains('/') { format!("library/{path}") } else { path.to_owned() };
         let repo = path.parse::<RepoName>().map_err(|_| error("the repository path is not lowercase components separated by /"))?;
-        Ok(ImageName { host: host.to_ascii_lowercase(), repo, tag, digest })
+        Ok(ImageName { host, repo, tag, digest })
     }
 
     /// The host without its port.
@@ -171,6 +176,8 @@ mod tests {
         check("nginx:1.25", Ok(("docker.io", "library/nginx", Some("1.25"), None)));
         check("bitnami/redis:7", Ok(("docker.io", "bitnami/redis", Some("7"), None)));
         check("docker.io/library/nginx", Ok(("docker.io", "library/nginx", None, None)));
+        check("index.docker.io/nginx:1", Ok(("docker.io", "library/nginx", Some("1"), None)));
+        check("Docker.IO/nginx", Ok(("docker.io", "library/nginx", None, None)));
         check("registry.example.com/prod/app:v1", Ok(("registry.example.com", "prod/app", Some("v1"), None)));
         check("Registry.Example.com/prod/app:v1", Ok(("registry.example.com", "prod/app", Some("v1"), None)));
         check("registry.example.com:5443/prod/app:v1", Ok(("registry.example.com:5443", "prod/app", Some("v1"), None)));

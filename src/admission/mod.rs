@@ -81,7 +81,11 @@ pub enum AdmissionError {
 impl AdmissionConfig {
     /// Whether `host` (`host[:port]`, lowercase) names this registry.
     pub fn is_ours(&self, host: &str) -> bool {
-        self.hosts.iter().any(|ours| ours == host)
+        // `host:443` is the same registry as `host` to a runtime (https's port): spelling the
+        // port must not take an image out of admission's judgement.
+        let https_default = |host: &str| host.strip_suffix(":443").unwrap_or(host).to_owned();
+        let host = https_default(host);
+        self.hosts.iter().any(|ours| https_default(ours) == host)
     }
 
     /// Whether images may come from `image`'s registry: any when `allowed_registries` is empty;
@@ -175,25 +179,27 @@ async fn look_up(registry: &Registry, images: &[Classified<'_>], verdicts: bool)
         .await
 }
 
-async fn find(registry: &Registry, (repo, reference): &Wanted, verdicts: bool) -> Result<Found, RegistryError> {
+/// Looks an image up as a runtime's pull would be served, from what is stored: a mirrored name
+/// is routed to its proxied repository (as `route_pull` routes the pull), and a proxied tag is
+/// read as its last pull left it, never checked upstream (no network: the answer must come
+/// within the webhook's budget even when the upstream is down).
+async fn find(registry: &Registry, (name, reference): &Wanted, verdicts: bool) -> Result<Found, RegistryError> {
+    // A name that cannot be routed is looked up as written; the runtime's pull of it fails alike.
+    let repo = registry.route_pull(name, None).await.unwrap_or_else(|_| name.clone());
     let gated = registry.config().namespace(repo.as_str()).is_some_and(|ns| ns.gate.is_some());
     let digest = match reference {
-        Reference::Tag(_) => match registry.resolve(repo, reference).await {
-            Ok(digest) => Some(digest),
-            Err(RegistryError::ManifestUnknown(_)) => None,
-            Err(err) => return Err(err),
-        },
+        Reference::Tag(tag) => registry.local_tag(&repo, tag).await?,
         Reference::Digest(digest) => Some(digest.clone()),
     };
     let digest = match (digest, reference) {
-        (Some(digest), Reference::Digest(_)) if !registry.has_manifest(repo, &digest).await? => None,
+        (Some(digest), Reference::Digest(_)) if !registry.has_manifest(&repo, &digest).await? => None,
         (digest, _) => digest,
     };
     let verdict = match &digest {
-        Some(digest) if verdicts && gated => registry.verdict(repo, digest).await?,
+        Some(digest) if verdicts && gated => registry.verdict(&repo, digest).await?,
         _ => None,
     };
-    Ok(Found { digest, gated, verdict })
+    Ok(Found { repo, digest, gated, verdict })
 }
 
 /// The workload a review is about, when its names make one (the API server has named it).
@@ -216,8 +222,9 @@ async fn remember(registry: &Registry, review: &Review, cluster: &str, images: &
     let mut admitted: Vec<AdmittedImage> = Vec::new();
     for classified in images {
         let Some(wanted) = decide::wanted(classified) else { continue };
-        let Some(digest) = found.get(&wanted).and_then(|found| found.digest.as_ref()) else { continue };
-        let image = AdmittedImage { image: classified.container.image.clone(), repository: wanted.0.to_string(), digest: digest.to_string() };
+        let Some(found) = found.get(&wanted) else { continue };
+        let Some(digest) = found.digest.as_ref() else { continue };
+        let image = AdmittedImage { image: classified.container.image.clone(), repository: found.repo.to_string(), digest: digest.to_string() };
         if !admitted.contains(&image) {
             admitted.push(image);
         }

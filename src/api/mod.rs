@@ -102,6 +102,9 @@ where
         if is_console {
             console::secure(&mut response);
         }
+        // Blobs anyone may push are served from the console's origin, whose CSP allows scripts
+        // from 'self': with `nosniff` a browser never runs one as a script or renders it as a page.
+        response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         let status = response.status();
         response.headers_mut().insert(REQUEST_ID, HeaderValue::from_str(request_id).expect("hex is a valid header"));
         response.headers_mut().insert(API_VERSION, HeaderValue::from_static("registry/2.0"));

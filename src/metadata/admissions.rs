@@ -71,6 +71,15 @@ pub struct DriftRecord {
     pub summary: String,
     /// The workloads admitted with it.
     pub workloads: Vec<Workload>,
+    /// Whether its `admission_drift` audit record is written. A row is created unaudited and
+    /// marked once the record is appended, so a pass that stops in between (or an append that
+    /// fails) leaves the record to the next pass. Rows written before this field: audited.
+    #[serde(default = "already_audited")]
+    pub audited: bool,
+}
+
+fn already_audited() -> bool {
+    true
 }
 
 /// Whether `text` is a DNS label (RFC 1123) as Kubernetes namespaces are: at most 63 characters

@@ -13,7 +13,9 @@
 //! store or CDN, on other hosts), only to https URLs (to loopback http URLs only when the
 //! upstream itself is a loopback http URL), and credentials are never sent to another host
 //! (reqwest drops `Authorization` when a redirect changes host or port). A token realm is
-//! held to the same rule, since it is sent the credentials.
+//! held to the same rule, since it is sent the credentials. Neither may lead further into the
+//! network than the upstream stands ([`reach`]: a public upstream cannot send the proxy to a
+//! private, loopback or link-local address, by IP literal or by a name that resolves there).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::auth::{self, Challenge, Tokens};
+use super::reach::{OutOfReach, Reach, Resolver};
 use super::upstream::UpstreamConfig;
 use super::{ProxyError, Status};
 use crate::metrics::Metrics;
@@ -57,6 +60,7 @@ pub(super) struct Client {
     config: Arc<UpstreamConfig>,
     password: Option<SecretString>,
     tokens: Tokens,
+    reach: Arc<Reach>,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
 }
@@ -65,11 +69,13 @@ impl Client {
     /// A client for `config`, sending `password` (already resolved) with its user.
     pub(super) fn new(config: Arc<UpstreamConfig>, password: Option<SecretString>, status: Arc<Status>, metrics: Arc<Metrics>) -> Result<Client, String> {
         let allow_loopback_http = config.url.is_plain_http();
+        let reach = Reach::new(config.url.url());
+        let redirect_reach = reach.clone();
         let policy = reqwest::redirect::Policy::custom(move |attempt| {
             if attempt.previous().len() > MAX_REDIRECTS {
                 return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
             }
-            match redirect_allowed(attempt.url(), allow_loopback_http) {
+            match redirect_allowed(attempt.url(), allow_loopback_http).and_then(|()| redirect_reach.check_url(attempt.url())) {
                 Ok(()) => attempt.follow(),
                 Err(why) => attempt.error(why),
             }
@@ -78,6 +84,7 @@ impl Client {
             .connect_timeout(config.timeout)
             .read_timeout(config.timeout)
             .redirect(policy)
+            .dns_resolver(Arc::new(Resolver(reach.clone())))
             // An upstream is reached directly: no proxy from the environment reroutes it.
             .no_proxy()
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
@@ -90,7 +97,7 @@ impl Client {
             None => builder.tls_built_in_webpki_certs(false).tls_built_in_native_certs(true),
         };
         let http = builder.build().map_err(|err| format!("cannot build an HTTP client: {err}"))?;
-        Ok(Client { http, config, password, tokens: Tokens::default(), status, metrics })
+        Ok(Client { http, config, password, tokens: Tokens::default(), reach, status, metrics })
     }
 
     /// `GET`/`HEAD /v2/<repo>/<path>` on the upstream, authenticated as it asks; the response when
@@ -160,7 +167,9 @@ impl Client {
     /// The Docker token flow: `GET <realm>?service=&scope=`, with the credentials when there are.
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<auth::IssuedToken, ProxyError> {
         let mut url = reqwest::Url::parse(realm).map_err(|err| self.invalid(format!("names a token realm that is no URL ({}): {err}", quote(realm))))?;
-        redirect_allowed(&url, self.config.url.is_plain_http()).map_err(|why| self.invalid(format!("names a token realm that is refused: {why}")))?;
+        redirect_allowed(&url, self.config.url.is_plain_http())
+            .and_then(|()| self.reach.check_url(&url))
+            .map_err(|why| self.invalid(format!("names a token realm that is refused: {why}")))?;
         {
             let mut query = url.query_pairs_mut();
             if let Some(service) = service {
@@ -263,6 +272,9 @@ impl Client {
     pub(super) fn transport_error(&self, err: &reqwest::Error) -> ProxyError {
         if err.is_redirect() {
             return self.invalid(format!("redirected where the proxy does not follow: {}", source_chain(err)));
+        }
+        if OutOfReach::caused(err) {
+            return self.invalid(format!("sent the proxy where it does not go: {}", source_chain(err)));
         }
         let detail = if err.is_timeout() {
             format!("timed out after {}", humantime::format_duration(self.config.timeout))

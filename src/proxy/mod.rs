@@ -19,6 +19,7 @@ pub mod blobs;
 mod auth;
 mod client;
 pub mod locks;
+mod reach;
 pub mod routes;
 pub mod upstream;
 
@@ -112,6 +113,8 @@ pub struct Status {
 struct Recent {
     /// When evidence about a subject was last fetched from the upstream.
     evidence: HashMap<(RepoName, Digest), Instant>,
+    /// When the upstream last said that a tag never pulled here does not exist.
+    absent: HashMap<(RepoName, Tag), Instant>,
 }
 
 /// Evidence checks [`Recent`] holds; beyond, it starts again.
@@ -165,6 +168,23 @@ impl Status {
 
     /// Whether evidence about `subject` in `repo` is due to be fetched again (not within `ttl`);
     /// when it is, the fetch is noted as done now.
+    /// Whether the upstream said within `ttl` that `tag` of `repo` does not exist: a tag is
+    /// asked about at most once per `tag_ttl` whether it exists or not, so clients retrying a
+    /// missing tag (a typo in a pod spec, on every node) cost one counted upstream `GET`.
+    pub fn known_absent(&self, repo: &RepoName, tag: &Tag, ttl: Duration) -> bool {
+        let recent = self.recent.lock().expect("recent lock is never poisoned");
+        recent.absent.get(&(repo.clone(), tag.clone())).is_some_and(|said| said.elapsed() < ttl)
+    }
+
+    /// Remembers that the upstream said `tag` of `repo` does not exist.
+    pub fn absent(&self, repo: &RepoName, tag: &Tag) {
+        let mut recent = self.recent.lock().expect("recent lock is never poisoned");
+        if recent.absent.len() >= MAX_RECENT {
+            recent.absent.clear();
+        }
+        recent.absent.insert((repo.clone(), tag.clone()), Instant::now());
+    }
+
     pub fn evidence_due(&self, repo: &RepoName, subject: &Digest, ttl: Duration) -> bool {
         let mut recent = self.recent.lock().expect("recent lock is never poisoned");
         if recent.evidence.len() >= MAX_RECENT {

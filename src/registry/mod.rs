@@ -343,20 +343,33 @@ impl Registry {
 
     /// Appends to the audit log; a failure is logged, not returned (the decision stands).
     pub async fn record_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) {
-        self.append_audit(kind, actor, repo.to_string(), digest.to_string(), detail).await;
+        self.log_audit(kind, actor, repo.to_string(), digest.to_string(), detail).await;
     }
 
     /// Appends a record about no one repository or digest (a collection pass) to the audit log;
     /// a failure is logged, not returned.
     pub async fn record_audit_event(&self, kind: &str, actor: &str, detail: serde_json::Value) {
-        self.append_audit(kind, actor, String::new(), String::new(), detail).await;
+        self.log_audit(kind, actor, String::new(), String::new(), detail).await;
     }
 
-    async fn append_audit(&self, kind: &str, actor: &str, repository: String, digest: String, detail: serde_json::Value) {
+    async fn log_audit(&self, kind: &str, actor: &str, repository: String, digest: String, detail: serde_json::Value) {
         let entry = Entry { kind: kind.to_owned(), actor: actor.to_owned(), repository, digest, detail };
         if let Err(err) = self.audit.append(entry.clone()).await {
             tracing::error!(kind, repo = %entry.repository, digest = %entry.digest, error = %err, "cannot append to the audit log");
         }
+    }
+
+    /// [`Registry::record_audit`] for a caller that must know whether the record was written.
+    pub async fn append_audit(&self, kind: &str, actor: &str, repo: &RepoName, digest: &Digest, detail: serde_json::Value) -> Result<()> {
+        let entry = Entry {
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            repository: repo.to_string(),
+            digest: digest.to_string(),
+            detail,
+        };
+        self.audit.append(entry).await.map_err(|err| RegistryError::Internal(err.to_string()))?;
+        Ok(())
     }
 
     /// The configuration in force now.

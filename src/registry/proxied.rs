@@ -124,6 +124,10 @@ impl Registry {
                 return Ok((local.clone(), warning));
             }
         }
+        if local.is_none() && upstream.status.known_absent(repo, tag, config.tag_ttl) {
+            self.proxy.hit(upstream, "tag");
+            return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag} (not at upstream {} when last asked)", config.name)));
+        }
         self.proxy.miss(upstream, "tag");
         let max = self.config().registry.max_manifest_bytes;
         let answer = match &local {
@@ -143,6 +147,7 @@ impl Registry {
                     self.delete_tag(repo, tag).await?;
                 }
                 self.metadata.delete_upstream_tag(repo, tag).await?;
+                upstream.status.absent(repo, tag);
                 return Err(RegistryError::ManifestUnknown(format!("{repo}:{tag} (no longer upstream at {})", config.name)));
             }
             Err(err) => {
@@ -299,22 +304,22 @@ impl Registry {
     }
 
     /// For a blob GET or HEAD of a proxied repository: `None` when the registry serves it from
-    /// the store (it was cached, or is now), else what the upstream serves. A cached blob that
-    /// this repository does not list yet (the content came through another one) is linked
-    /// only once the upstream confirms that its repository has it.
+    /// the store (it was cached, or is now), else what the upstream serves.
+    ///
+    /// Content stored for another repository is linked here only after the upstream has served
+    /// its bytes and they hashed to the digest (the fetch commits nothing new, it only links):
+    /// an upstream's word (`HEAD` 200) is no proof that it has a blob, and taking it would let an
+    /// upstream that says yes to every digest hand any stored blob, a private repository's
+    /// included, to whoever may pull its proxy namespace.
     pub async fn upstream_blob(&self, repo: &RepoName, digest: &Digest, head: bool, whole_from_store: bool) -> Result<Option<UpstreamBlob>> {
         let Some(mapped) = self.proxy.mapped(repo) else { return Ok(None) };
         let upstream = &mapped.upstream;
-        let stored = self.metadata.content_size(digest).await?;
-        if stored.is_some() && self.metadata.blob_linked(repo, digest).await? {
+        if self.metadata.blob_linked(repo, digest).await? && self.metadata.content_size(digest).await?.is_some() {
             self.proxy.hit(upstream, "blob");
             return Ok(None);
         }
         self.proxy.miss(upstream, "blob");
         let unknown = || RegistryError::BlobUnknown(digest.clone());
-        if stored.is_some() && self.link_stored_blob(&mapped, repo, digest).await? {
-            return Ok(None);
-        }
         if head {
             let size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, unknown))?;
             return Ok(Some(UpstreamBlob { size, body: None }));
@@ -324,26 +329,6 @@ impl Registry {
             Fetched::Streaming { size, body } => Ok(Some(UpstreamBlob { size, body: Some(body) })),
             Fetched::Stored => Ok(None),
         }
-    }
-
-    /// Links content stored for another repository into `repo` once the upstream confirms that
-    /// its repository has it, inside collection's fence; `false` when the content was collected
-    /// meanwhile (the caller fetches it).
-    async fn link_stored_blob(&self, mapped: &Mapped, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        let upstream = &mapped.upstream;
-        let fence = self.open_fence().await?;
-        let Some(size) = self.metadata.content_size(digest).await? else { return Ok(false) };
-        let remote_size = upstream.head_blob(&mapped.remote, digest).await.map_err(|err| upstream_error(err, || RegistryError::BlobUnknown(digest.clone())))?;
-        if remote_size.is_some_and(|remote_size| remote_size != size) {
-            return Err(RegistryError::Upstream(format!("upstream {} gives {}@{digest} another size than its content has", upstream.config.name, mapped.remote)));
-        }
-        self.metadata.link_blob(repo, digest).await?;
-        let needed = [Key::Blob(digest).to_string()];
-        if self.close_fence(fence, &needed).await?.is_empty() {
-            return Ok(true);
-        }
-        self.metadata.unlink_blob(repo, digest).await?;
-        Ok(false)
     }
 
     /// Fetches a blob of a proxied repository (or joins its fetch).

@@ -202,7 +202,7 @@ impl Registry {
             "repositories": repositories,
         });
         let repository = repositories.first().map(String::as_str).unwrap_or_default();
-        self.append_audit("scrub_corrupt", "portcullis", repository.to_owned(), digest.to_string(), detail).await;
+        self.log_audit("scrub_corrupt", "portcullis", repository.to_owned(), digest.to_string(), detail).await;
         Ok(Some(Corrupt { digest: digest.to_string(), kind, size: meta.size, actual: actual.to_string(), repositories, quarantined }))
     }
 

@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod images;
 pub mod pki;
 pub mod s3;
+pub mod sigstore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
