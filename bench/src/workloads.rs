@@ -137,6 +137,10 @@ pub(crate) struct MeasureArgs {
     /// For the `gc` group on the filesystem: Distribution's root directory, measured with du.
     #[arg(long)]
     distribution_data: Option<PathBuf>,
+    /// For the `gc` group: manifests pushed (10 blobs each; default 10,000, the size issue #18
+    /// names; fewer where pushing them to Distribution would take too long).
+    #[arg(long)]
+    gc_manifests: Option<usize>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -241,7 +245,7 @@ impl Sizes {
             heavy_verdicts: 16,
             admission: (20, 500),
             console: (10_000, 50),
-            gc: Content { manifests: 10_000, layers: 9, layer_size: 4 * KIB },
+            gc: Content { manifests: args.gc_manifests.unwrap_or(10_000), layers: 9, layer_size: 4 * KIB },
         }
     }
 
