@@ -1,9 +1,12 @@
 //! Closed-loop request load: `concurrency` workers, each with its own keep-alive HTTP/1.1
 //! connection (hyper's client connection, no pool), each sending the next request as soon as the
-//! previous response has been read to its end. Requests that start during the warm-up are not
-//! counted; every counted latency is kept, so p50 and p99 are exact.
+//! previous response has been read to its end, for a fixed window or for as long as another piece
+//! of work runs beside it. Requests that start during the warm-up are not counted; every counted
+//! latency is kept, so p50 and p99 are exact.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,17 +41,55 @@ pub(crate) struct Outcome {
 
 /// Runs `spec` against `addr` with `concurrency` workers for `warmup + duration`.
 pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmup: Duration, duration: Duration) -> anyhow::Result<Outcome> {
-    let spec = Arc::new(spec.clone());
-    let start = Instant::now();
-    let measure_from = start + warmup;
+    let measure_from = Instant::now() + warmup;
     let deadline = measure_from + duration;
+    drive(addr, spec, concurrency, measure_from, End::At(deadline), deadline).await
+}
+
+/// Runs `spec` against `addr` with `concurrency` workers while `work` runs (from its start to
+/// its end, no warm-up), and returns what each gave.
+pub(crate) async fn run_beside<T>(addr: SocketAddr, spec: &Spec, concurrency: usize, work: impl Future<Output = T>) -> (anyhow::Result<Outcome>, T) {
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let load = drive(addr, spec, concurrency, started, End::When(done.clone()), started);
+    let work = async {
+        let output = work.await;
+        done.store(true, Ordering::Relaxed);
+        output
+    };
+    tokio::join!(load, work)
+}
+
+/// When the workers stop starting requests.
+#[derive(Clone)]
+enum End {
+    /// At this instant.
+    At(Instant),
+    /// When this flag is set.
+    When(Arc<AtomicBool>),
+}
+
+impl End {
+    fn reached(&self) -> bool {
+        match self {
+            End::At(deadline) => Instant::now() >= *deadline,
+            End::When(done) => done.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The workers of a run measuring from `measure_from` until `end`; the window ends with the
+/// last worker's last request, and not before `earliest_end`.
+async fn drive(addr: SocketAddr, spec: &Spec, concurrency: usize, measure_from: Instant, end: End, earliest_end: Instant) -> anyhow::Result<Outcome> {
+    let spec = Arc::new(spec.clone());
     let mut workers = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
         let spec = spec.clone();
-        workers.push(tokio::spawn(async move { worker(addr, &spec, measure_from, deadline).await }));
+        let end = end.clone();
+        workers.push(tokio::spawn(async move { worker(addr, &spec, measure_from, &end).await }));
     }
     let mut latencies_us: Vec<u32> = Vec::new();
-    let mut finished = deadline;
+    let mut finished = earliest_end;
     let mut requests = 0;
     for worker in workers {
         let (latencies, worker_requests, worker_finished) = worker.await.context("load worker panicked")??;
@@ -57,7 +98,7 @@ pub(crate) async fn run(addr: SocketAddr, spec: &Spec, concurrency: usize, warmu
         finished = finished.max(worker_finished);
     }
     latencies_us.sort_unstable();
-    // Workers finish the request they are in at the deadline, so the window ends with the last one.
+    // Workers finish the request they are in at the end, so the window ends with the last one.
     let window = finished.duration_since(measure_from);
     Ok(Outcome {
         requests_per_s: latencies_us.len() as f64 / window.as_secs_f64(),
@@ -77,7 +118,7 @@ fn percentile(sorted_us: &[u32], q: f64) -> f64 {
 /// how many requests it sent in all, and when its last request finished. A worker measures at
 /// least one request, however slow the server: with a slow store (moto) a request may take
 /// longer than the whole window.
-async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: Instant) -> anyhow::Result<(Vec<u32>, usize, Instant)> {
+async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, end: &End) -> anyhow::Result<(Vec<u32>, usize, Instant)> {
     let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream)).await?;
@@ -87,7 +128,7 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
     let mut requests = 0;
     loop {
         let started = Instant::now();
-        if started >= deadline && !latencies.is_empty() {
+        if end.reached() && !latencies.is_empty() {
             break;
         }
         let request = http::Request::builder()
@@ -103,7 +144,7 @@ async fn worker(addr: SocketAddr, spec: &Spec, measure_from: Instant, deadline: 
         response.into_body().collect().await?;
         anyhow::ensure!(status == http::StatusCode::OK, "{} {} answered {status}", spec.method, spec.path);
         requests += 1;
-        if started >= measure_from || Instant::now() >= deadline {
+        if started >= measure_from || end.reached() {
             latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
         }
     }

@@ -12,6 +12,7 @@
 
 mod admission;
 mod ceilings;
+mod collection;
 mod console;
 mod content;
 mod evidence;

@@ -232,6 +232,11 @@ fn targets(medians: &Medians, storage: &str) -> Vec<Target> {
     targets.push(below("rss_idle", PORTCULLIS, 64.0, "MiB", "idle memory < 64 MiB"));
     targets.push(below("rss_peak_parallel_uploads", PORTCULLIS, 256.0, "MiB", "peak memory with 64 concurrent uploads < 256 MiB"));
     targets.push(below("rss_peak_heavy_one", PORTCULLIS, 128.0, "MiB", "peak memory with 16 concurrent verdicts of an image with heavy evidence < 128 MiB"));
+    let (measured, met) = match (medians.metric("gc_time", PORTCULLIS), medians.metric("gc_time", DISTRIBUTION)) {
+        (Some(ours), Some(theirs)) => (format!("{} s vs {} s ({:.2}x)", number(ours), number(theirs), ours / theirs), Some(ours < theirs)),
+        _ => (String::new(), None),
+    };
+    targets.push(Target { what: "garbage collection: portcullis, serving, finishes before Distribution, read-only".to_owned(), measured, met });
     for page in ["repositories_first", "repositories_middle", "repositories_prefix", "repositories_contains", "repository", "image", "promotions", "audit", "upstreams", "drift"] {
         let what = format!("console page {} (p99) < 50 ms with 10,000 repositories", page.replace('_', " "));
         targets.push(below(&format!("console_{page}_p99"), PORTCULLIS, 50.0, "ms", &what));

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bytes::Bytes;
 
+use crate::collection::{self, Content};
 use crate::evidence::Key;
 use crate::gates;
 use crate::images::{self, Skopeo};
@@ -54,9 +55,10 @@ pub(crate) struct MeasureArgs {
     /// Workload groups to run, comma-separated: `blobs` (with the machine ceilings), `skopeo`,
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
     /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy), `admission`
-    /// (the webhooks' latency, portcullis only), `console` (the web console's pages). `scripts/bench`
-    /// runs each group on freshly started servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console")]
+    /// (the webhooks' latency, portcullis only), `console` (the web console's pages), `gc` (garbage
+    /// collection of deleted manifests' content). `scripts/bench` runs each group on freshly started
+    /// servers, so the disk never holds more than one group's data.
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console,gc")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -113,6 +115,32 @@ pub(crate) struct MeasureArgs {
     /// Directory with `ca.crt`, `client.crt` and `client.key` for it.
     #[arg(long)]
     tls_dir: Option<PathBuf>,
+    /// For the `gc` group: the portcullis binary, which runs `portcullis gc` beside the server.
+    #[arg(long)]
+    portcullis_bin: Option<PathBuf>,
+    /// For the `gc` group: the server's configuration, for `portcullis gc`.
+    #[arg(long)]
+    portcullis_config: Option<PathBuf>,
+    /// For the `gc` group: Distribution's configuration, for `garbage-collect`.
+    #[arg(long)]
+    distribution_config: Option<PathBuf>,
+    /// For the `gc` group: a second Distribution on the same store in read-only mode, which serves
+    /// the reads while `garbage-collect` runs (the first one is stopped for it).
+    #[arg(long, requires = "distribution_readonly_pid")]
+    distribution_readonly: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    distribution_readonly_pid: Option<u32>,
+    /// For the `gc` group on the filesystem: portcullis's data directory, measured with du.
+    #[arg(long)]
+    portcullis_data: Option<PathBuf>,
+    /// For the `gc` group on the filesystem: Distribution's root directory, measured with du.
+    #[arg(long)]
+    distribution_data: Option<PathBuf>,
+    /// For the `gc` group: manifests pushed (10 blobs each; default 10,000, the size issue #18
+    /// names; fewer where pushing them to Distribution would take too long).
+    #[arg(long)]
+    gc_manifests: Option<usize>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -136,6 +164,8 @@ pub(crate) enum Group {
     Admission,
     /// The web console's pages with many repositories.
     Console,
+    /// Garbage collection of deleted manifests' content, side by side.
+    Gc,
 }
 
 /// Sizes and durations of one run.
@@ -161,11 +191,15 @@ struct Sizes {
     admission: (usize, usize),
     /// Repositories the console's pages are timed with, and timed requests per page.
     console: (usize, usize),
+    /// What the gc group pushes (half of it is then deleted).
+    gc: Content,
 }
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 const GIB: usize = 1 << 30;
+/// Connections of the manifest load that runs while the collectors do.
+const GC_LOAD: usize = 4;
 
 impl Sizes {
     fn new(args: &MeasureArgs) -> Sizes {
@@ -189,6 +223,7 @@ impl Sizes {
                 heavy_verdicts: 4,
                 admission: (20, 5),
                 console: (200, 3),
+                gc: Content { manifests: 10, layers: 3, layer_size: 4 * KIB },
             };
         }
         Sizes {
@@ -210,6 +245,7 @@ impl Sizes {
             heavy_verdicts: 16,
             admission: (20, 500),
             console: (10_000, 50),
+            gc: Content { manifests: args.gc_manifests.unwrap_or(10_000), layers: 9, layer_size: 4 * KIB },
         }
     }
 
@@ -238,6 +274,13 @@ impl Sizes {
                 Group::Proxy => words.push(format!("proxy pulls of a {}x{} image", self.small_layers, human(self.small_layer))),
                 Group::Admission => words.push(format!("{} admission reviews of {} containers per webhook", self.admission.1, self.admission.0)),
                 Group::Console => words.push(format!("console: {} repositories, {} requests per page, one at a time", self.console.0, self.console.1)),
+                Group::Gc => words.push(format!(
+                    "gc: {} manifests of a config and {} layers of {} ({} blobs), half deleted; manifest GET by tag at c={GC_LOAD} during collection",
+                    self.gc.manifests,
+                    self.gc.layers,
+                    human(self.gc.layer_size),
+                    self.gc.blobs()
+                )),
             }
         }
         words
@@ -367,6 +410,20 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
     }
     if args.groups.contains(&Group::Console) {
         console_pages(&sizes, run, &portcullis, &mut results).await?;
+    }
+    if args.groups.contains(&Group::Gc) {
+        let (Some(bin), Some(portcullis_config), Some(distribution_config), Some(url), Some(pid)) =
+            (&args.portcullis_bin, &args.portcullis_config, &args.distribution_config, &args.distribution_readonly, args.distribution_readonly_pid)
+        else {
+            anyhow::bail!("the gc group needs --portcullis-bin, --portcullis-config, --distribution-config, --distribution-readonly and --distribution-readonly-pid");
+        };
+        let readonly = Registry::new(DISTRIBUTION, url, pid)?;
+        readonly.wait_ready(Duration::from_secs(30)).await?;
+        let collectors = Collectors {
+            portcullis: (&portcullis, bin, portcullis_config, args.portcullis_data.as_deref()),
+            distribution: (&distribution, &readonly, distribution_config, args.distribution_data.as_deref()),
+        };
+        gc_workloads(&sizes, run, &collectors, &mut results).await?;
     }
 
     results.save(&args.out)?;
@@ -613,6 +670,103 @@ async fn evidence_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, key:
         let (peak, elapsed) = gates::heavy_verdicts(portcullis, key, run, n_images, sizes.heavy, sizes.heavy_verdicts).await?;
         results.record(&format!("rss_peak_{row}"), &format!("peak memory: {what} (MiB)"), Better::Lower, PORTCULLIS, peak);
         results.record(&format!("{row}_time"), &format!("{what}: all answered (ms)"), Better::Lower, PORTCULLIS, elapsed.as_secs_f64() * 1000.0);
+    }
+    Ok(())
+}
+
+/// The two sides of the gc group: portcullis (the server, its binary, its configuration, its
+/// data directory on the filesystem) and Distribution (the server that takes the pushes, its
+/// read-only twin on the same store, its configuration, its root directory).
+struct Collectors<'a> {
+    portcullis: (&'a Registry, &'a std::path::Path, &'a std::path::Path, Option<&'a std::path::Path>),
+    distribution: (&'a Registry, &'a Registry, &'a std::path::Path, Option<&'a std::path::Path>),
+}
+
+/// Garbage collection side by side (see `collection`): the same content pushed to both, half the
+/// manifests deleted, then `portcullis gc` beside the serving server and Distribution's
+/// `garbage-collect` with its registry stopped, each while a manifest GET load runs against the
+/// server that serves reads (portcullis itself, Distribution's read-only twin); both checked after.
+async fn gc_workloads(sizes: &Sizes, run: u32, sides: &Collectors<'_>, results: &mut RunResults) -> anyhow::Result<()> {
+    let content = sizes.gc;
+    let (portcullis, portcullis_bin, portcullis_config, portcullis_data) = sides.portcullis;
+    let (distribution, readonly, distribution_config, distribution_data) = sides.distribution;
+    let order = if run % 2 == 1 { [portcullis, distribution] } else { [distribution, portcullis] };
+    let seed = gates::seed(run, 60, 0);
+    let mut images = Vec::new();
+    for registry in order {
+        progress(run, &format!("{}: gc: pushing {} manifests and {} blobs", registry.name, content.manifests, content.blobs()));
+        let started = std::time::Instant::now();
+        let pushed = collection::fill(registry, content, seed).await?;
+        let label = format!("gc content: push {} manifests and {} blobs, {} images at once (s)", content.manifests, content.blobs(), collection::IN_FLIGHT);
+        results.record("gc_push", &label, Better::Lower, registry.name, started.elapsed().as_secs_f64());
+        anyhow::ensure!(images.is_empty() || images == pushed, "the two registries were given different content");
+        images = pushed;
+        let started = std::time::Instant::now();
+        collection::delete_half(registry, &images).await?;
+        let label = format!("gc content: delete {} manifests through the API (s)", content.manifests / 2);
+        results.record("gc_delete", &label, Better::Lower, registry.name, started.elapsed().as_secs_f64());
+    }
+    // Past portcullis's grace (1 s in this group's configuration), so the deleted content is old enough.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (expected_blobs, expected_bytes) = collection::expected_removal(&images);
+    let kept = images.first().context("no images pushed")?;
+    let spec = load::Spec { method: http::Method::GET, path: format!("/v2/{}/manifests/{}", kept.repo, kept.tag), accept: MANIFEST_ACCEPT.to_owned() };
+    let what = format!("manifest GET by tag, c={GC_LOAD}");
+    let data_dirs = [(PORTCULLIS, portcullis_data), (DISTRIBUTION, distribution_data)];
+    let mut before = Vec::new();
+    for (name, dir) in data_dirs {
+        if let Some(dir) = dir {
+            before.push((name, collection::disk_usage(dir)?));
+        }
+    }
+
+    for registry in order {
+        let collect_portcullis = registry.name == PORTCULLIS;
+        // Distribution's reads come from its read-only twin; the registry that took the pushes
+        // is stopped, as garbage-collect requires.
+        let server = if collect_portcullis { portcullis } else { readonly };
+        if !collect_portcullis {
+            collection::stop(distribution.pid).await?;
+        }
+        progress(run, &format!("{}: gc: {what} without collection", registry.name));
+        let idle = load::run(server.addr, &spec, GC_LOAD, sizes.warmup, sizes.window).await?;
+        progress(run, &format!("{}: gc: collecting while {what} runs", registry.name));
+        let (during, collected) = if collect_portcullis {
+            load::run_beside(server.addr, &spec, GC_LOAD, collection::portcullis_gc(portcullis_bin, portcullis_config)).await
+        } else {
+            load::run_beside(server.addr, &spec, GC_LOAD, collection::distribution_gc(distribution_config)).await
+        };
+        let collected = collected?;
+        let during = during.with_context(|| format!("{}: {what} during collection", registry.name))?;
+        progress(run, &format!("{}: gc: collected {} blobs in {:.1} s; checking what is left", registry.name, collected.blobs, collected.elapsed.as_secs_f64()));
+        collection::verify(server, &images).await?;
+        anyhow::ensure!(
+            collected.blobs == expected_blobs,
+            "{}: the collector removed {} blobs; the deleted manifests had {expected_blobs} (with themselves)",
+            registry.name,
+            collected.blobs
+        );
+        if let Some(bytes) = collected.bytes {
+            anyhow::ensure!(bytes == expected_bytes, "{}: the collector reclaimed {bytes} bytes; the deleted content is {expected_bytes}", registry.name);
+            results.record("gc_reported_mib", "gc: content reclaimed, by the collector's report (MiB)", Better::Higher, registry.name, bytes as f64 / MIB as f64);
+        }
+        let label = "gc: time to collect (s): portcullis gc while serving; Distribution garbage-collect, its registry stopped";
+        results.record("gc_time", label, Better::Lower, registry.name, collected.elapsed.as_secs_f64());
+        if let Some(pass) = collected.pass {
+            results.record("gc_pass", "gc: the pass alone, by portcullis gc's report (s)", Better::Lower, registry.name, pass.as_secs_f64());
+        }
+        results.record("gc_blobs", "gc: blobs removed (manifests included), by the collector's report", Better::Higher, registry.name, collected.blobs as f64);
+        results.record("gc_rps_idle", &format!("gc: {what}, no collection (req/s)"), Better::Higher, registry.name, idle.requests_per_s);
+        results.record("gc_rps_during", &format!("gc: {what}, during collection (req/s)"), Better::Higher, registry.name, during.requests_per_s);
+        results.record("gc_p99_during", &format!("gc: {what}, during collection: p99 (ms)"), Better::Lower, registry.name, during.p99_ms);
+        results.record("gc_rps_share", &format!("gc: {what}: req/s during collection / without"), Better::Higher, registry.name, during.requests_per_s / idle.requests_per_s);
+    }
+
+    for (name, used) in before {
+        let dir = data_dirs.iter().find_map(|(side, dir)| dir.filter(|_| *side == name)).context("data directory")?;
+        let after = collection::disk_usage(dir)?;
+        results.record("gc_du_before", "gc: store on disk before collection (MiB, du)", Better::Lower, name, used as f64 / MIB as f64);
+        results.record("gc_du_reclaimed", "gc: store on disk reclaimed (MiB, du before - after)", Better::Higher, name, used.saturating_sub(after) as f64 / MIB as f64);
     }
     Ok(())
 }
