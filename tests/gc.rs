@@ -603,12 +603,7 @@ async fn promotion_race(replicas: &[TestRegistry]) {
                 // The newest image untagged for longer than the grace and the cut-off's rounding
                 // (3 s), that nobody took yet: a pass marks it, claims it and deletes it within
                 // the next seconds.
-                let next = {
-                    let mut pushed = pushed.lock().unwrap();
-                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
-                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
-                    found.map(|at| pushed.remove(at).0)
-                };
+                let next = take_ripe(&pushed);
                 let Some(digest) = next else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -743,12 +738,7 @@ async fn proxy_links_racing_passes_lose_nothing() {
             let mut pulled = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // As the promotion race: the newest blob old enough for a pass to collect.
-                let next = {
-                    let mut pushed = pushed.lock().unwrap();
-                    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
-                    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
-                    found.map(|at| pushed.remove(at).0)
-                };
+                let next = take_ripe(&pushed);
                 let Some(digest) = next else {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -781,4 +771,13 @@ async fn proxy_links_racing_passes_lose_nothing() {
         assert_eq!(res.status(), 200, "{digest} is stored");
         assert_eq!(sha256(&res.bytes().await.unwrap()), *digest);
     }
+}
+
+/// The newest digest pushed between 3 and 10 s ago that nobody took yet (older ones are dropped):
+/// old enough for a pass with the tests' 2 s grace to collect it, so a race with it is real.
+fn take_ripe(pushed: &std::sync::Mutex<Vec<(String, std::time::Instant)>>) -> Option<String> {
+    let mut pushed = pushed.lock().unwrap();
+    pushed.retain(|(_, at)| at.elapsed() < Duration::from_secs(10));
+    let found = pushed.iter().rposition(|(_, at)| at.elapsed() > Duration::from_secs(3));
+    found.map(|at| pushed.remove(at).0)
 }
