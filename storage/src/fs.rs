@@ -156,15 +156,19 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Renames `from` to `to`, creating `to`'s parents. Retries once when a concurrent delete removed
-/// an emptied parent between the two steps.
+/// Renames `from` to `to`, creating `to`'s parents. A concurrent delete may remove an emptied
+/// parent at any step: between the two (the rename finds no directory), or inside
+/// `create_dir_all`, which answers `AlreadyExists` when a directory its `mkdir` found is gone by
+/// the time it looks again. Both are retried; each retry means another writer's delete won.
 fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    const ATTEMPTS: usize = 16;
     let parent = to.parent().expect("object paths always have a parent");
-    for attempt in 0..3 {
-        std::fs::create_dir_all(parent)?;
-        match std::fs::rename(from, to) {
+    let lost_a_race = |err: &io::Error| matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists);
+    for attempt in 1..=ATTEMPTS {
+        let res = std::fs::create_dir_all(parent).and_then(|()| std::fs::rename(from, to));
+        match res {
             Ok(()) => return sync_dir(parent),
-            Err(err) if err.kind() == io::ErrorKind::NotFound && attempt < 2 => continue,
+            Err(err) if lost_a_race(&err) && attempt < ATTEMPTS => continue,
             Err(err) => return Err(err),
         }
     }
@@ -661,5 +665,30 @@ mod tests {
         assert!(store.writebacks.lock().unwrap().is_empty(), "the commit waited for it");
         let stored = std::fs::read(dir.path().join("objects/blob")).unwrap();
         assert_eq!(stored, parts.concat());
+    }
+
+    /// Writers and deleters of neighbouring keys: each delete removes the parents it empties while
+    /// the others create them again. No write may fail for it (`create_dir_all` once answered
+    /// `File exists` when the directory it had just seen was removed before it looked again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writes_beside_deletes_that_empty_their_directory_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FsBlobStore::open(dir.path()).await.unwrap());
+        let tasks: Vec<_> = (0..4)
+            .map(|worker| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let key = format!("a/b/c/{worker}");
+                    for _ in 0..2_000 {
+                        store.put_small(&key, Bytes::new(), PutCondition::Always).await.unwrap();
+                        store.delete(&key).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert!(!dir.path().join("objects/a").exists(), "the last delete removed the emptied parents");
     }
 }
