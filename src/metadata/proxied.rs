@@ -92,10 +92,4 @@ impl Metadata {
     pub async fn proxied_hexes(&self, repo: &RepoName, start_after: Option<&str>, limit: usize) -> Result<storage::ListPage> {
         Ok(self.store.list(&Prefix::Proxied(repo).to_string(), start_after, limit, true).await?)
     }
-
-    /// Deletes the bytes of `digest` from the store (the cache's eviction, once nothing links them).
-    pub async fn delete_content(&self, digest: &Digest) -> Result<()> {
-        Ok(self.store.delete(&Key::Blob(digest).to_string()).await?)
-    }
-
 }

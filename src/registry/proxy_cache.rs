@@ -5,10 +5,10 @@
 //! tags, which are never pulled themselves and would otherwise go first), and then each of their
 //! blobs that no manifest kept in the repository references. A blob pulled on its own (no
 //! manifest of the repository names it) is a unit too. Evicting removes the repository's links,
-//! tags and records; the bytes go only when no repository links them any more, so content that
-//! was pushed or promoted (a promotion links the same bytes into its target) is never deleted,
-//! and neither is a blob that a kept manifest references. A later pull fetches what was evicted
-//! again.
+//! tags and records, never bytes: content no repository links any more is garbage collection's,
+//! which removes it under its protocol (ARCHITECTURE.md, Lifecycles: Collection), so a push or a
+//! promotion linking the same bytes while they are evicted keeps them. A later pull fetches what
+//! was evicted again.
 //!
 //! Sizes come from the records in the store (`_proxied/sha256/<hex>`), walked for each pass, so
 //! the count survives restarts and holds for every replica; each process keeps its own running
@@ -16,10 +16,7 @@
 //! its record (written at most hourly) and this process's memory.
 //!
 //! Cost: a pass lists the upstream's repositories and their records, and reads the summary of
-//! each cached manifest; whether evicted bytes are still linked elsewhere is a walk of the
-//! catalog per evicted digest. Passes run one at a time, when content was stored past the cap.
-//! A push of the very bytes being evicted, between that walk and the delete, would lose them:
-//! garbage collection's grace window closes that race once it lands (DESIGN.md, second round).
+//! each cached manifest. Passes run one at a time, when content was stored past the cap.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -80,9 +77,9 @@ impl Registry {
         if let Some(max) = upstream.config.max_bytes {
             while cached.bytes() > max {
                 let Some((repo, digest)) = self.least_recently_pulled(&cached).await? else { break };
-                let freed = self.evict(&mut cached, &repo, &digest).await?;
-                self.proxy.metrics().proxy_evicted_bytes.with_label_values(&[upstream.config.name.as_str()]).inc_by(freed);
-                tracing::info!(upstream = %upstream.config.name, repo = %repo, digest = %digest, freed, "evicted from the proxy cache");
+                let evicted = self.evict(&mut cached, &repo, &digest).await?;
+                self.proxy.metrics().proxy_evicted_bytes.with_label_values(&[upstream.config.name.as_str()]).inc_by(evicted);
+                tracing::info!(upstream = %upstream.config.name, repo = %repo, digest = %digest, evicted, "evicted from the proxy cache");
             }
         }
         let sizes: HashMap<Digest, u64> = cached.entries.iter().map(|((_, digest), entry)| (digest.clone(), entry.size)).collect();
@@ -166,17 +163,18 @@ impl Registry {
         Ok(referenced)
     }
 
-    /// Evicts one unit (see the module doc) from `repo`; returns the bytes whose content went.
+    /// Evicts one unit (see the module doc) from `repo`; returns the bytes it held in the cache.
     async fn evict(&self, cached: &mut Cached, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let mut gone: Vec<(Digest, u64)> = Vec::new();
+        let before = cached.bytes();
         let is_manifest = cached.entries.get(&(repo.clone(), digest.clone())).is_some_and(|entry| entry.manifest);
         if is_manifest {
             let mut manifests = vec![digest.clone()];
             manifests.extend(self.evidence_of(repo, digest).await?);
             for manifest in &manifests {
-                let Some(entry) = cached.entries.remove(&(repo.clone(), manifest.clone())) else { continue };
+                if cached.entries.remove(&(repo.clone(), manifest.clone())).is_none() {
+                    continue;
+                }
                 self.unlink_cached_manifest(repo, manifest).await?;
-                gone.push((manifest.clone(), entry.size));
             }
             // Then each blob of theirs that no kept manifest of the repository references.
             let referenced = self.referenced_blobs(cached).await?;
@@ -186,26 +184,17 @@ impl Registry {
                     if referenced.contains(&key) {
                         continue;
                     }
-                    if let Some(entry) = cached.entries.remove(&key) {
+                    if cached.entries.remove(&key).is_some() {
                         self.metadata.unlink_blob(repo, &key.1).await?;
                         self.metadata.delete_proxied(repo, &key.1).await?;
-                        gone.push((key.1, entry.size));
                     }
                 }
             }
-        } else if let Some(entry) = cached.entries.remove(&(repo.clone(), digest.clone())) {
+        } else if cached.entries.remove(&(repo.clone(), digest.clone())).is_some() {
             self.metadata.unlink_blob(repo, digest).await?;
             self.metadata.delete_proxied(repo, digest).await?;
-            gone.push((digest.clone(), entry.size));
         }
-        let mut freed = 0;
-        for (digest, size) in gone {
-            if !self.linked_anywhere(&digest).await? {
-                self.metadata.delete_content(&digest).await?;
-                freed += size;
-            }
-        }
-        Ok(freed)
+        Ok(before - cached.bytes())
     }
 
     /// The evidence manifests about `subject` in `repo`: its referrers and cosign's tags.
@@ -238,23 +227,5 @@ impl Registry {
         self.metadata.unlink_manifest(repo, digest).await?;
         self.metadata.delete_proxied(repo, digest).await?;
         Ok(())
-    }
-
-    /// Whether any repository links `digest`, as a blob or a manifest.
-    async fn linked_anywhere(&self, digest: &Digest) -> Result<bool> {
-        let mut last: Option<RepoName> = None;
-        loop {
-            let page = self.metadata.catalog(last.as_ref(), PAGE).await?;
-            for name in &page.entries {
-                let Ok(repo) = name.parse::<RepoName>() else { continue };
-                if self.metadata.blob_linked(&repo, digest).await? || self.metadata.manifest_link(&repo, digest).await?.is_some() {
-                    return Ok(true);
-                }
-                last = Some(repo);
-            }
-            if !page.truncated || page.entries.is_empty() {
-                return Ok(false);
-            }
-        }
     }
 }
