@@ -25,7 +25,7 @@ pub(crate) struct Page {
 }
 
 /// The name of repository `index` of `n_repos`: 100 namespaces of repositories.
-fn repo_name(index: usize) -> String {
+pub(crate) fn repo_name(index: usize) -> String {
     format!("team-{:03}/app-{index:05}", index % 100)
 }
 
