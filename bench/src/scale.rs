@@ -59,8 +59,9 @@ pub(crate) fn fill(data_dir: &Path, shape: &Shape) -> anyhow::Result<()> {
     anyhow::ensure!(!objects.exists(), "{} already holds a store", data_dir.display());
     let image = Image::new()?;
     for bytes in [&image.config, &image.layer, &image.manifest] {
-        let hex = hex_of(&crate::content::sha256(bytes));
-        write(&objects.join("blobs/sha256").join(&hex[..2]).join(&hex), bytes)?;
+        let digest = crate::content::sha256(bytes);
+        let hex = hex_of(&digest);
+        write(&objects.join("blobs/sha256").join(&hex[..2]).join(hex), bytes)?;
     }
     let manifest_hex = hex_of(&image.manifest_digest);
     write(&objects.join("types/sha256").join(manifest_hex), &serde_json::to_vec(&serde_json::json!({ "mediaType": OCI_MANIFEST }))?)?;
@@ -170,7 +171,7 @@ pub(crate) async fn workloads(full: &Shape, small: &Shape, samples: usize, run: 
         let rebuild = server.await_rebuild(Duration::from_secs(3600)).await?;
         results.record("scale_rebuild_s", &format!("scale, {full_words}: start to index rebuilt (s)"), Better::Lower, PORTCULLIS, rebuild.as_secs_f64());
         results.record("scale_rebuild_peak", &format!("scale, {full_words}: peak memory until then (MiB)"), Better::Lower, PORTCULLIS, crate::memory::peak_mib(server.registry.pid)?);
-        reads(&server.registry, full, samples, run, "scale", &full_words, results).await?;
+        reads(&server.registry, full, &[], samples, run, ("scale", &full_words), results).await?;
         results.record("scale_rss_after", &format!("scale, {full_words}: memory after the reads (MiB)"), Better::Lower, PORTCULLIS, crate::memory::rss_mib(server.registry.pid)?);
         anyhow::Ok(())
     }
@@ -182,7 +183,7 @@ pub(crate) async fn workloads(full: &Shape, small: &Shape, samples: usize, run: 
     for &registry in both {
         crate::workloads::progress(run, &format!("scale: {}: pushing {}", registry.name, small.words()));
         push(registry, small).await?;
-        reads(registry, small, samples, run, "scale_api", &small_words, results).await?;
+        reads(registry, small, &[crate::console::SOURCE], samples, run, ("scale_api", &small_words), results).await?;
     }
     Ok(())
 }
@@ -198,10 +199,10 @@ async fn push(registry: &Registry, shape: &Shape) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Times the reads of a registry holding `shape`, `samples` of each after as many untimed;
-/// every answer is checked.
-async fn reads(registry: &Registry, shape: &Shape, samples: usize, run: u32, key: &str, words: &str, results: &mut RunResults) -> anyhow::Result<()> {
-    let mut names: Vec<String> = (0..shape.repos).map(repo_name).collect();
+/// Times the reads of a registry holding `shape` and the repositories `more`, `samples` of each
+/// after as many untimed, as rows of `(key prefix, words)`; every answer is checked.
+async fn reads(registry: &Registry, shape: &Shape, more: &[&str], samples: usize, run: u32, (key, words): (&str, &str), results: &mut RunResults) -> anyhow::Result<()> {
+    let mut names: Vec<String> = (0..shape.repos).map(repo_name).chain(more.iter().map(|name| (*name).to_owned())).collect();
     names.sort_unstable();
     let middle = names.len() / 2;
     // Each read with the length and first entry its answer must have.
