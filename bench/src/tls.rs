@@ -13,7 +13,7 @@ use rustls_pki_types::pem::PemObject as _;
 
 use crate::load::{self, Transport};
 use crate::registry::{Registry, MANIFEST_ACCEPT};
-use crate::results::{Better, RunResults};
+use crate::results::{Better, Ceiling, RunResults};
 
 /// Concurrency of the manifest load.
 const LOAD: usize = 64;
@@ -62,8 +62,12 @@ pub(crate) async fn workloads(blob: usize, warmup: Duration, window: Duration, r
             let digest = crate::content::sha256(&data);
             let elapsed = registry.upload_monolithic("bench/tls", data, &digest).await?;
             results.record(&format!("tls_upload_{key}"), &format!("blob upload, {size} monolithic, {words} (MiB/s)"), Better::Higher, name, crate::workloads::mib_per_s(blob, elapsed));
+            let cpu_before = crate::cpu::seconds(registry.pid)?;
             let elapsed = registry.download("bench/tls", &digest, blob as u64).await?;
+            let cpu = crate::cpu::seconds(registry.pid)? - cpu_before;
             results.record(&format!("tls_download_{key}"), &format!("blob download, {size}, {words} (MiB/s)"), Better::Higher, name, crate::workloads::mib_per_s(blob, elapsed));
+            let gib = blob as f64 / f64::from(1 << 30);
+            results.record(&format!("tls_download_{key}_cpu"), &format!("blob download, {size}, {words}: server CPU (s/GiB)"), Better::Lower, name, cpu / gib);
         }
         for protocol in [Protocol::Http1, Protocol::Http2] {
             let key = protocol.key();
@@ -73,6 +77,44 @@ pub(crate) async fn workloads(blob: usize, warmup: Duration, window: Duration, r
         }
     }
     Ok(())
+}
+
+/// What rustls itself moves through loopback: `data` from a writer to a reader that discards it,
+/// TLS at both ends with the bench certificate (as the servers negotiate it: TLS 1.3, the same
+/// cipher suite), each end on a thread of its own. The bound of any download over TLS here.
+pub(crate) fn loopback_ceiling(data: &[u8], tls_dir: &Path) -> anyhow::Result<Ceiling> {
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(tls_dir.join("server.crt"))?.collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(tls_dir.join("server.key"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_config = Arc::new(rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(certs, key)?);
+    let client_config = Arc::new(tls_config(&tls_dir.join("ca.crt"), Protocol::Http1)?);
+    let server = move |tcp| -> std::io::Result<_> {
+        let connection = rustls::ServerConnection::new(server_config).map_err(std::io::Error::other)?;
+        Ok(rustls::StreamOwned::new(connection, tcp))
+    };
+    let client = |tcp| -> std::io::Result<_> {
+        let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+        let connection = rustls::ClientConnection::new(client_config, name).map_err(std::io::Error::other)?;
+        Ok(ClosingWriter(rustls::StreamOwned::new(connection, tcp)))
+    };
+    let elapsed = crate::ceilings::loopback_copy_through(data, server, client)?;
+    let mib_per_s = data.len() as f64 / f64::from(1 << 20) / elapsed.as_secs_f64();
+    Ok(Ceiling { key: "loopback_tls".to_owned(), label: "loopback TLS copy (rustls at both ends, 1 MiB writes)".to_owned(), mib_per_s })
+}
+
+/// A TLS client stream whose `flush` also ends the session (`close_notify`), so the reader sees
+/// a clean end.
+struct ClosingWriter(rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>);
+
+impl std::io::Write for ClosingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.conn.send_close_notify();
+        self.0.flush()
+    }
 }
 
 /// The protocol asked for by ALPN.

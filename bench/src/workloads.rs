@@ -531,6 +531,10 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         if run % 2 == 0 {
             pairs.reverse();
         }
+        progress(run, "tls: the loopback TLS ceiling");
+        let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 92, 0));
+        results.ceilings.push(crate::tls::loopback_ceiling(&data, tls_dir)?);
+        drop(data);
         crate::tls::workloads(sizes.blob, sizes.warmup, sizes.window, run, &ca_file, &pairs, &mut results).await?;
     }
 
