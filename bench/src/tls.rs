@@ -86,7 +86,11 @@ pub(crate) fn loopback_ceiling(data: &[u8], tls_dir: &Path) -> anyhow::Result<Ce
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(tls_dir.join("server.crt"))?.collect::<Result<Vec<_>, _>>()?;
     let key = rustls_pki_types::PrivateKeyDer::from_pem_file(tls_dir.join("server.key"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server_config = Arc::new(rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(certs, key)?);
+    let mut server_config = rustls::ServerConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_no_client_auth().with_single_cert(certs, key)?;
+    // The writer never reads: a session ticket left unread in its socket would turn its close
+    // into a reset, which the reader would see before the last bytes.
+    server_config.send_tls13_tickets = 0;
+    let server_config = Arc::new(server_config);
     let client_config = Arc::new(tls_config(&tls_dir.join("ca.crt"), Protocol::Http1)?);
     let server = move |tcp| -> std::io::Result<_> {
         let connection = rustls::ServerConnection::new(server_config).map_err(std::io::Error::other)?;
