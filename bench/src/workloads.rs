@@ -528,7 +528,7 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
             crate::tls::Pair { plain: &portcullis, tls: &tls_portcullis },
             crate::tls::Pair { plain: &distribution, tls: &tls_distribution },
         ];
-        if run % 2 == 0 {
+        if run.is_multiple_of(2) {
             pairs.reverse();
         }
         progress(run, "tls: the loopback TLS ceiling");
