@@ -5,7 +5,7 @@
 //!   that makes a blob durable; on a small VM this is often the real bound for uploads;
 //! - a plain loopback TCP copy, the bound for downloads.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -72,11 +72,22 @@ fn write_file(path: &Path, data: &[u8], fsync: bool) -> anyhow::Result<()> {
 
 /// Time to send `data` through a loopback TCP connection to a reader that discards it.
 fn loopback_copy(data: &[u8]) -> anyhow::Result<Duration> {
+    loopback_copy_through(data, Ok, Ok)
+}
+
+/// Time to send `data` through a loopback TCP connection to a reader that discards it, the
+/// reader's end of the connection wrapped by `server` and the writer's by `client` (in TLS, say),
+/// each on a thread of its own; the writer is flushed before it is dropped.
+pub(crate) fn loopback_copy_through<R: std::io::Read, W: std::io::Write>(
+    data: &[u8],
+    server: impl FnOnce(std::net::TcpStream) -> std::io::Result<R> + Send + 'static,
+    client: impl FnOnce(std::net::TcpStream) -> std::io::Result<W>,
+) -> anyhow::Result<Duration> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let expected = data.len();
     let reader = std::thread::spawn(move || -> std::io::Result<usize> {
-        let (mut stream, _) = listener.accept()?;
+        let mut stream = server(listener.accept()?.0)?;
         let mut buf = vec![0u8; IO_CHUNK];
         let mut total = 0;
         loop {
@@ -87,10 +98,11 @@ fn loopback_copy(data: &[u8]) -> anyhow::Result<Duration> {
         }
     });
     let started = Instant::now();
-    let mut stream = std::net::TcpStream::connect(addr)?;
+    let mut stream = client(std::net::TcpStream::connect(addr)?)?;
     for chunk in data.chunks(IO_CHUNK) {
         stream.write_all(chunk)?;
     }
+    stream.flush()?;
     drop(stream);
     let received = reader.join().map_err(|_| anyhow::anyhow!("loopback reader panicked"))??;
     let elapsed = started.elapsed();

@@ -14,6 +14,8 @@ use crate::registry::{image_manifest, Registry, OCI_MANIFEST};
 const TAGS: usize = 20;
 /// Repositories filled at once.
 const FILL_CONCURRENCY: usize = 16;
+/// The repository `fill` pushes the blobs to, which every other mounts them from.
+pub(crate) const SOURCE: &str = "console-base/app";
 /// Requests before the timed ones, per page.
 const WARMUP: usize = 5;
 
@@ -25,14 +27,14 @@ pub(crate) struct Page {
 }
 
 /// The name of repository `index` of `n_repos`: 100 namespaces of repositories.
-fn repo_name(index: usize) -> String {
+pub(crate) fn repo_name(index: usize) -> String {
     format!("team-{:03}/app-{index:05}", index % 100)
 }
 
 /// Fills the registry with `n_repos` repositories; returns the one with [`TAGS`] tags and the
 /// digest they point to.
 pub(crate) async fn fill(registry: &Registry, n_repos: usize) -> anyhow::Result<(String, String)> {
-    let source = "console-base/app";
+    let source = SOURCE;
     let config = serde_json::to_vec(&serde_json::json!({ "architecture": "amd64", "os": "linux", "config": {} }))?;
     let config_digest = registry.push_blob(source, &config).await?;
     let layer = crate::content::random_bytes(4096, 19);

@@ -13,8 +13,10 @@
 mod admission;
 mod ceilings;
 mod collection;
+mod conns;
 mod console;
 mod content;
+mod cpu;
 mod evidence;
 mod gates;
 mod images;
@@ -25,6 +27,9 @@ mod registry;
 mod report;
 mod results;
 mod s3;
+mod scale;
+mod tls;
+mod uploads;
 mod workloads;
 
 use std::path::PathBuf;
@@ -46,6 +51,20 @@ enum Command {
     },
     /// Runs every workload once against both servers and writes the measurements as JSON.
     Measure(Box<workloads::MeasureArgs>),
+    /// Serves the upload flow as a reference for group `uploads` (see `uploads.rs`), keeping files
+    /// below DIR; prints `listening on http://ADDR` first and runs until killed.
+    ServeUploads {
+        /// Directory for upload files and blobs.
+        dir: PathBuf,
+    },
+    /// Writes a store of many repositories and tags directly in portcullis's filesystem layout,
+    /// below DATA_DIR (a `storage.data_dir`, empty), for group `scale` (see `scale.rs`).
+    ScaleFill {
+        /// The data directory.
+        data_dir: PathBuf,
+        #[command(flatten)]
+        shape: scale::Shape,
+    },
     /// Prints the markdown tables (medians over the runs, targets) from the runs' JSON files.
     Report {
         /// JSON files written by `measure`, one per run.
@@ -67,6 +86,12 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(workloads::measure(*args))
         }
+        Command::ServeUploads { dir } => {
+            // Receiving, hashing and writing each on a thread of their own, as in portcullis.
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            runtime.block_on(uploads::serve(dir))
+        }
+        Command::ScaleFill { data_dir, shape } => scale::fill(&data_dir, &shape),
         Command::Report { files } => {
             let runs = files.iter().map(|path| results::RunResults::load(path)).collect::<anyhow::Result<Vec<_>>>()?;
             let text = report::render(&runs)?;

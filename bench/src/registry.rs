@@ -47,15 +47,23 @@ pub(crate) struct Registry {
 impl Registry {
     /// A registry at `base_url` served by process `pid`.
     pub(crate) fn new(name: &'static str, base_url: &str, pid: u32) -> anyhow::Result<Registry> {
+        Registry::with_client(name, base_url, pid, Registry::client_builder().build()?)
+    }
+
+    /// A registry at `base_url` (`http://` or `https://`) reached through `client`, which should
+    /// start from [`Registry::client_builder`].
+    pub(crate) fn with_client(name: &'static str, base_url: &str, pid: u32, client: reqwest::Client) -> anyhow::Result<Registry> {
         let base_url = base_url.trim_end_matches('/').to_owned();
-        let authority = base_url.strip_prefix("http://").with_context(|| format!("{base_url}: expected http://HOST:PORT"))?;
+        let authority = base_url.strip_prefix("http://").or_else(|| base_url.strip_prefix("https://"));
+        let authority = authority.with_context(|| format!("{base_url}: expected http(s)://HOST:PORT"))?;
         let addr = authority.parse().with_context(|| format!("{base_url}: expected an IP address and port"))?;
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(128)
-            .build()?;
         Ok(Registry { name, base_url, addr, pid, client })
+    }
+
+    /// How every workload's client is built: no proxy, redirects not followed, a pool as large
+    /// as the most concurrent workload.
+    pub(crate) fn client_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(128)
     }
 
     /// `127.0.0.1:PORT`, as skopeo names the registry.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::results::{RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED};
+use crate::results::{RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED, REFERENCE};
 
 /// Renders the report of `runs` (at least one, all of the same kind).
 pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
@@ -45,6 +45,7 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
 
     writeln!(out, "| workload | portcullis | portcullis, gated | Distribution | portcullis / Distribution | gated / Distribution |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    let (referenced, metrics): (Vec<_>, Vec<_>) = metrics.into_iter().partition(|m| medians.metric(&m.key, REFERENCE).is_some());
     for metric in &metrics {
         let value = |server: &str| medians.metric(&metric.key, server);
         let ratio = |server: &str| match (value(server), value(DISTRIBUTION)) {
@@ -65,6 +66,9 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
     }
     writeln!(out)?;
 
+    if !referenced.is_empty() {
+        reference_table(&mut out, &medians, &referenced)?;
+    }
     if first.storage == "s3" {
         s3_table(&mut out, &medians)?;
     }
@@ -141,6 +145,22 @@ fn number(value: f64) -> String {
     }
 }
 
+/// The rows measured on a reference server too (see `results::REFERENCE`), each server's value
+/// also as a share of the reference's.
+fn reference_table(out: &mut String, medians: &Medians, metrics: &[&crate::results::Metric]) -> anyhow::Result<()> {
+    writeln!(out, "| against the reference | reference | portcullis | portcullis / reference | Distribution | Distribution / reference |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    for metric in metrics {
+        let value = |server: &str| medians.metric(&metric.key, server);
+        let reference = value(REFERENCE).unwrap_or(f64::NAN);
+        let cell = |server: &str| value(server).map(number).unwrap_or_default();
+        let share = |server: &str| value(server).filter(|_| reference > 0.0).map(|v| format!("{:.0}%", 100.0 * v / reference)).unwrap_or_default();
+        writeln!(out, "| {} | {} | {} | {} | {} | {} |", metric.label, number(reference), cell(PORTCULLIS), share(PORTCULLIS), cell(DISTRIBUTION), share(DISTRIBUTION))?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
 /// The blob rows against what the store itself does with a plain S3 client on the same bytes:
 /// an upload against 8 MiB `PutObject`s followed by the server-side copy of a commit (the two
 /// one after the other, as in a registry), a download against `GetObject`.
@@ -191,6 +211,14 @@ fn targets(medians: &Medians, storage: &str) -> Vec<Target> {
         targets.push(Target { what: format!("blob upload ({what}) >= 80% of min(sha256, page-cache write)"), measured, met });
     }
 
+    for (key, what) in [("uploads_mono", "monolithic"), ("uploads_chunked", "chunked")].into_iter().filter(|_| on_fs) {
+        let (measured, met) = match (medians.metric(key, PORTCULLIS), medians.metric(key, REFERENCE)) {
+            (Some(ours), Some(reference)) => (format!("{} MiB/s = {:.0}% of {}", number(ours), 100.0 * ours / reference, number(reference)), Some(ours >= 0.9 * reference)),
+            _ => (String::new(), None),
+        };
+        targets.push(Target { what: format!("blob upload ({what}) >= 90% of the uploads reference (#20)"), measured, met });
+    }
+
     if on_fs {
         let download = medians.metric("download", PORTCULLIS);
         let (measured, met) = match (download, medians.metric("download", DISTRIBUTION)) {
@@ -201,6 +229,19 @@ fn targets(medians: &Medians, storage: &str) -> Vec<Target> {
             _ => (String::new(), None),
         };
         targets.push(Target { what: "blob download >= 2x Distribution, near the loopback ceiling".to_owned(), measured, met });
+    }
+
+    for protocol in ["h1", "h2"].into_iter().filter(|_| on_fs) {
+        let value = medians.metric(&format!("tls_download_share_{protocol}"), PORTCULLIS);
+        let ceiling = match (medians.metric(&format!("tls_download_{protocol}"), PORTCULLIS), medians.ceiling("loopback_tls")) {
+            (Some(download), Some(ceiling)) => format!(", {:.0}% of the loopback TLS ceiling", 100.0 * download / ceiling),
+            _ => String::new(),
+        };
+        targets.push(Target {
+            what: format!("blob download over TLS ({protocol}) loses < 15% of plain HTTP (#20)"),
+            measured: value.map(|v| format!("{:.0}% of plain{ceiling}", 100.0 * v)).unwrap_or_default(),
+            met: value.map(|v| v > 0.85),
+        });
     }
 
     for method in ["get", "head"] {

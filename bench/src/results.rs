@@ -13,6 +13,9 @@ pub(crate) const PORTCULLIS: &str = "portcullis";
 pub(crate) const PORTCULLIS_GATED: &str = "portcullis_gated";
 /// The CNCF Distribution registry.
 pub(crate) const DISTRIBUTION: &str = "distribution";
+/// A minimal server in `bench/` doing only what a workload must (issue #20): the most this box
+/// and this client can do, which the registries are measured against.
+pub(crate) const REFERENCE: &str = "reference";
 
 /// Whether a larger value is better; decides nothing but how a reader should read the ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

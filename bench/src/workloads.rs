@@ -56,9 +56,11 @@ pub(crate) struct MeasureArgs {
     /// `manifests` (with cold verdicts and promotions), `parallel`, `evidence` (hostile evidence,
     /// portcullis only), `log` (the request log), `proxy` (pulls through each proxy), `admission`
     /// (the webhooks' latency, portcullis only), `console` (the web console's pages), `gc` (garbage
-    /// collection of deleted manifests' content). `scripts/bench` runs each group on freshly started
+    /// collection of deleted manifests' content), `uploads` (against the uploads reference), `conns` (idle keep-alive connections), `tls` (both
+    /// registries behind TLS), `scale` (many repositories and tags).
+    /// `scripts/bench` runs each group on freshly started
     /// servers, so the disk never holds more than one group's data.
-    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console,gc")]
+    #[arg(long, value_delimiter = ',', default_value = "blobs,skopeo,manifests,parallel,evidence,log,proxy,admission,console,gc,uploads,conns,tls,scale")]
     groups: Vec<Group>,
     /// Size of each of the concurrent uploads of the memory workload, MiB (the 64 of them must
     /// fit on disk at once; `scripts/bench` lowers it when they would not).
@@ -115,7 +117,8 @@ pub(crate) struct MeasureArgs {
     /// Directory with `ca.crt`, `client.crt` and `client.key` for it.
     #[arg(long)]
     tls_dir: Option<PathBuf>,
-    /// For the `gc` group: the portcullis binary, which runs `portcullis gc` beside the server.
+    /// For the `gc` group: the portcullis binary, which runs `portcullis gc` beside the server;
+    /// for the `scale` group, the one it starts on the store it fills.
     #[arg(long)]
     portcullis_bin: Option<PathBuf>,
     /// For the `gc` group: the server's configuration, for `portcullis gc`.
@@ -137,6 +140,37 @@ pub(crate) struct MeasureArgs {
     /// For the `gc` group on the filesystem: Distribution's root directory, measured with du.
     #[arg(long)]
     distribution_data: Option<PathBuf>,
+    /// For the `uploads` group: the uploads reference (`serve-uploads`), `http://127.0.0.1:PORT`.
+    #[arg(long, requires = "reference_pid")]
+    reference: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    reference_pid: Option<u32>,
+    /// For the `tls` group: portcullis with `[server.tls]` on a store of its own, `https://127.0.0.1:PORT`
+    /// (its certificate signed by `ca.crt` of `--tls-dir`).
+    #[arg(long, requires = "tls_portcullis_pid")]
+    tls_portcullis: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    tls_portcullis_pid: Option<u32>,
+    /// For the `tls` group: Distribution with its own TLS (`http.tls`), on a store of its own.
+    #[arg(long, requires = "tls_distribution_pid")]
+    tls_distribution: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    tls_distribution_pid: Option<u32>,
+    /// For the `scale` group: a portcullis configuration whose `storage.data_dir` is `--scale-data`
+    /// (with `--portcullis-bin`, the group starts that server itself, on the store it fills).
+    #[arg(long, requires = "scale_data")]
+    scale_config: Option<PathBuf>,
+    /// For the `scale` group: the data directory to fill, empty.
+    #[arg(long)]
+    scale_data: Option<PathBuf>,
+    /// For the `scale` group: repositories written in the store layout (with ten times as many
+    /// tags, a tenth of the repositories' number in one of them, at most 10,000); the side by
+    /// side through the API has a hundredth of them (at least 10).
+    #[arg(long, default_value_t = 100_000)]
+    scale_repos: usize,
     /// For the `gc` group: manifests pushed (10 blobs each; default 10,000, the size issue #18
     /// names; fewer where pushing them to Distribution would take too long).
     #[arg(long)]
@@ -166,6 +200,14 @@ pub(crate) enum Group {
     Console,
     /// Garbage collection of deleted manifests' content, side by side.
     Gc,
+    /// Uploads against the uploads reference, with CPU per GiB (issue #20 goal 2).
+    Uploads,
+    /// Idle keep-alive connections: memory per connection, manifest load beside them (goal 5).
+    Conns,
+    /// Both registries behind TLS, HTTP/1.1 and HTTP/2 (goal 3).
+    Tls,
+    /// Many repositories and tags: index rebuild, catalog paging, tag listing (goal 4).
+    Scale,
 }
 
 /// Sizes and durations of one run.
@@ -193,6 +235,11 @@ struct Sizes {
     console: (usize, usize),
     /// What the gc group pushes (half of it is then deleted).
     gc: Content,
+    /// Idle keep-alive connections of the conns group.
+    idle_connections: usize,
+    /// The scale group's store written in the layout, the one pushed through the API, and the
+    /// timed requests per read.
+    scale: (crate::scale::Shape, crate::scale::Shape, usize),
 }
 
 const KIB: usize = 1 << 10;
@@ -224,6 +271,8 @@ impl Sizes {
                 admission: (20, 5),
                 console: (200, 3),
                 gc: Content { manifests: 10, layers: 3, layer_size: 4 * KIB },
+                idle_connections: 20,
+                scale: (scale_shape(args.scale_repos.min(200)), scale_api_shape(args.scale_repos.min(200)), 3),
             };
         }
         Sizes {
@@ -246,6 +295,8 @@ impl Sizes {
             admission: (20, 500),
             console: (10_000, 50),
             gc: Content { manifests: args.gc_manifests.unwrap_or(10_000), layers: 9, layer_size: 4 * KIB },
+            idle_connections: 2000,
+            scale: (scale_shape(args.scale_repos), scale_api_shape(args.scale_repos), 50),
         }
     }
 
@@ -281,14 +332,33 @@ impl Sizes {
                     human(self.gc.layer_size),
                     self.gc.blobs()
                 )),
+                Group::Conns => words.push(format!("{} idle keep-alive connections beside manifest load {:?} after {:?} warm-up", self.idle_connections, self.window, self.warmup)),
+                Group::Tls => words.push(format!("TLS: manifest GET c=64 {:?} after {:?} warm-up, blob {}", self.window, self.warmup, human(self.blob))),
+                Group::Scale => words.push(format!("scale: {} samples per read", self.scale.2)),
+                Group::Uploads => words.push(format!("uploads against the reference: {}, chunks {}", human(self.blob), human(self.chunk))),
             }
         }
         words
     }
 }
 
+/// The scale group's store in the layout: `n_repos` repositories, ten tags each on average, a
+/// tenth of `n_repos` (at most 10,000) in the first.
+fn scale_shape(n_repos: usize) -> crate::scale::Shape {
+    crate::scale::Shape { repos: n_repos, tags: 10 * n_repos, big_tags: (n_repos / 10).clamp(1, 10_000) }
+}
+
+/// The scale group's content pushed through the API: a hundredth of the repositories (at least
+/// 10), each with `v1` as `console::fill` pushes it (and 20 more tags in one), and a tenth of
+/// the big repository's tags.
+fn scale_api_shape(n_repos: usize) -> crate::scale::Shape {
+    let repos = (n_repos / 100).max(10);
+    let big_tags = (scale_shape(n_repos).big_tags / 10).max(5);
+    crate::scale::Shape { repos, tags: repos + 20 + big_tags - 1, big_tags }
+}
+
 /// `1 GiB`, `16 MiB`, `256 KiB`.
-fn human(bytes: usize) -> String {
+pub(crate) fn human(bytes: usize) -> String {
     if bytes >= GIB && bytes.is_multiple_of(GIB) {
         format!("{} GiB", bytes / GIB)
     } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
@@ -298,7 +368,7 @@ fn human(bytes: usize) -> String {
     }
 }
 
-fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {
+pub(crate) fn mib_per_s(bytes: usize, elapsed: Duration) -> f64 {
     bytes as f64 / MIB as f64 / elapsed.as_secs_f64()
 }
 
@@ -426,12 +496,63 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         gc_workloads(&sizes, run, &collectors, &mut results).await?;
     }
 
+    if args.groups.contains(&Group::Uploads) {
+        let (Some(url), Some(pid)) = (&args.reference, args.reference_pid) else {
+            anyhow::bail!("the uploads group needs --reference and --reference-pid");
+        };
+        let reference = crate::uploads::reference(url, pid)?;
+        reference.wait_ready(Duration::from_secs(30)).await?;
+        let mut servers = both.clone();
+        // The reference goes first in odd runs and last in even ones, as the servers alternate.
+        if run % 2 == 1 { servers.insert(0, &reference) } else { servers.push(&reference) }
+        crate::uploads::workloads(sizes.blob, sizes.chunk, run, &servers, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Conns) {
+        crate::conns::workloads(sizes.idle_connections, sizes.warmup, sizes.window, run, &both, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Tls) {
+        let (Some(portcullis_url), Some(portcullis_pid), Some(distribution_url), Some(distribution_pid), Some(tls_dir)) =
+            (&args.tls_portcullis, args.tls_portcullis_pid, &args.tls_distribution, args.tls_distribution_pid, &args.tls_dir)
+        else {
+            anyhow::bail!("the tls group needs --tls-portcullis, --tls-distribution (and their pids) and --tls-dir");
+        };
+        let ca_file = tls_dir.join("ca.crt");
+        let tls_portcullis = crate::tls::twin(PORTCULLIS, portcullis_url, portcullis_pid, &ca_file)?;
+        let tls_distribution = crate::tls::twin(DISTRIBUTION, distribution_url, distribution_pid, &ca_file)?;
+        for registry in [&tls_portcullis, &tls_distribution] {
+            registry.wait_ready(Duration::from_secs(30)).await?;
+        }
+        let mut pairs = vec![
+            crate::tls::Pair { plain: &portcullis, tls: &tls_portcullis },
+            crate::tls::Pair { plain: &distribution, tls: &tls_distribution },
+        ];
+        if run.is_multiple_of(2) {
+            pairs.reverse();
+        }
+        progress(run, "tls: the loopback TLS ceiling");
+        let data = crate::content::random_bytes(sizes.blob, gates::seed(run, 92, 0));
+        results.ceilings.push(crate::tls::loopback_ceiling(&data, tls_dir)?);
+        drop(data);
+        crate::tls::workloads(sizes.blob, sizes.warmup, sizes.window, run, &ca_file, &pairs, &mut results).await?;
+    }
+
+    if args.groups.contains(&Group::Scale) {
+        let (Some(bin), Some(config), Some(data_dir)) = (&args.portcullis_bin, &args.scale_config, &args.scale_data) else {
+            anyhow::bail!("the scale group needs --portcullis-bin, --scale-config and --scale-data");
+        };
+        let start = crate::scale::Start { bin, config, data_dir };
+        let (full, small, samples) = &sizes.scale;
+        crate::scale::workloads(full, small, *samples, run, &start, &both, &mut results).await?;
+    }
+
     results.save(&args.out)?;
     progress(run, &format!("done: {}", args.out.display()));
     Ok(())
 }
 
-fn progress(run: u32, what: &str) {
+pub(crate) fn progress(run: u32, what: &str) {
     eprintln!("==> run {run}: {what}");
 }
 
