@@ -13,6 +13,8 @@ pub(crate) const PORTCULLIS: &str = "portcullis";
 pub(crate) const PORTCULLIS_GATED: &str = "portcullis_gated";
 /// The CNCF Distribution registry.
 pub(crate) const DISTRIBUTION: &str = "distribution";
+/// The reference of the manifest rows: `manifest-ceiling`, the same manifest from memory.
+pub(crate) const CEILING: &str = "ceiling";
 
 /// Whether a larger value is better; decides nothing but how a reader should read the ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -249,7 +249,8 @@ impl Registry {
         let Some(ns) = config.namespace(gated.as_str()) else { return Ok(None) };
         let Some(gate) = &ns.gate else { return Ok(None) };
         // What is attached is enough for the cache key; evidence is selected and read only on a
-        // miss, so a pull with a cached verdict reads two tags and a listing, not the evidence.
+        // miss, so a pull with a cached verdict reads two tags and a listing (from the read cache
+        // while fresh), not the evidence.
         let attached = self.attached(evidence_repo, digest).await?;
         let key = (digest.clone(), format!("{}/{gated}", config.revision), attached.id.clone());
         if let Some(cached) = self.cached_verdict(&key) {
