@@ -84,11 +84,12 @@ impl ReadCache {
             Ok(Value::Object(object)) => object,
             Ok(Value::Listing { .. }) => unreachable!("object slots hold objects"),
             Err(generation) => {
+                let asked = Instant::now();
                 // What is kept is the whole object (or its absence), so it serves callers with
                 // other limits too; one over this caller's limit is its error, not kept.
                 let object = store.get_small(key, limit).await?;
                 let bytes = key.len() + object.as_ref().map_or(0, |object| object.bytes.len() + object.etag.0.len());
-                self.insert(slot, Value::Object(object.clone()), bytes, generation);
+                self.insert(slot, Value::Object(object.clone()), bytes, generation, asked);
                 object
             }
         };
@@ -107,9 +108,10 @@ impl ReadCache {
             Ok(_) => self.generation(),
             Err(generation) => generation,
         };
+        let asked = Instant::now();
         let page = store.list(prefix, None, limit, true).await?;
         let bytes = prefix.len() + page.entries.iter().map(String::len).sum::<usize>();
-        self.insert(slot, Value::Listing { limit, page: page.clone() }, bytes, generation);
+        self.insert(slot, Value::Listing { limit, page: page.clone() }, bytes, generation, asked);
         Ok(page)
     }
 
@@ -140,15 +142,16 @@ impl ReadCache {
         self.state.lock().expect("cache lock is never poisoned").generation
     }
 
-    /// Keeps what was read at `generation`, unless something was forgotten since.
-    fn insert(&self, slot: Slot, value: Value, bytes: usize, generation: u64) {
+    /// Keeps what was read at `generation`, unless something was forgotten since. Its age counts
+    /// from when the store was `asked`, so a slow read does not stretch the TTL.
+    fn insert(&self, slot: Slot, value: Value, bytes: usize, generation: u64, asked: Instant) {
         let bytes = bytes + ENTRY_OVERHEAD;
         let mut state = self.state.lock().expect("cache lock is never poisoned");
         if state.generation != generation || bytes > MAX_ENTRY_BYTES {
             return;
         }
         state.remove(&slot);
-        if let Some((_, evicted)) = state.entries.push(slot, Entry { value, read_at: Instant::now(), bytes }) {
+        if let Some((_, evicted)) = state.entries.push(slot, Entry { value, read_at: asked, bytes }) {
             state.bytes -= evicted.bytes;
         }
         state.bytes += bytes;
