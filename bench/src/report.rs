@@ -1,12 +1,12 @@
 //! The markdown `scripts/bench` prints: the machine's ceilings (and on S3 the store's own), one
-//! table of medians over the runs with the ratio portcullis / Distribution, on S3 the blob rows as
-//! shares of the store's throughput, and the targets of BENCHMARKS.md, each met or missed by these
-//! numbers.
+//! table of medians over the runs with the ratio portcullis / Distribution, the manifest rows as
+//! shares of the reference server's (`manifest-ceiling`), on S3 the blob rows as shares of the
+//! store's throughput, and the targets of BENCHMARKS.md, each met or missed by these numbers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::results::{RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED, REFERENCE};
+use crate::results::{RunResults, CEILING, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED, REFERENCE};
 
 /// Renders the report of `runs` (at least one, all of the same kind).
 pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
@@ -43,8 +43,8 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
     }
     writeln!(out)?;
 
-    writeln!(out, "| workload | portcullis | portcullis, gated | Distribution | portcullis / Distribution | gated / Distribution |")?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|")?;
+    writeln!(out, "| workload | portcullis | portcullis, gated | Distribution | reference (ceiling) | portcullis / Distribution | gated / Distribution |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|")?;
     let (referenced, metrics): (Vec<_>, Vec<_>) = metrics.into_iter().partition(|m| medians.metric(&m.key, REFERENCE).is_some());
     for metric in &metrics {
         let value = |server: &str| medians.metric(&metric.key, server);
@@ -55,11 +55,12 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
         let cell = |server: &str| value(server).map(number).unwrap_or_default();
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             metric.label,
             cell(PORTCULLIS),
             cell(PORTCULLIS_GATED),
             cell(DISTRIBUTION),
+            cell(CEILING),
             ratio(PORTCULLIS),
             ratio(PORTCULLIS_GATED)
         )?;
@@ -69,6 +70,7 @@ pub(crate) fn render(runs: &[RunResults]) -> anyhow::Result<String> {
     if !referenced.is_empty() {
         reference_table(&mut out, &medians, &referenced)?;
     }
+    ceiling_table(&mut out, &metrics, &medians)?;
     if first.storage == "s3" {
         s3_table(&mut out, &medians)?;
     }
@@ -156,6 +158,33 @@ fn reference_table(out: &mut String, medians: &Medians, metrics: &[&crate::resul
         let cell = |server: &str| value(server).map(number).unwrap_or_default();
         let share = |server: &str| value(server).filter(|_| reference > 0.0).map(|v| format!("{:.0}%", 100.0 * v / reference)).unwrap_or_default();
         writeln!(out, "| {} | {} | {} | {} | {} | {} |", metric.label, number(reference), cell(PORTCULLIS), share(PORTCULLIS), cell(DISTRIBUTION), share(DISTRIBUTION))?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// The manifest throughput rows against the reference server's: open and gated as shares of it,
+/// and what the gate costs (gated / open). Issue #20 goal 1 wants both shares at 50% or more and
+/// gated / open at 0.9 or more.
+fn ceiling_table(out: &mut String, metrics: &[&crate::results::Metric], medians: &Medians) -> anyhow::Result<()> {
+    let rows: Vec<_> = metrics.iter().filter(|m| m.key.starts_with("manifest_") && m.key.ends_with("_rps")).filter(|m| medians.metric(&m.key, CEILING).is_some()).collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "| manifest row | reference (ceiling) req/s | portcullis, % of it | gated, % of it | gated / open |")?;
+    writeln!(out, "|---|---:|---:|---:|---:|")?;
+    for metric in rows {
+        let value = |server: &str| medians.metric(&metric.key, server);
+        let share = |server: &str| match (value(server), value(CEILING)) {
+            (Some(ours), Some(ceiling)) if ceiling > 0.0 => format!("{:.0}%", 100.0 * ours / ceiling),
+            _ => String::new(),
+        };
+        let gate_cost = match (value(PORTCULLIS_GATED), value(PORTCULLIS)) {
+            (Some(gated), Some(open)) if open > 0.0 => format!("{:.2}", gated / open),
+            _ => String::new(),
+        };
+        let ceiling = value(CEILING).map(number).unwrap_or_default();
+        writeln!(out, "| {} | {ceiling} | {} | {} | {gate_cost} |", metric.label, share(PORTCULLIS), share(PORTCULLIS_GATED))?;
     }
     writeln!(out)?;
     Ok(())
@@ -252,6 +281,22 @@ fn targets(medians: &Medians, storage: &str) -> Vec<Target> {
                 _ => (String::new(), None),
             };
             let what = format!("manifest {} by {by}, c=64, gated: >= 5x Distribution req/s", method.to_uppercase());
+            targets.push(Target { what, measured, met });
+        }
+    }
+
+    for method in ["get", "head"] {
+        for by in ["tag", "digest"] {
+            let key = format!("manifest_{method}_{by}_c64_rps");
+            let value = |server: &str| medians.metric(&key, server);
+            let (measured, met) = match (value(PORTCULLIS), value(PORTCULLIS_GATED), value(CEILING)) {
+                (Some(open), Some(gated), Some(ceiling)) => (
+                    format!("open {:.0}%, gated {:.0}% of {} req/s; gated / open {:.2}", 100.0 * open / ceiling, 100.0 * gated / ceiling, number(ceiling), gated / open),
+                    Some(open >= 0.5 * ceiling && gated >= 0.5 * ceiling && gated >= 0.9 * open),
+                ),
+                _ => (String::new(), None),
+            };
+            let what = format!("manifest {} by {by}, c=64: open and gated >= 50% of the reference (ceiling), gated >= 90% of open (#20)", method.to_uppercase());
             targets.push(Target { what, measured, met });
         }
     }

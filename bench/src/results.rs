@@ -16,6 +16,8 @@ pub(crate) const DISTRIBUTION: &str = "distribution";
 /// A minimal server in `bench/` doing only what a workload must (issue #20): the most this box
 /// and this client can do, which the registries are measured against.
 pub(crate) const REFERENCE: &str = "reference";
+/// The reference of the manifest rows: `manifest-ceiling`, the same manifest from memory.
+pub(crate) const CEILING: &str = "ceiling";
 
 /// Whether a larger value is better; decides nothing but how a reader should read the ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

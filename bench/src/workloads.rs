@@ -17,7 +17,7 @@ use crate::images::{self, Skopeo};
 use crate::load;
 use crate::memory;
 use crate::registry::{Registry, MANIFEST_ACCEPT};
-use crate::results::{Better, RunResults, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED};
+use crate::results::{Better, RunResults, CEILING, DISTRIBUTION, PORTCULLIS, PORTCULLIS_GATED};
 
 /// `portcullis-bench measure` arguments; `scripts/bench` passes them.
 #[derive(Debug, clap::Args)]
@@ -175,6 +175,13 @@ pub(crate) struct MeasureArgs {
     /// names; fewer where pushing them to Distribution would take too long).
     #[arg(long)]
     gc_manifests: Option<usize>,
+    /// For the `manifests` group: a `manifest-ceiling` server, given the image's manifest and
+    /// driven beside the registries as the manifest rows' reference.
+    #[arg(long, requires = "manifest_ceiling_pid")]
+    manifest_ceiling: Option<String>,
+    /// Its process id.
+    #[arg(long)]
+    manifest_ceiling_pid: Option<u32>,
 }
 
 /// A group of workloads that runs on one start of the servers.
@@ -421,7 +428,11 @@ pub(crate) async fn measure(args: MeasureArgs) -> anyhow::Result<()> {
         skopeo_workloads(&sizes, run, &both, &args.scratch, &mut results).await?;
     }
     if args.groups.contains(&Group::Manifests) {
-        manifest_workloads(&sizes, run, &portcullis, &distribution, &key, &mut results).await?;
+        let ceiling = match (&args.manifest_ceiling, args.manifest_ceiling_pid) {
+            (Some(url), Some(pid)) => Some(Registry::new(CEILING, url, pid)?),
+            _ => None,
+        };
+        manifest_workloads(&sizes, run, &portcullis, &distribution, ceiling.as_ref(), &key, &mut results).await?;
 
         progress(run, "cold verdicts");
         reset_peaks(&[&portcullis])?;
@@ -648,15 +659,24 @@ async fn skopeo_workloads(sizes: &Sizes, run: u32, both: &[&Registry], scratch: 
 }
 
 /// Manifest GET and HEAD, by tag and by digest, at each concurrency: portcullis on an open
-/// namespace, portcullis on a gated namespace with a cached passing verdict, and Distribution.
-async fn manifest_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, distribution: &Registry, key: &Key, results: &mut RunResults) -> anyhow::Result<()> {
+/// namespace, portcullis on a gated namespace with a cached passing verdict, Distribution, and
+/// the `ceiling` server (when given) answering with the same manifest from memory.
+async fn manifest_workloads(sizes: &Sizes, run: u32, portcullis: &Registry, distribution: &Registry, ceiling: Option<&Registry>, key: &Key, results: &mut RunResults) -> anyhow::Result<()> {
     progress(run, "manifests: pushing the image (and its evidence in the gated namespace)");
     // The same image everywhere, so every server answers with the same bytes.
     let seed = gates::seed(run, 30, 0);
     let digest = portcullis.push_image("bench/app", "v1", 5, 1024, seed).await?;
     anyhow::ensure!(distribution.push_image("bench/app", "v1", 5, 1024, seed).await? == digest, "the two registries stored different manifests");
     anyhow::ensure!(gates::signed_image(portcullis, key, "gated/app", "v1", 5, seed).await? == digest, "the gated image differs");
-    let targets = [(portcullis, PORTCULLIS, "bench/app"), (portcullis, PORTCULLIS_GATED, "gated/app"), (distribution, DISTRIBUTION, "bench/app")];
+    let mut targets = vec![(portcullis, PORTCULLIS, "bench/app"), (portcullis, PORTCULLIS_GATED, "gated/app"), (distribution, DISTRIBUTION, "bench/app")];
+    if let Some(ceiling) = ceiling {
+        let res = portcullis.client().get(portcullis.url("/v2/bench/app/manifests/v1")).header("accept", MANIFEST_ACCEPT).send().await?;
+        let media_type = res.headers().get(http::header::CONTENT_TYPE).cloned().context("the manifest has no Content-Type")?;
+        let bytes = res.bytes().await?;
+        let put = ceiling.client().put(ceiling.url("/")).header(http::header::CONTENT_TYPE, media_type).body(bytes).send().await?;
+        anyhow::ensure!(put.status() == 201, "the ceiling server took the manifest with {}", put.status());
+        targets.push((ceiling, CEILING, "bench/app"));
+    }
     // Warm: the gated verdict is computed and cached here, before anything is measured.
     for (registry, _, repo) in &targets {
         let res = registry.client().get(registry.url(&format!("/v2/{repo}/manifests/v1"))).header("accept", MANIFEST_ACCEPT).send().await?;

@@ -21,7 +21,7 @@ impl Metadata {
     /// The content whole, if it has at most `limit` bytes (`Store(BlobStoreError::TooLarge)`
     /// otherwise); `None` when it is not stored.
     pub async fn read_content(&self, digest: &Digest, limit: usize) -> Result<Option<Bytes>> {
-        Ok(self.store.get_small(&Key::Blob(digest).to_string(), limit).await?.map(|object| object.bytes))
+        Ok(self.get_small(&Key::Blob(digest).to_string(), limit).await?.map(|object| object.bytes))
     }
 
     /// Stores `bytes`, whose digest is `digest`, unless that content is stored already.

@@ -50,6 +50,7 @@
 pub mod admissions;
 pub mod audit;
 mod blobs;
+pub mod cache;
 pub mod fence;
 mod index;
 pub mod layout;
@@ -80,8 +81,13 @@ const SMALL_LIMIT: usize = 64 << 10;
 /// Metadata over the store, with the node-local index.
 #[derive(Clone)]
 pub struct Metadata {
+    /// The store, through [`cache::Forgetting`]: every write forgets what it changes.
     store: Arc<dyn BlobStore>,
     index: index::Index,
+    cache: Arc<cache::ReadCache>,
+    /// Whether tags, manifest links, content and referrer listings are read through `cache`
+    /// ([`Metadata::cached`]).
+    cached_reads: bool,
 }
 
 /// A manifest revision in a repository.
@@ -233,7 +239,23 @@ fn encode<T: Serialize>(value: &T) -> Bytes {
 impl Metadata {
     /// Opens the index in `index_dir` (recreating it when corrupt) over `store`.
     pub fn open(store: Arc<dyn BlobStore>, index_dir: &std::path::Path) -> Result<Metadata> {
-        Ok(Metadata { index: index::Index::open(index_dir)?, store })
+        let cache = Arc::new(cache::ReadCache::default());
+        let store = Arc::new(cache::Forgetting::new(store, cache.clone()));
+        Ok(Metadata { index: index::Index::open(index_dir)?, store, cache, cached_reads: false })
+    }
+
+    /// The same metadata, reading small objects and the first page of a referrer listing through
+    /// the read cache: what this process wrote is seen at once, what another replica wrote within
+    /// [`cache::TTL`]. For the pull path; whoever decides a write from what it reads uses `self`.
+    pub fn cached(&self) -> Metadata {
+        Metadata { cached_reads: true, ..self.clone() }
+    }
+
+    async fn get_small(&self, key: &str, limit: usize) -> Result<Option<storage::SmallObject>> {
+        Ok(match self.cached_reads {
+            true => self.cache.get_small(&*self.store, key, limit).await?,
+            false => self.store.get_small(key, limit).await?,
+        })
     }
 
     /// The audit log, in the same store.
@@ -252,7 +274,7 @@ impl Metadata {
     }
 
     async fn read<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
-        match self.store.get_small(key, SMALL_LIMIT).await? {
+        match self.get_small(key, SMALL_LIMIT).await? {
             Some(object) => Ok(Some(decode(key, &object.bytes)?)),
             None => Ok(None),
         }
@@ -298,7 +320,7 @@ impl Metadata {
     /// The tag, if it exists.
     pub async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<StoredTag>> {
         let key = Key::Tag(repo, tag).to_string();
-        match self.store.get_small(&key, SMALL_LIMIT).await? {
+        match self.get_small(&key, SMALL_LIMIT).await? {
             Some(object) => Ok(Some(StoredTag { record: decode(&key, &object.bytes)?, etag: object.etag })),
             None => Ok(None),
         }
@@ -383,7 +405,10 @@ impl Metadata {
         let mut names = Vec::new();
         let mut last: Option<String> = None;
         loop {
-            let page = self.store.list(prefix, last.as_deref(), limit - names.len(), true).await?;
+            let page = match (&last, self.cached_reads) {
+                (None, true) => self.cache.list_first(&*self.store, prefix, limit).await?,
+                _ => self.store.list(prefix, last.as_deref(), limit - names.len(), true).await?,
+            };
             let truncated = page.truncated;
             last = page.entries.last().cloned();
             names.extend(page.entries.into_iter().take(limit - names.len()));

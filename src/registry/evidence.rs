@@ -187,18 +187,20 @@ impl Attached {
 }
 
 impl Registry {
-    /// What is attached to `subject` in `repo`: its cosign tags and its referrer links.
+    /// What is attached to `subject` in `repo`: its cosign tags and its referrer links, read
+    /// through the read cache (a change made here is seen at once, another replica's within
+    /// `metadata::cache::TTL`).
     pub async fn attached(&self, repo: &RepoName, subject: &Digest) -> Result<Attached> {
         let mut tags = Vec::new();
         for suffix in ["sig", "att"] {
             let tag = Tag::cosign(subject, suffix);
-            if let Some(stored) = self.metadata.tag(repo, &tag).await? {
+            if let Some(stored) = self.cached.tag(repo, &tag).await? {
                 if let Ok(digest) = stored.record.digest.parse::<Digest>() {
                     tags.push((tag, digest));
                 }
             }
         }
-        let mut referrers = self.metadata.referrer_hexes(repo, subject, MAX_REFERRER_LINKS + 1).await?;
+        let mut referrers = self.cached.referrer_hexes(repo, subject, MAX_REFERRER_LINKS + 1).await?;
         let truncated = referrers.len() > MAX_REFERRER_LINKS;
         referrers.truncate(MAX_REFERRER_LINKS);
         Ok(Attached::new(tags, referrers, truncated))

@@ -33,6 +33,8 @@ pub struct Registry {
     config: arc_swap::ArcSwap<Config>,
     /// Everything in the store, through typed accessors: the registry's only way to it.
     metadata: Metadata,
+    /// `metadata` reading through its read cache, for the pull path (`metadata::cache`).
+    cached: Metadata,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
     sessions: uploads::Sessions,
@@ -297,6 +299,7 @@ impl Registry {
             caches: verdicts::Caches::default(),
             audit: metadata.audit_log(),
             signing,
+            cached: metadata.cached(),
             metadata,
             metrics,
             sessions: uploads::Sessions::default(),
@@ -677,7 +680,7 @@ impl Registry {
         match reference {
             Reference::Digest(digest) => Ok(digest.clone()),
             Reference::Tag(tag) => {
-                let stored = self.metadata.tag(repo, tag).await?;
+                let stored = self.cached.tag(repo, tag).await?;
                 let record = stored.ok_or_else(|| RegistryError::ManifestUnknown(format!("{repo}:{tag}")))?.record;
                 record.digest.parse().map_err(|_| RegistryError::Internal(format!("tag {repo}:{tag} holds {:?}", record.digest)))
             }
@@ -729,8 +732,8 @@ impl Registry {
     /// The manifest `digest` as `repo` holds it now, `None` when it does not: never fetched from
     /// an upstream nor counted as a pull (the console reads with this; looking is not pulling).
     pub async fn stored_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>> {
-        let Some(link) = self.metadata.manifest_link(repo, digest).await? else { return Ok(None) };
-        let bytes = self.metadata.read_content(digest, self.config().registry.max_manifest_bytes).await?;
+        let Some(link) = self.cached.manifest_link(repo, digest).await? else { return Ok(None) };
+        let bytes = self.cached.read_content(digest, self.config().registry.max_manifest_bytes).await?;
         let Some(bytes) = bytes else {
             return match self.content_missing(digest, scrub::ContentKind::Manifest).await {
                 err @ RegistryError::Quarantined { .. } => Err(err),

@@ -44,11 +44,12 @@ type VerdictKey = (Digest, String, String);
 /// being computed.
 pub struct Caches {
     verified: Mutex<HashMap<(String, String), Result<Fact, String>>>,
-    verdicts: Mutex<HashMap<VerdictKey, Verdict>>,
+    /// Shared, so a pull that finds its verdict here copies nothing.
+    verdicts: Mutex<HashMap<VerdictKey, Arc<Verdict>>>,
     /// Whether a referrer (by digest) can carry evidence, as its link says.
     referrer_kinds: Mutex<HashMap<[u8; 32], bool>>,
     /// The verdicts being computed; a request for one of them waits for its cell.
-    computing: Mutex<HashMap<VerdictKey, Arc<tokio::sync::OnceCell<Verdict>>>>,
+    computing: Mutex<HashMap<VerdictKey, Arc<tokio::sync::OnceCell<Arc<Verdict>>>>>,
     /// Permits to compute a verdict.
     slots: tokio::sync::Semaphore,
 }
@@ -111,7 +112,7 @@ struct Judging<'a> {
 struct Computing<'a> {
     caches: &'a Caches,
     key: &'a VerdictKey,
-    cell: Option<Arc<tokio::sync::OnceCell<Verdict>>>,
+    cell: Option<Arc<tokio::sync::OnceCell<Arc<Verdict>>>>,
 }
 
 impl<'a> Computing<'a> {
@@ -125,7 +126,7 @@ impl<'a> Computing<'a> {
         Computing { caches, key, cell: Some(cell) }
     }
 
-    fn cell(&self) -> &tokio::sync::OnceCell<Verdict> {
+    fn cell(&self) -> &tokio::sync::OnceCell<Arc<Verdict>> {
         self.cell.as_ref().expect("the cell is held until drop")
     }
 }
@@ -221,6 +222,11 @@ impl Registry {
     /// has no gate. A child manifest that fails on its own passes through a parent index in the
     /// same repository that passes.
     pub async fn verdict(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
+        Ok(self.judge(repo, digest).await?.map(Arc::unwrap_or_clone))
+    }
+
+    /// [`Registry::verdict`], shared with the verdict cache.
+    async fn judge(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Arc<Verdict>>> {
         let config = self.config();
         let Some(verdict) = self.own_verdict(&config, repo, repo, digest).await? else {
             return Ok(None);
@@ -230,10 +236,10 @@ impl Registry {
         }
         for parent in self.metadata.parents(repo, digest, MAX_PARENTS).await? {
             if let Some(parent_verdict) = self.own_verdict(&config, repo, repo, &parent).await?.filter(|v| v.passed) {
-                let mut passed = parent_verdict;
+                let mut passed = Arc::unwrap_or_clone(parent_verdict);
                 passed.image = format!("{repo}@{digest}");
                 passed.via_parent = Some(parent.to_string());
-                return Ok(Some(passed));
+                return Ok(Some(Arc::new(passed)));
             }
         }
         Ok(Some(verdict))
@@ -242,14 +248,15 @@ impl Registry {
     /// The verdict of `gated`'s namespace on `digest` with the evidence `evidence_repo` holds
     /// about it: a promotion judges the source's evidence by the target's gate.
     pub async fn verdict_for(&self, gated: &RepoName, evidence_repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
-        self.own_verdict(&self.config(), gated, evidence_repo, digest).await
+        Ok(self.own_verdict(&self.config(), gated, evidence_repo, digest).await?.map(Arc::unwrap_or_clone))
     }
 
-    async fn own_verdict(&self, config: &Config, gated: &RepoName, evidence_repo: &RepoName, digest: &Digest) -> Result<Option<Verdict>> {
+    async fn own_verdict(&self, config: &Config, gated: &RepoName, evidence_repo: &RepoName, digest: &Digest) -> Result<Option<Arc<Verdict>>> {
         let Some(ns) = config.namespace(gated.as_str()) else { return Ok(None) };
         let Some(gate) = &ns.gate else { return Ok(None) };
         // What is attached is enough for the cache key; evidence is selected and read only on a
-        // miss, so a pull with a cached verdict reads two tags and a listing, not the evidence.
+        // miss, so a pull with a cached verdict reads two tags and a listing (from the read cache
+        // while fresh), not the evidence.
         let attached = self.attached(evidence_repo, digest).await?;
         let key = (digest.clone(), format!("{}/{gated}", config.revision), attached.id.clone());
         if let Some(cached) = self.cached_verdict(&key) {
@@ -261,14 +268,14 @@ impl Registry {
         Ok(Some(verdict.clone()))
     }
 
-    fn cached_verdict(&self, key: &VerdictKey) -> Option<Verdict> {
+    fn cached_verdict(&self, key: &VerdictKey) -> Option<Arc<Verdict>> {
         let verdicts = self.caches.verdicts.lock().expect("cache lock is never poisoned");
         verdicts.get(key).filter(|cached| cached.fresh_at(now_secs())).cloned()
     }
 
     /// Selects, reads and verifies the evidence `attached` to the judged digest, evaluates the
     /// gate, and caches the verdict under `key`.
-    async fn compute_verdict(&self, judging: &Judging<'_>, attached: &Attached, key: &VerdictKey) -> Result<Verdict> {
+    async fn compute_verdict(&self, judging: &Judging<'_>, attached: &Attached, key: &VerdictKey) -> Result<Arc<Verdict>> {
         let Judging { config, gate, pattern, gated, evidence_repo, digest } = *judging;
         let _slot = self.caches.slots.acquire().await.expect("the verdict slots are never closed");
         // A computation that finished while this one waited for its cell or its slot left its
@@ -291,6 +298,7 @@ impl Registry {
         let mut verdict = gate::evaluate(gate, pattern, &format!("{gated}@{digest}"), &facts, rejected, &config.revision, now_secs());
         verdict.warnings.extend(selection.warnings);
         verdict.warnings.extend(set.warnings);
+        let verdict = Arc::new(verdict);
         insert_bounded(&self.caches.verdicts, CACHE_LIMIT, key.clone(), verdict.clone());
         Ok(verdict)
     }
@@ -306,7 +314,7 @@ impl Registry {
         if !self.summary(digest).await?.runnable {
             return Ok(());
         }
-        let Some(verdict) = self.verdict(repo, digest).await? else { return Ok(()) };
+        let Some(verdict) = self.judge(repo, digest).await? else { return Ok(()) };
         if verdict.passed {
             return Ok(());
         }
@@ -314,7 +322,7 @@ impl Registry {
             GateMode::Enforce => "pull_denied",
             GateMode::Audit => "pull_audit",
         };
-        self.record_audit(kind, actor, repo, digest, serde_json::to_value(&verdict).unwrap_or_default()).await;
+        self.record_audit(kind, actor, repo, digest, serde_json::to_value(&*verdict).unwrap_or_default()).await;
         match verdict.mode {
             GateMode::Enforce => Err(RegistryError::Denied(verdict.summary())),
             GateMode::Audit => {
